@@ -1,0 +1,1 @@
+"""Training Recommender: a hybrid LightFM recommender of internal and external trainings."""

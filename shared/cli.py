@@ -1,0 +1,389 @@
+"""The command line over the same use cases as the Functions app.
+
+``python -m shared demo`` runs the whole job on synthetic data in a local folder.
+Bad input ends with one clear line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.errors import TrainingRecommenderError
+from shared.settings import Config, load_config
+from shared.storage import BlobStore
+
+DEFAULT_STORE = Path("var/store")
+EXIT_BAD_INPUT = 2
+EXAMPLE_NEW_EMPLOYEE = {
+    "ou": "development",
+    "skills": "python;sql",
+    "language": "english",
+    "grade": "G3",
+    "career interests": "data",
+}
+
+
+def _store(args: argparse.Namespace) -> BlobStore:
+    from shared.storage import AzureBlobStore, LocalFolderStore, store_from_settings
+
+    if args.connection_string:
+        return AzureBlobStore.from_connection_string(args.connection_string)
+    if args.azure:
+        return store_from_settings(connection_name=args.connection_name)
+    return LocalFolderStore(Path(args.store))
+
+
+def _print(args: argparse.Namespace, data: Any, human: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else human)
+
+
+def _progress(record: Any, total: int) -> None:
+    if sys.stderr.isatty():
+        score = record.validation_precision
+        extra = f"  validation precision {score:.4f}" if score is not None else ""
+        print(f"  epoch {record.epoch}/{total}  {record.seconds:.1f}s{extra}", file=sys.stderr)
+
+
+def _trainings_table(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "  (no recommendation)"
+    return "\n".join(
+        f"  {t['rank']:>2}. {t['training_id']:<8} {t['title'][:60]:<60} {t['score']:8.3f}"
+        for t in items
+    )
+
+
+def _attributes(pairs: Sequence[str]) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise TrainingRecommenderError(
+                f"--attr {pair!r}: expected column=value, e.g. skills=python;sql"
+            )
+        attributes[name.strip()] = value
+    return attributes
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_generate(args: argparse.Namespace, config: Config) -> None:
+    from shared.synthetic import generate, write_csvs
+
+    data = generate(args.users, args.trainings, args.interactions, args.seed)
+    paths = write_csvs(data, Path(args.out))
+    _print(
+        args,
+        {k: str(v) for k, v in paths.items()},
+        "\n".join(f"{k:<16} {v}" for k, v in paths.items()),
+    )
+
+
+def cmd_drop(args: argparse.Namespace, config: Config) -> None:
+    from shared.pipeline import DROP_CONTAINER, accept_extract
+
+    store = _store(args)
+    file = Path(args.file)
+    kind = args.kind or ""
+    name = f"{kind}/{file.name}" if kind else file.name
+    data = file.read_bytes()
+    store.write(f"{DROP_CONTAINER}/{name}", data)
+    result = accept_extract(store, name, data, config)
+    human = f"{result.status}: {file} → {result.path}"
+    if result.status == "rejected":
+        human += "\n" + str(result.report["message"])
+    _print(args, result.__dict__, human)
+    if result.status == "rejected":
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _oracle_from(path: str | None, store: BlobStore, config: Config) -> Any:
+    if not path:
+        return None
+    from shared.synthetic import Oracle
+
+    return Oracle.from_json(Path(path).read_text(encoding="utf-8"), *_raw_frames(store)).scores
+
+
+def _raw_frames(store: BlobStore) -> tuple[Any, Any]:
+    import io
+
+    import pandas as pd
+
+    from shared.pipeline import EXTRACTS_POINTER, read_pointer
+
+    pointer, _ = read_pointer(store, EXTRACTS_POINTER)
+    return tuple(  # type: ignore[return-value]
+        pd.read_csv(io.BytesIO(store.read(pointer[kind]["path"])), dtype=str, keep_default_na=False)
+        for kind in ("users", "trainings")
+    )
+
+
+def cmd_train(args: argparse.Namespace, config: Config) -> None:
+    from shared.pipeline import retrain
+
+    store = _store(args)
+    result = retrain(
+        store, config, oracle=_oracle_from(args.oracle, store, config), progress=_progress
+    )
+    if result.status == "busy":
+        _print(args, {"status": "busy"}, "another retrain is running: nothing done")
+        return
+    from shared.evaluation import EvaluationReport
+
+    table = EvaluationReport.from_dict(result.evaluation).to_table() if result.evaluation else ""
+    human = f"published model {result.version}\n{table}"
+    if result.precompute:
+        done = result.precompute
+        human += f"\nrecommendations {done.version} for {done.employees} employees"
+    _print(args, {"version": result.version, "evaluation": result.evaluation}, human)
+
+
+def cmd_evaluate(args: argparse.Namespace, config: Config) -> None:
+    from shared.features import build_dataset
+    from shared.modeling import evaluate_candidate
+    from shared.pipeline import load_current_data
+
+    store = _store(args)
+    data = load_current_data(store, config)
+    extracts = data.extracts
+    dataset = build_dataset(
+        extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
+    )
+    report, _ = evaluate_candidate(
+        dataset,
+        extracts,
+        config,
+        oracle=_oracle_from(args.oracle, store, config),
+        progress=_progress,
+    )
+    _print(args, report.to_dict(), report.to_table())
+
+
+def cmd_precompute(args: argparse.Namespace, config: Config) -> None:
+    from shared.pipeline import precompute
+
+    result = precompute(_store(args), config, force=args.force)
+    _print(args, result.__dict__, f"{result.status}: recommendations {result.version}")
+
+
+def _snapshot(args: argparse.Namespace) -> Any:
+    from shared.serving import ServingCache
+
+    return ServingCache(_store(args), refresh_seconds=0).current()
+
+
+def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
+    from shared.serving import contract_of, recommend_known, recommend_new
+
+    snapshot = _snapshot(args)
+    if args.employee_id:
+        items = recommend_known(snapshot, args.employee_id, args.n)
+        _print(
+            args,
+            {"employee_id": args.employee_id, **snapshot.versions, "trainings": items},
+            f"employee {args.employee_id}:\n{_trainings_table(items)}",
+        )
+        return
+    attributes = _attributes(args.attr) if args.attr else dict(EXAMPLE_NEW_EMPLOYEE)
+    answer = recommend_new(snapshot, attributes, args.n, contract_of(snapshot, config))
+    human = f"new employee {attributes}:\n{_trainings_table(answer.trainings)}"
+    if answer.ignored_values:
+        human += (
+            f"\n  (values the model has never seen, ignored: {', '.join(answer.ignored_values)})"
+        )
+    _print(
+        args,
+        {
+            "attributes": attributes,
+            **snapshot.versions,
+            "trainings": answer.trainings,
+            "ignored_values": answer.ignored_values,
+        },
+        human,
+    )
+
+
+def cmd_similar(args: argparse.Namespace, config: Config) -> None:
+    from shared.serving import similar_trainings
+
+    snapshot = _snapshot(args)
+    items = similar_trainings(snapshot, args.training_id, args.n)
+    _print(
+        args,
+        {"training_id": args.training_id, "similar": items},
+        f"trainings similar to {args.training_id}:\n{_trainings_table(items)}",
+    )
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> None:
+    import uvicorn
+
+    from shared.api import create_app
+
+    uvicorn.run(create_app(_store(args), config), host=args.host, port=args.port)
+
+
+def cmd_demo(args: argparse.Namespace, config: Config) -> None:
+    """generate → drop → train → evaluate → publish → precompute → show two employees."""
+    import numpy as np
+
+    from shared.pipeline import DROP_CONTAINER, accept_extract, retrain
+    from shared.serving import contract_of, recommend_known, recommend_new
+    from shared.synthetic import generate, write_csvs
+
+    store = _store(args)
+    say = (lambda *a: None) if args.json else print
+    say(
+        f"1/4 generating {args.users} employees, {args.trainings} trainings, "
+        f"{args.interactions} trainings taken (seed {args.seed})"
+    )
+    data = generate(args.users, args.trainings, args.interactions, args.seed)
+    paths = write_csvs(data, Path(args.out))
+    say(f"2/4 dropping the extracts into {store.describe}")
+    for kind in ("users", "trainings", "trainings-taken"):
+        name = f"{kind}/{paths[kind].name}"
+        payload = paths[kind].read_bytes()
+        store.write(f"{DROP_CONTAINER}/{name}", payload)
+        accepted = accept_extract(store, name, payload, config)
+        say(f"    {kind:<16} {accepted.status}")
+    say("3/4 training, evaluating, publishing and precomputing")
+    result = retrain(store, config, oracle=data.oracle.scores, progress=_progress)
+    from shared.evaluation import EvaluationReport
+
+    report = EvaluationReport.from_dict(result.evaluation or {"k": config.evaluation.k})
+    say(report.to_table())
+    say(
+        f"    model {result.version}; recommendations for "
+        f"{result.precompute.employees if result.precompute else 0} employees"
+    )
+    snapshot = _snapshot(args)
+    taken_counts = np.diff(snapshot.bundle.taken.indptr)
+    known_id = str(snapshot.bundle.user_ids[int(np.argmax(taken_counts > 3))])
+    known = recommend_known(snapshot, known_id, args.n)
+    new = recommend_new(snapshot, EXAMPLE_NEW_EMPLOYEE, args.n, contract_of(snapshot, config))
+    say("4/4 recommendations")
+    row = data.users[data.users["User-Id"] == known_id].iloc[0]
+    say(
+        f"known employee {known_id} ({row['ou']}; skills {row['skills']}; "
+        f"interests {row['career interests']}):\n{_trainings_table(known)}"
+    )
+    say(f"new employee {EXAMPLE_NEW_EMPLOYEE}:\n{_trainings_table(new.trainings)}")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "model_version": result.version,
+                    "evaluation": result.evaluation,
+                    "known": {"employee_id": known_id, "trainings": known},
+                    "new": {"attributes": EXAMPLE_NEW_EMPLOYEE, "trainings": new.trainings},
+                },
+                indent=2,
+                default=str,
+            )
+        )
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="training-recommender", description=__doc__)
+    parser.add_argument(
+        "--config", help="TOML configuration file (default: $TR_CONFIG, else built-in)"
+    )
+    parser.add_argument(
+        "--store",
+        default=os.environ.get("TR_LOCAL_STORE", str(DEFAULT_STORE)),
+        help="local folder used as blob storage (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--connection-string",
+        default=os.environ.get("TR_CONNECTION_STRING"),
+        help="Azure Storage / Azurite connection string instead of the local folder",
+    )
+    parser.add_argument(
+        "--azure",
+        action="store_true",
+        help="use the app settings (AzureWebJobsStorage or __serviceUri) like the app",
+    )
+    parser.add_argument("--connection-name", default="AzureWebJobsStorage")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def sizes(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--users", type=int, default=10_000)
+        p.add_argument("--trainings", type=int, default=500)
+        p.add_argument("--interactions", type=int, default=100_000)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", default="var/synthetic", help="folder for the CSV files")
+
+    p = sub.add_parser("generate", help="write synthetic HR extracts (and oracle.json)")
+    sizes(p)
+    p.set_defaults(func=cmd_generate)
+    p = sub.add_parser("drop", help="upload an extract the way HR does, and validate it")
+    p.add_argument("file")
+    p.add_argument("--kind", choices=("users", "trainings", "trainings-taken"))
+    p.set_defaults(func=cmd_drop)
+    p = sub.add_parser("train", help="retrain: evaluate, publish and precompute")
+    p.add_argument("--oracle", help="oracle.json of synthetic extracts, to compare against")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", help="evaluate on the current extracts without publishing")
+    p.add_argument("--oracle", help="oracle.json of synthetic extracts, to compare against")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("precompute", help="every employee's top-k with the serving model")
+    p.add_argument("--force", action="store_true", help="even if already computed")
+    p.set_defaults(func=cmd_precompute)
+    p = sub.add_parser(
+        "recommend", help="an employee's recommendations (or a new one's, with --attr)"
+    )
+    p.add_argument("employee_id", nargs="?")
+    p.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE",
+        help="a new employee's attribute, repeatable: --attr skills=python;sql",
+    )
+    p.add_argument("-n", type=int, default=10)
+    p.set_defaults(func=cmd_recommend)
+    p = sub.add_parser("similar", help="trainings similar to a training")
+    p.add_argument("training_id")
+    p.add_argument("-n", type=int, default=10)
+    p.set_defaults(func=cmd_similar)
+    p = sub.add_parser("serve", help="serve the HTTP API with uvicorn")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("demo", help="generate, train, evaluate, publish, precompute, show")
+    sizes(p)
+    p.add_argument("-n", type=int, default=10)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+        args.func(args, config)
+    except TrainingRecommenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"error: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0

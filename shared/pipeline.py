@@ -1,0 +1,469 @@
+"""The use cases: accept an extract, retrain, precompute — whatever calls them.
+
+Blob layout (the first path segment is the container)::
+
+    hr-extracts/<kind>/<file>.csv                 dropped by HR (the blob trigger)
+    hr-extracts-rejected/<kind>/<file>.csv        a bad drop, moved here ...
+    hr-extracts-rejected/<kind>/<file>.error.json ... with what is wrong and where
+    extracts/<kind>/<stamp>-<sha>.csv             accepted copies (+ .report.json)
+    extracts/current.json                         the current extract of each kind
+    models/<version>/model.npz, model.json        published bundles
+    models/current.json                           the serving model
+    recommendations/<version>/top.npz, recommendations.csv, meta.json
+    recommendations/current.json                  the serving recommendations
+    locks/retrain                                 leased while a retrain runs
+
+Every output is written under a new name first; only then does the small
+``current.json`` pointer move, with a conditional write on the ETag it was read
+with. A failure anywhere leaves the previous pointer, hence the previous version,
+serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.bundle import JSON_NAME, NPZ_NAME, ModelBundle
+from shared.errors import (
+    ExtractError,
+    LeaseUnavailableError,
+    ModelLoadError,
+    NoModelError,
+    NotFoundError,
+    PreconditionFailedError,
+    Problem,
+)
+from shared.features import IdMap, interaction_matrices, rows_for_new
+from shared.modeling import OracleFn, TrainedModel, train_model
+from shared.schema import ID, KINDS, Extracts, ValidationReport, parse_all, parse_extract
+from shared.scoring import NO_ITEM, Recommender
+from shared.settings import Config
+from shared.storage import BlobStore
+from shared.training import EpochRecord
+
+log = logging.getLogger(__name__)
+
+DROP_CONTAINER = "hr-extracts"
+REJECTED_CONTAINER = "hr-extracts-rejected"
+EXTRACTS_POINTER = "extracts/current.json"
+MODELS_POINTER = "models/current.json"
+RECOMMENDATIONS_POINTER = "recommendations/current.json"
+RETRAIN_LOCK = "locks/retrain"
+POINTER_RETRIES = 5
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+
+
+def read_pointer(store: BlobStore, path: str) -> tuple[dict[str, Any], str | None]:
+    """A pointer's content and ETag; ``({}, None)`` when it does not exist yet."""
+    try:
+        data, etag = store.read_with_etag(path)
+    except NotFoundError:
+        return {}, None
+    return json.loads(data), etag
+
+
+def move_pointer(store: BlobStore, path: str, content: dict[str, Any], etag: str | None) -> None:
+    """Move a pointer only if nobody moved it since it was read (raises otherwise)."""
+    if etag is None:
+        store.write(path, _json(content), if_none_match=True, content_type="application/json")
+    else:
+        store.write(path, _json(content), if_match=etag, content_type="application/json")
+
+
+# ---------------------------------------------------------------- accept_extract
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    """What happened to a dropped extract."""
+
+    status: str  # "accepted", "rejected" or "unchanged" (the same bytes are already current)
+    kind: str | None
+    path: str  # where the bytes now are
+    report: dict[str, Any]
+
+
+def extract_kind(blob_name: str) -> str | None:
+    """The extract kind from a dropped blob's name: its folder, or the start of its file name."""
+    parts = PurePosixPath(blob_name).parts
+    if len(parts) > 1 and parts[0] in KINDS:
+        return parts[0]
+    stem = PurePosixPath(blob_name).name.lower()
+    for kind in sorted(KINDS, key=len, reverse=True):  # "trainings-taken" before "trainings"
+        if stem.startswith(kind):
+            return kind
+    return None
+
+
+def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config) -> AcceptResult:
+    """Validate a dropped extract and make it the current one of its kind, or quarantine it.
+
+    Validation failures are deterministic, so they are reported, not raised: raising
+    would make the Functions runtime retry five times and poison the blob. Storage
+    errors do raise, so that the runtime retries them.
+
+    Parameters
+    ----------
+    blob_name
+        The name inside the ``hr-extracts`` container, e.g. ``users/2026-11.csv``.
+    """
+    source = f"{DROP_CONTAINER}/{blob_name}"
+    kind = extract_kind(blob_name)
+    try:
+        if kind is None:
+            message = f"cannot tell the extract kind: put it under one of {', '.join(KINDS)}/"
+            raise ExtractError(source, [Problem(source, message)])
+        _, report = parse_extract(kind, data, config.contract, source)
+    except ExtractError as exc:
+        return _reject(store, blob_name, data, kind, exc)
+
+    digest = hashlib.sha256(data).hexdigest()
+    for _ in range(POINTER_RETRIES):
+        pointer, etag = read_pointer(store, EXTRACTS_POINTER)
+        current = pointer.get(kind, {})
+        if current.get("sha256") == digest:
+            log.info("%s: same content as the current %s extract, nothing to do", source, kind)
+            return AcceptResult("unchanged", kind, current["path"], report.to_dict())
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        path = f"extracts/{kind}/{stamp}-{digest[:12]}.csv"
+        store.write(path, data, content_type="text/csv")
+        store.write(path.removesuffix(".csv") + ".report.json", _json(report.to_dict()))
+        entry = {
+            "path": path,
+            "sha256": digest,
+            "source": source,
+            "accepted_at": _now(),
+            "rows": report.rows_kept,
+        }
+        try:
+            move_pointer(store, EXTRACTS_POINTER, {**pointer, kind: entry}, etag)
+        except PreconditionFailedError:
+            continue  # another kind was accepted meanwhile: merge with its pointer
+        log.info("%s accepted as the current %s extract (%d rows)", source, kind, report.rows_kept)
+        return AcceptResult("accepted", kind, path, report.to_dict())
+    raise PreconditionFailedError(
+        f"{EXTRACTS_POINTER}: kept changing during {POINTER_RETRIES} tries"
+    )
+
+
+def _reject(
+    store: BlobStore, blob_name: str, data: bytes, kind: str | None, exc: ExtractError
+) -> AcceptResult:
+    target = f"{REJECTED_CONTAINER}/{blob_name}"
+    report = {
+        "status": "rejected",
+        "source": f"{DROP_CONTAINER}/{blob_name}",
+        "kind": kind,
+        "rejected_at": _now(),
+        "problems": [p.to_dict() for p in exc.problems],
+        "message": str(exc),
+    }
+    store.write(target, data)
+    store.write(str(PurePosixPath(target).with_suffix("")) + ".error.json", _json(report))
+    store.delete(
+        f"{DROP_CONTAINER}/{blob_name}"
+    )  # moved, not copied: the drop zone holds only news
+    log.warning("rejected %s: %s", blob_name, exc)
+    return AcceptResult("rejected", kind, target, report)
+
+
+# ---------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class CurrentData:
+    """The current extracts, read and cross-checked, with their fingerprints."""
+
+    extracts: Extracts
+    fingerprints: dict[str, str]
+
+    @property
+    def version(self) -> str:
+        joined = "".join(self.fingerprints[kind] for kind in KINDS)
+        return hashlib.sha256(joined.encode()).hexdigest()[:12]
+
+
+def load_current_data(store: BlobStore, config: Config) -> CurrentData:
+    """Read the current extract of each kind (raises NotFoundError naming what is missing)."""
+    pointer, _ = read_pointer(store, EXTRACTS_POINTER)
+    missing = [kind for kind in KINDS if kind not in pointer]
+    if missing:
+        where = f"drop them under {DROP_CONTAINER}/<kind>/"
+        raise NotFoundError(f"no accepted extract yet for: {', '.join(missing)} ({where})")
+    blobs = {kind: store.read(pointer[kind]["path"]) for kind in KINDS}
+    sources: dict[str, str] = {kind: str(pointer[kind]["path"]) for kind in KINDS}
+    extracts = parse_all(
+        blobs["users"], blobs["trainings"], blobs["trainings-taken"], config.contract, sources
+    )
+    return CurrentData(extracts, {kind: pointer[kind]["sha256"][:12] for kind in KINDS})
+
+
+def load_bundle(store: BlobStore, version: str) -> ModelBundle:
+    """Read a published bundle; a missing or corrupted one raises :class:`ModelLoadError`."""
+    try:
+        npz = store.read(f"models/{version}/{NPZ_NAME}")
+        meta = store.read(f"models/{version}/{JSON_NAME}")
+    except NotFoundError as exc:
+        raise ModelLoadError(f"model {version} is incomplete: {exc}") from None
+    return ModelBundle.from_bytes(npz, meta)
+
+
+def current_model_version(store: BlobStore) -> str:
+    pointer, _ = read_pointer(store, MODELS_POINTER)
+    if "version" not in pointer:
+        raise NoModelError("no model has been published yet: run retrain first")
+    return str(pointer["version"])
+
+
+# ---------------------------------------------------------------- retrain
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    status: str  # "published" or "busy" (another retrain holds the lock)
+    version: str | None = None
+    evaluation: dict[str, Any] | None = None
+    precompute: PrecomputeResult | None = None
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+
+def publish_model(store: BlobStore, bundle: ModelBundle) -> None:
+    """Write a bundle under its version, then move ``models/current.json`` to it."""
+    pointer, etag = read_pointer(store, MODELS_POINTER)
+    npz, meta = bundle.to_bytes()
+    store.write(f"models/{bundle.version}/{NPZ_NAME}", npz)
+    store.write(f"models/{bundle.version}/{JSON_NAME}", meta, content_type="application/json")
+    content = {
+        "version": bundle.version,
+        "published_at": _now(),
+        "previous": pointer.get("version"),
+    }
+    move_pointer(store, MODELS_POINTER, content, etag)
+
+
+def retrain(
+    store: BlobStore,
+    config: Config,
+    *,
+    oracle: OracleFn | None = None,
+    progress: Callable[[EpochRecord, int], None] | None = None,
+) -> RetrainResult:
+    """Train on the current extracts, evaluate, publish and precompute, one run at a time.
+
+    A second retrain while one runs returns ``status="busy"`` at once: the timer will
+    come back, and two fits on two cores would only slow both down.
+    """
+    try:
+        with store.lease(RETRAIN_LOCK, seconds=60) as lease:
+
+            def on_epoch(record: EpochRecord, total: int) -> None:
+                lease.renew()
+                if progress is not None:
+                    progress(record, total)
+
+            data = load_current_data(store, config)
+            trained: TrainedModel = train_model(
+                data.extracts,
+                config,
+                fingerprints=data.fingerprints,
+                oracle=oracle,
+                progress=on_epoch,
+            )
+            lease.renew()
+            publish_model(store, trained.bundle)
+            lease.renew()
+            result = precompute(store, config, bundle=trained.bundle, data=data)
+    except LeaseUnavailableError:
+        log.warning("another retrain holds %s: this one exits without training", RETRAIN_LOCK)
+        return RetrainResult("busy")
+    evaluation = trained.evaluation.to_dict() if trained.evaluation else None
+    log.info("published model %s", trained.bundle.version)
+    return RetrainResult(
+        "published",
+        trained.bundle.version,
+        evaluation,
+        result,
+        [r.to_dict() for r in data.extracts.reports],
+    )
+
+
+# ---------------------------------------------------------------- precompute
+
+
+@dataclass(frozen=True)
+class PrecomputeResult:
+    status: str  # "computed" or "unchanged"
+    version: str
+    model_version: str
+    data_version: str
+    employees: int = 0
+
+
+@dataclass(frozen=True)
+class RecommendationTable:
+    """Every employee's precomputed top-k, as stored and as served."""
+
+    user_ids: np.ndarray
+    items: np.ndarray  # employees x k, rows of the model's catalog (NO_ITEM = none)
+    scores: np.ndarray
+    from_history: np.ndarray  # bool: the employee had history (else attributes only)
+    metadata: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            user_ids=self.user_ids,
+            items=self.items,
+            scores=self.scores,
+            from_history=self.from_history,
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, npz: bytes, meta: bytes) -> RecommendationTable:
+        try:
+            metadata = json.loads(meta)
+            with np.load(io.BytesIO(npz), allow_pickle=False) as archive:
+                table = cls(
+                    archive["user_ids"],
+                    archive["items"],
+                    archive["scores"],
+                    archive["from_history"],
+                    metadata,
+                )
+        except (ValueError, KeyError, OSError, EOFError) as exc:
+            raise ModelLoadError(f"recommendation table cannot be read: {exc}") from None
+        if not (
+            len(table.user_ids) == len(table.items) == len(table.scores) == len(table.from_history)
+        ):
+            raise ModelLoadError("recommendation table: arrays of different lengths")
+        return table
+
+
+def compute_recommendations(
+    bundle: ModelBundle, extracts: Extracts, config: Config
+) -> tuple[RecommendationTable, pd.DataFrame]:
+    """Top-k of every employee of the current extracts with the given model.
+
+    Employees the model knows keep their identity feature when the model has one;
+    everyone is described by their current attributes, so a new employee is
+    scored from attributes alone. Trainings taken (current extract) are excluded.
+    """
+    contract, serving = config.contract, config.serving
+    recommender = Recommender(bundle)
+    users = extracts.users
+    feature_rows, _ = rows_for_new(
+        users,
+        contract.users,
+        contract.value_delimiter,
+        IdMap(bundle.user_feature_names),
+        bool(bundle.metadata.get("config", {}).get("features", {}).get("normalize", True)),
+        identity=True,
+    )
+    user_map = IdMap.of(users[ID].to_numpy(dtype=str))
+    taken, _ = interaction_matrices(extracts.taken, user_map, IdMap(bundle.item_ids))
+    k = serving.top_k
+    n = len(users)
+    items = np.full((n, min(k, len(bundle.item_ids))), NO_ITEM, dtype=np.int32)
+    scores = np.full(items.shape, -np.inf, dtype=np.float32)
+    for start in range(0, n, serving.chunk_size):
+        stop = min(start + serving.chunk_size, n)
+        items[start:stop], scores[start:stop] = recommender.for_feature_rows(
+            feature_rows[start:stop], k, taken[start:stop]
+        )
+    table = RecommendationTable(user_map.ids, items, scores, np.diff(taken.indptr) > 0, {})
+    return table, export_frame(table, bundle)
+
+
+def export_frame(table: RecommendationTable, bundle: ModelBundle) -> pd.DataFrame:
+    """The long CSV export for reporting tools: employee id, rank, training id, title, score."""
+    n, k = table.items.shape
+    valid = table.items != NO_ITEM
+    flat = table.items[valid]
+    return pd.DataFrame(
+        {
+            "employee_id": np.repeat(table.user_ids, k).reshape(n, k)[valid],
+            "rank": np.broadcast_to(np.arange(1, k + 1), (n, k))[valid],
+            "training_id": bundle.item_ids[flat],
+            "title": bundle.item_titles[flat],
+            "score": np.round(table.scores[valid], 6),
+        }
+    )
+
+
+def precompute(
+    store: BlobStore,
+    config: Config,
+    *,
+    bundle: ModelBundle | None = None,
+    data: CurrentData | None = None,
+    force: bool = False,
+) -> PrecomputeResult:
+    """Every employee's top-k with the serving model and the current extracts.
+
+    Idempotent: when the serving recommendations already come from the same model
+    and data versions, nothing is computed (a trigger delivered twice costs a read).
+    """
+    model_version = bundle.version if bundle is not None else current_model_version(store)
+    data = data or load_current_data(store, config)
+    pointer, etag = read_pointer(store, RECOMMENDATIONS_POINTER)
+    if (
+        not force
+        and pointer.get("model_version") == model_version
+        and pointer.get("data_version") == data.version
+    ):
+        return PrecomputeResult("unchanged", pointer["version"], model_version, data.version)
+    bundle = bundle or load_bundle(store, model_version)
+    table, export = compute_recommendations(bundle, data.extracts, config)
+    version = (
+        f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{model_version[-6:]}-{data.version[:6]}"
+    )
+    meta = {
+        "version": version,
+        "model_version": model_version,
+        "data_version": data.version,
+        "fingerprints": data.fingerprints,
+        "created_at": _now(),
+        "employees": len(table.user_ids),
+        "k": int(table.items.shape[1]),
+    }
+    prefix = f"recommendations/{version}"
+    store.write(f"{prefix}/top.npz", table.to_bytes())
+    store.write(f"{prefix}/meta.json", _json(meta), content_type="application/json")
+    csv_bytes = export.to_csv(index=False).encode("utf-8")
+    store.write(f"{prefix}/recommendations.csv", csv_bytes, content_type="text/csv")
+    move_pointer(store, RECOMMENDATIONS_POINTER, meta, etag)
+    log.info("precomputed %s for %d employees", version, len(table.user_ids))
+    return PrecomputeResult("computed", version, model_version, data.version, len(table.user_ids))
+
+
+def load_recommendations(store: BlobStore, version: str) -> RecommendationTable:
+    try:
+        npz = store.read(f"recommendations/{version}/top.npz")
+        meta = store.read(f"recommendations/{version}/meta.json")
+    except NotFoundError as exc:
+        raise ModelLoadError(f"recommendations {version} are incomplete: {exc}") from None
+    return RecommendationTable.from_bytes(npz, meta)
+
+
+def reports_summary(reports: list[ValidationReport]) -> list[dict[str, Any]]:
+    return [r.to_dict() for r in reports]

@@ -1,0 +1,429 @@
+"""The data contract: read and validate the three HR extracts into clean frames.
+
+Every problem is located by file, line and column. Fatal problems (the file cannot
+be used at all) are collected and raised together as one :class:`ExtractError`;
+repairable ones are repaired (the row or the cell is dropped), counted and listed
+in the :class:`ValidationReport`. Identifiers stay strings: ``"00123"`` is not
+``"123"``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from shared.errors import ExtractError, Problem
+from shared.settings import DataContract, EntityColumns
+
+Kind = Literal["users", "trainings", "trainings-taken"]
+KINDS: tuple[Kind, ...] = ("users", "trainings", "trainings-taken")
+ID = "id"  # clean frames name their identifier column this way, whatever the file says
+MAX_LINES_LISTED = 10
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """What validation found and repaired in one extract."""
+
+    source: str
+    kind: str
+    rows_read: int
+    rows_kept: int
+    problems: tuple[Problem, ...] = ()  # repairable problems, already repaired
+    notes: dict[str, int] = field(default_factory=dict)  # rows dropped by configuration
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "rows_read": self.rows_read,
+            "rows_kept": self.rows_kept,
+            "problems": [p.to_dict() for p in self.problems],
+            "notes": dict(self.notes),
+        }
+
+
+@dataclass
+class _Table:
+    """A parsed CSV: string cells, plus the file line of each record (computed on demand)."""
+
+    source: str
+    text: str
+    delimiter: str
+    frame: pd.DataFrame
+
+    @cached_property
+    def _record_lines(self) -> np.ndarray:
+        # pandas does not keep line numbers; csv counts them the same way, quoted
+        # newlines and skipped blank lines included. Only paid for when reporting.
+        starts: list[int] = []
+        reader = csv.reader(io.StringIO(self.text), delimiter=self.delimiter)
+        previous_end = 0
+        for record in reader:
+            if record:
+                starts.append(previous_end + 1)
+            previous_end = reader.line_num
+        return np.asarray(starts[1:], dtype=np.int64)  # the header is not a record
+
+    def line_of(self, position: int) -> int:
+        lines = self._record_lines
+        return int(lines[position]) if position < len(lines) else position + 2
+
+    def problem(self, positions: np.ndarray, message: str, column: str | None = None) -> Problem:
+        """One problem covering the rows at ``positions`` (0-based record positions)."""
+        listed = [self.line_of(int(p)) for p in positions[:MAX_LINES_LISTED]]
+        if len(positions) > 1:
+            more = len(positions) - len(listed)
+            tail = f" and {more} more" if more else ""
+            message = f"{message} (lines {', '.join(map(str, listed))}{tail})"
+        return Problem(self.source, message, listed[0], column, count=len(positions))
+
+
+def _decode(data: bytes, source: str) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" export
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise ExtractError(
+                source, [Problem(source, f"unreadable UTF-16: {exc.reason}")]
+            ) from None
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        message = f"binary content, not a CSV file (NUL byte at offset {nul})"
+        raise ExtractError(source, [Problem(source, message)])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252")  # Excel's "CSV" export on Western Windows
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        message = f"unreadable encoding: neither UTF-8 nor cp1252 (byte {data[exc.start]:#04x})"
+        raise ExtractError(source, [Problem(source, message, line)]) from None
+
+
+def _sniff_delimiter(header: str) -> str:
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def read_table(data: bytes, source: str) -> _Table:
+    """Decode and parse CSV bytes into string cells; raise on what cannot be parsed."""
+    text = _decode(data, source)
+    if not text.strip():
+        raise ExtractError(source, [Problem(source, "the file is empty", 1)])
+    header = text.lstrip("\r\n").split("\n", 1)[0]
+    delimiter = _sniff_delimiter(header)
+    try:
+        with warnings.catch_warnings():
+            # A first row longer than the header is only a warning for pandas, which
+            # would then drop cells silently.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text),
+                sep=delimiter,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                skipinitialspace=True,
+                index_col=False,
+                engine="c",
+            )
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
+        raise ExtractError(source, _field_count_problems(text, delimiter, source, exc)) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return _Table(source, text, delimiter, frame)
+
+
+def _field_count_problems(text: str, delimiter: str, source: str, exc: Exception) -> list[Problem]:
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header: list[str] | None = None
+    problems: list[Problem] = []
+    start = 1
+    for record in reader:
+        if record and header is None:
+            header = record
+        elif record and len(record) > len(header or ()):
+            message = f"{len(record)} fields where the header has {len(header or ())}"
+            problems.append(Problem(source, message, start))
+            if len(problems) == MAX_LINES_LISTED:
+                break
+        start = reader.line_num + 1
+    return problems or [Problem(source, f"malformed CSV: {exc}")]
+
+
+def _header_problems(table: _Table, required: list[str]) -> list[Problem]:
+    raw_header = next(csv.reader(io.StringIO(table.text.lstrip("\r\n")), delimiter=table.delimiter))
+    names = [h.strip() for h in raw_header]
+    problems = [
+        Problem(table.source, "the column appears more than once in the header", 1, name)
+        for name in sorted({n for n in names if names.count(n) > 1})
+    ]
+    found = ", ".join(repr(n) for n in names)
+    problems += [
+        Problem(table.source, f"required column is missing (found {found})", 1, name)
+        for name in required
+        if name not in names
+    ]
+    return problems
+
+
+def _strip(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: frame[c].astype(str).str.strip() for c in columns}, index=frame.index)
+
+
+def _blank_id_problem(
+    table: _Table, ids: pd.Series, column: str
+) -> tuple[pd.Series, list[Problem]]:
+    blank = (ids == "").to_numpy()
+    if not blank.any():
+        return pd.Series(True, index=ids.index), []
+    problem = table.problem(np.flatnonzero(blank), "blank identifier: row dropped", column)
+    return pd.Series(~blank, index=ids.index), [problem]
+
+
+def _exact_duplicates(
+    table: _Table, frame: pd.DataFrame, keep: pd.Series
+) -> tuple[pd.Series, list[Problem]]:
+    duplicated = table.frame.duplicated(keep="first").to_numpy() & keep.to_numpy()
+    if not duplicated.any():
+        return keep, []
+    problem = table.problem(
+        np.flatnonzero(duplicated), "exact duplicate of an earlier row: dropped"
+    )
+    return keep & ~duplicated, [problem]
+
+
+def band_labels(values: pd.Series, edges: tuple[float, ...]) -> tuple[pd.Series, np.ndarray]:
+    """Numeric cells to band labels such as "2-4"; returns the labels and the bad positions."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = np.flatnonzero(numbers.isna().to_numpy() & (values != "").to_numpy())
+    bounds = [-np.inf, *edges, np.inf]
+    labels = [_band_label(low, high) for low, high in itertools.pairwise(bounds)]
+    banded = pd.cut(numbers, bins=bounds, labels=labels, right=False)
+    return banded.astype(str).where(numbers.notna(), ""), bad
+
+
+def _band_label(low: float, high: float) -> str:
+    if np.isinf(low):
+        return f"<{_fmt(high)}"
+    if np.isinf(high):
+        return f"{_fmt(low)}+"
+    if float(low).is_integer() and float(high).is_integer():
+        return f"{_fmt(low)}-{_fmt(high - 1)}"  # whole years: 2-4 means [2, 5)
+    return f"{_fmt(low)}-<{_fmt(high)}"
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def parse_entities(
+    data: bytes, columns: EntityColumns, source: str, kind: Kind
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Parse the employees or the trainings extract.
+
+    Returns a frame with the identifier as column ``id``, the title as ``title``
+    (trainings) and one column per configured feature, every cell a stripped
+    string ("" when blank; banded columns hold their band label).
+
+    Raises
+    ------
+    ExtractError
+        Listing every fatal problem: unreadable file, missing or repeated columns,
+        no data rows, the same identifier on rows that disagree.
+    """
+    table = read_table(data, source)
+    wanted = [columns.id, *([columns.title] if columns.title else []), *columns.features]
+    fatal = _header_problems(table, wanted)
+    if not fatal and table.frame.empty:
+        fatal.append(Problem(source, "no data rows below the header", 2))
+    if fatal:
+        raise ExtractError(source, fatal)
+
+    frame = _strip(table.frame, list(dict.fromkeys(wanted)))
+    keep, problems = _blank_id_problem(table, frame[columns.id], columns.id)
+    keep, duplicates = _exact_duplicates(table, frame, keep)
+    problems += duplicates
+
+    kept = frame[keep]
+    repeated = kept[columns.id].duplicated(keep=False)
+    if repeated.any():
+        conflicting = kept[repeated].drop_duplicates()
+        ids = conflicting[columns.id][conflicting[columns.id].duplicated(keep=False)]
+        fatal = [
+            table.problem(
+                np.asarray(ids.index[ids == value]),
+                f"identifier {value!r} appears on rows that disagree",
+                columns.id,
+            )
+            for value in ids.unique()[:MAX_LINES_LISTED]
+        ]
+        if fatal:
+            raise ExtractError(source, fatal)
+        keep &= ~frame[columns.id].duplicated(keep="first")  # same id, same content
+
+    for name in columns.features:
+        if name in columns.bands:
+            frame[name], bad = band_labels(frame[name], columns.bands[name])
+            bad = bad[keep.to_numpy()[bad]]
+            if len(bad):
+                problems.append(table.problem(bad, "not a number: cell ignored", name))
+        blank = np.flatnonzero(((frame[name] == "") & keep).to_numpy())
+        if len(blank):
+            problems.append(table.problem(blank, "blank cell: no value for this attribute", name))
+
+    clean = frame[keep].rename(
+        columns={columns.id: ID, **({columns.title: "title"} if columns.title else {})}
+    )
+    clean = clean.reset_index(drop=True)
+    report = ValidationReport(source, kind, len(frame), len(clean), tuple(problems))
+    return clean, report
+
+
+def parse_taken(
+    data: bytes,
+    contract: DataContract,
+    source: str,
+    known_users: pd.Index | None = None,
+    known_trainings: pd.Index | None = None,
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Parse the trainings-taken extract into ``user_id``, ``training_id``, ``weight``, ``date``.
+
+    Repairs: rows with a blank id, exact duplicate rows, non-numeric weights and (when
+    the known ids are given) rows naming an unknown employee or training are dropped
+    and reported; rows below the configured minimum weight do not count; a pair
+    taken several times becomes one interaction with its highest weight.
+    """
+    cols = contract.taken
+    table = read_table(data, source)
+    fatal = _header_problems(table, [cols.user_id, cols.training_id])
+    if not fatal and table.frame.empty:
+        fatal.append(Problem(source, "no data rows below the header", 2))
+    if fatal:
+        raise ExtractError(source, fatal)
+
+    present = [c for c in (cols.weight, cols.date) if c and c in table.frame.columns]
+    frame = _strip(table.frame, list(dict.fromkeys([cols.user_id, cols.training_id, *present])))
+    keep, problems = _blank_id_problem(table, frame[cols.user_id], cols.user_id)
+    keep_t, blank_t = _blank_id_problem(table, frame[cols.training_id], cols.training_id)
+    keep &= keep_t
+    problems += blank_t
+    keep, duplicates = _exact_duplicates(table, frame, keep)
+    problems += duplicates
+
+    for known, column, what in (
+        (known_users, cols.user_id, "employee"),
+        (known_trainings, cols.training_id, "training"),
+    ):
+        if known is None:
+            continue
+        unknown = np.flatnonzero((~frame[column].isin(known) & keep).to_numpy())
+        if len(unknown):
+            problems.append(table.problem(unknown, f"unknown {what}: row dropped", column))
+            keep.iloc[unknown] = False
+
+    notes: dict[str, int] = {}
+    weight = pd.Series(1.0, index=frame.index)
+    if cols.weight and cols.weight in frame:
+        raw = frame[cols.weight]
+        parsed = pd.to_numeric(raw.str.replace(",", ".", regex=False), errors="coerce")
+        bad = np.flatnonzero((parsed.isna() & (raw != "") & keep).to_numpy())
+        if len(bad):
+            problems.append(table.problem(bad, "weight is not a number: row dropped", cols.weight))
+            keep.iloc[bad] = False
+        blank = (raw == "").to_numpy()
+        weight = parsed.where(~blank, np.nan if cols.min_weight is not None else 1.0)
+    if cols.min_weight is not None:
+        below = ~(weight >= cols.min_weight) & keep
+        notes["below_min_weight"] = int(below.sum())
+        keep &= ~below
+
+    date = (
+        frame[cols.date] if cols.date and cols.date in frame else pd.Series("", index=frame.index)
+    )
+    clean = pd.DataFrame(
+        {
+            "user_id": frame[cols.user_id],
+            "training_id": frame[cols.training_id],
+            "weight": weight.astype(np.float64),
+            "date": date,
+        }
+    )[keep]
+    rows_before = len(clean)
+    clean = (
+        clean.sort_values(["weight", "date"], ascending=False, kind="stable")
+        .drop_duplicates(["user_id", "training_id"], keep="first")
+        .sort_index()
+        .reset_index(drop=True)
+    )
+    if rows_before > len(clean):
+        notes["repeated_pairs_merged"] = rows_before - len(clean)
+    report = ValidationReport(
+        source, "trainings-taken", len(frame), len(clean), tuple(problems), notes
+    )
+    return clean, report
+
+
+def parse_extract(
+    kind: str, data: bytes, contract: DataContract, source: str
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Parse one extract of the given kind (without cross-checking ids against the others)."""
+    if kind == "users":
+        return parse_entities(data, contract.users, source, "users")
+    if kind == "trainings":
+        return parse_entities(data, contract.trainings, source, "trainings")
+    if kind == "trainings-taken":
+        return parse_taken(data, contract, source)
+    raise ExtractError(
+        source,
+        [Problem(source, f"unknown extract kind {kind!r}; expected one of {', '.join(KINDS)}")],
+    )
+
+
+@dataclass(frozen=True)
+class Extracts:
+    """The three clean extracts, cross-checked, and what validation reported."""
+
+    users: pd.DataFrame
+    trainings: pd.DataFrame
+    taken: pd.DataFrame
+    reports: tuple[ValidationReport, ...]
+
+
+def parse_all(
+    users: bytes,
+    trainings: bytes,
+    taken: bytes,
+    contract: DataContract,
+    sources: dict[str, str] | None = None,
+) -> Extracts:
+    """Parse the three extracts; interactions naming unknown employees or trainings are dropped."""
+    names = {
+        "users": "users.csv",
+        "trainings": "trainings.csv",
+        "trainings-taken": "trainings-taken.csv",
+    }
+    names.update(sources or {})
+    user_frame, user_report = parse_entities(users, contract.users, names["users"], "users")
+    training_frame, training_report = parse_entities(
+        trainings, contract.trainings, names["trainings"], "trainings"
+    )
+    taken_frame, taken_report = parse_taken(
+        taken,
+        contract,
+        names["trainings-taken"],
+        pd.Index(user_frame[ID]),
+        pd.Index(training_frame[ID]),
+    )
+    return Extracts(
+        user_frame, training_frame, taken_frame, (user_report, training_report, taken_report)
+    )
