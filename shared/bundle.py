@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,29 +72,50 @@ class ModelBundle:
 
     def check(self) -> None:
         """Raise :class:`ModelLoadError` unless every array agrees with the others."""
-        n_users, n_items = len(self.user_ids), len(self.item_ids)
-        expected = {
-            "user_features": (n_users, len(self.user_feature_names)),
-            "item_features": (n_items, len(self.item_feature_names)),
+        sizes: dict[str, int] = {}
+        for name in ("user_ids", "item_ids", "user_feature_names", "item_feature_names"):
+            array = getattr(self, name)
+            if array.ndim != 1:
+                raise ModelLoadError(
+                    f"bundle {self.version}: {name} has shape {array.shape}, expected a list"
+                )
+            sizes[name] = len(array)
+        n_users, n_items = sizes["user_ids"], sizes["item_ids"]
+        n_user_features, n_item_features = sizes["user_feature_names"], sizes["item_feature_names"]
+        # None: any size (the number of factors, of attribute columns).
+        expected: dict[str, tuple[int | None, ...]] = {
+            "user_features": (n_users, n_user_features),
+            "item_features": (n_items, n_item_features),
             "taken": (n_users, n_items),
-            "user_feature_embeddings": (len(self.user_feature_names),),
-            "item_feature_embeddings": (len(self.item_feature_names),),
-            "user_feature_biases": (len(self.user_feature_names),),
-            "item_feature_biases": (len(self.item_feature_names),),
+            "user_feature_embeddings": (n_user_features, None),
+            "item_feature_embeddings": (n_item_features, None),
+            "user_feature_biases": (n_user_features,),
+            "item_feature_biases": (n_item_features,),
             "item_titles": (n_items,),
-            "item_attributes": (n_items,),
+            "item_attributes": (n_items, None),
         }
         for name, shape in expected.items():
             actual = getattr(self, name).shape
-            if actual[: len(shape)] != shape:
+            if len(actual) != len(shape) or any(
+                want is not None and got != want for got, want in zip(actual, shape, strict=True)
+            ):
+                wanted = tuple("any" if want is None else want for want in shape)
                 raise ModelLoadError(
-                    f"bundle {self.version}: {name} has shape {actual}, expected {shape}"
+                    f"bundle {self.version}: {name} has shape {actual}, expected {wanted}"
                 )
         if self.user_feature_embeddings.shape[1] != self.item_feature_embeddings.shape[1]:
             raise ModelLoadError(f"bundle {self.version}: user and item factors differ in size")
-        for name in ("user_feature_embeddings", "item_feature_embeddings"):
-            if not np.isfinite(getattr(self, name)).all():
-                raise ModelLoadError(f"bundle {self.version}: {name} holds NaN or infinity")
+        for name in (
+            "user_feature_embeddings",
+            "item_feature_embeddings",
+            "user_feature_biases",
+            "item_feature_biases",
+        ):
+            array = getattr(self, name)
+            if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+                raise ModelLoadError(
+                    f"bundle {self.version}: {name} holds NaN, infinity or non-numbers"
+                )
 
     def to_bytes(self) -> tuple[bytes, bytes]:
         """Serialize as (``model.npz`` bytes, ``model.json`` bytes)."""
@@ -132,9 +154,20 @@ class ModelBundle:
                     )
                     for name in _SPARSE
                 }
+            for matrix in sparse.values():
+                matrix.check_format(full_check=True)  # indices within the shape
         except ModelLoadError:
             raise
-        except (ValueError, KeyError, OSError, zipfile.BadZipFile, EOFError, AttributeError) as exc:
+        except (
+            ValueError,
+            KeyError,
+            OSError,
+            zipfile.BadZipFile,
+            zlib.error,  # a corrupted member
+            EOFError,
+            AttributeError,
+            TypeError,  # e.g. a bare .npy array where the .npz archive should be
+        ) as exc:
             raise ModelLoadError(f"model bundle cannot be read: {exc}") from None
         bundle = cls(**dense, **sparse, metadata=metadata)
         bundle.check()

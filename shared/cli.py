@@ -184,6 +184,7 @@ def _snapshot(args: argparse.Namespace) -> Any:
 def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
     from shared.serving import contract_of, recommend_known, recommend_new
 
+    attributes = _attributes(args.attr) if args.attr else dict(EXAMPLE_NEW_EMPLOYEE)
     snapshot = _snapshot(args)
     if args.employee_id:
         items = recommend_known(snapshot, args.employee_id, args.n)
@@ -193,7 +194,6 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
             f"employee {args.employee_id}:\n{_trainings_table(items)}",
         )
         return
-    attributes = _attributes(args.attr) if args.attr else dict(EXAMPLE_NEW_EMPLOYEE)
     answer = recommend_new(snapshot, attributes, args.n, contract_of(snapshot, config))
     human = f"new employee {attributes}:\n{_trainings_table(answer.trainings)}"
     if answer.ignored_values:

@@ -133,7 +133,7 @@ def group_popularity_scorer(train: sp.csr_matrix, groups: np.ndarray) -> ScoreFn
     valid = groups >= 0
     membership = sp.csr_matrix(
         (np.ones(int(valid.sum())), (groups[valid], np.flatnonzero(valid))),
-        shape=(n_groups, train.shape[0]),
+        shape=(max(n_groups, 1), train.shape[0]),  # one row even if every group is unknown
     )
     by_group = np.asarray((membership @ train).todense(), dtype=np.float64)
     overall = np.asarray(train.sum(axis=0), dtype=np.float64).ravel()

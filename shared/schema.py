@@ -13,6 +13,7 @@ import csv
 import io
 import itertools
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -62,15 +63,8 @@ class _Table:
 
     @cached_property
     def _record_lines(self) -> np.ndarray:
-        # pandas does not keep line numbers; csv counts them the same way, quoted
-        # newlines and skipped blank lines included. Only paid for when reporting.
-        starts: list[int] = []
-        reader = csv.reader(io.StringIO(self.text), delimiter=self.delimiter)
-        previous_end = 0
-        for record in reader:
-            if record:
-                starts.append(previous_end + 1)
-            previous_end = reader.line_num
+        # pandas does not keep line numbers; only paid for when reporting.
+        starts = [line for line, _ in _records(self.text, self.delimiter)]
         return np.asarray(starts[1:], dtype=np.int64)  # the header is not a record
 
     def line_of(self, position: int) -> int:
@@ -98,7 +92,7 @@ def _decode(data: bytes, source: str) -> str:
     nul = data.find(b"\x00")
     if nul >= 0:
         message = f"binary content, not a CSV file (NUL byte at offset {nul})"
-        raise ExtractError(source, [Problem(source, message)])
+        raise ExtractError(source, [Problem(source, message, data[:nul].count(b"\n") + 1)])
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -115,12 +109,31 @@ def _sniff_delimiter(header: str) -> str:
     return ";" if header.count(";") > header.count(",") else ","
 
 
+def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each record that pandas reads, the header included.
+
+    csv counts lines as pandas does (quoted newlines, "\\r" and "\\r\\n" ends), but
+    pandas also skips lines that hold nothing or only spaces and tabs. A record csv
+    cannot read (a field over its size limit) ends the iteration.
+    """
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(lines, delimiter=delimiter)
+    start = 0
+    try:
+        for record in reader:
+            if lines[start].strip(" \t\r\n"):
+                yield start + 1, record
+            start = reader.line_num
+    except csv.Error:
+        return
+
+
 def read_table(data: bytes, source: str) -> _Table:
     """Decode and parse CSV bytes into string cells; raise on what cannot be parsed."""
     text = _decode(data, source)
     if not text.strip():
         raise ExtractError(source, [Problem(source, "the file is empty", 1)])
-    header = text.lstrip("\r\n").split("\n", 1)[0]
+    header = text.lstrip(" \t\r\n").split("\n", 1)[0]
     delimiter = _sniff_delimiter(header)
     try:
         with warnings.catch_warnings():
@@ -144,32 +157,29 @@ def read_table(data: bytes, source: str) -> _Table:
 
 
 def _field_count_problems(text: str, delimiter: str, source: str, exc: Exception) -> list[Problem]:
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     header: list[str] | None = None
     problems: list[Problem] = []
-    start = 1
-    for record in reader:
-        if record and header is None:
+    for start, record in _records(text, delimiter):
+        if header is None:
             header = record
-        elif record and len(record) > len(header or ()):
-            message = f"{len(record)} fields where the header has {len(header or ())}"
+        elif len(record) > len(header):
+            message = f"{len(record)} fields where the header has {len(header)}"
             problems.append(Problem(source, message, start))
             if len(problems) == MAX_LINES_LISTED:
                 break
-        start = reader.line_num + 1
     return problems or [Problem(source, f"malformed CSV: {exc}")]
 
 
 def _header_problems(table: _Table, required: list[str]) -> list[Problem]:
-    raw_header = next(csv.reader(io.StringIO(table.text.lstrip("\r\n")), delimiter=table.delimiter))
+    line, raw_header = next(_records(table.text, table.delimiter), (1, []))
     names = [h.strip() for h in raw_header]
     problems = [
-        Problem(table.source, "the column appears more than once in the header", 1, name)
+        Problem(table.source, "the column appears more than once in the header", line, name)
         for name in sorted({n for n in names if names.count(n) > 1})
     ]
     found = ", ".join(repr(n) for n in names)
     problems += [
-        Problem(table.source, f"required column is missing (found {found})", 1, name)
+        Problem(table.source, f"required column is missing (found {found})", line, name)
         for name in required
         if name not in names
     ]
@@ -205,6 +215,7 @@ def _exact_duplicates(
 def band_labels(values: pd.Series, edges: tuple[float, ...]) -> tuple[pd.Series, np.ndarray]:
     """Numeric cells to band labels such as "2-4"; returns the labels and the bad positions."""
     numbers = pd.to_numeric(values, errors="coerce")
+    numbers = numbers.where(np.isfinite(numbers))  # "inf" fits no band
     bad = np.flatnonzero(numbers.isna().to_numpy() & (values != "").to_numpy())
     bounds = [-np.inf, *edges, np.inf]
     labels = [_band_label(low, high) for low, high in itertools.pairwise(bounds)]
@@ -272,12 +283,13 @@ def parse_entities(
         keep &= ~frame[columns.id].duplicated(keep="first")  # same id, same content
 
     for name in columns.features:
+        # Before banding, so that a cell reported as not a number is not also "blank".
+        blank = np.flatnonzero(((frame[name] == "") & keep).to_numpy())
         if name in columns.bands:
             frame[name], bad = band_labels(frame[name], columns.bands[name])
             bad = bad[keep.to_numpy()[bad]]
             if len(bad):
                 problems.append(table.problem(bad, "not a number: cell ignored", name))
-        blank = np.flatnonzero(((frame[name] == "") & keep).to_numpy())
         if len(blank):
             problems.append(table.problem(blank, "blank cell: no value for this attribute", name))
 

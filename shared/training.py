@@ -104,7 +104,10 @@ def fit(
     coo = interactions.tocoo()
     sample_weight = None
     if params.use_weights and weights is not None:
-        sample_weight = weights.tocoo()
+        # LightFM wants the weights in the interactions' own order, and ``weights`` may
+        # cover more than them (the whole history while fitting on a split).
+        picked = np.asarray(weights.tocsr()[coo.row, coo.col], dtype=np.float32).ravel()
+        sample_weight = sp.coo_matrix((picked, (coo.row, coo.col)), shape=coo.shape)
     total = epochs or params.epochs
     result = FitResult(model)
     best_score = -1.0

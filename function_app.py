@@ -1,0 +1,34 @@
+"""The Azure Functions app: HTTP API, nightly retrain, extract drops.
+
+Thin on purpose: it declares the functions and turns bindings into calls to
+``shared``. Nothing is read at import time; settings are read on first use.
+"""
+
+import azure.functions as func
+
+from shared.api import create_app
+
+app = func.AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.timer_trigger(
+    arg_name="timer", schedule="%RETRAIN_SCHEDULE%", run_on_startup=False, use_monitor=True
+)
+def retrain_model(timer: func.TimerRequest) -> None:
+    """Retrain, evaluate, publish and precompute from the current extracts."""
+    from shared.runtime import on_timer
+
+    on_timer()
+
+
+@app.blob_trigger(
+    arg_name="blob",
+    path="hr-extracts/{name}",
+    connection="DataStorage",
+    source=func.BlobSource.EVENT_GRID,
+)
+def extract_dropped(blob: func.InputStream) -> None:
+    """Validate a dropped HR extract; precompute everyone's recommendations if accepted."""
+    from shared.runtime import on_extract_dropped
+
+    on_extract_dropped(blob.name or "", blob.read())

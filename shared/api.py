@@ -1,0 +1,239 @@
+"""The HTTP API (FastAPI): precomputed and on-the-fly recommendations, model status.
+
+Runs under ``func.AsgiFunctionApp`` in Azure and under uvicorn locally. The store
+is resolved on the first request, not at import, so that a missing setting shows
+up as a clear 503 rather than as "0 functions loaded".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.errors import NoModelError, NotFoundError, TrainingRecommenderError
+from shared.serving import (
+    ServingCache,
+    Snapshot,
+    contract_of,
+    recommend_known,
+    recommend_new,
+    similar_trainings,
+)
+from shared.settings import Config
+from shared.storage import BlobStore
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+MAX_ATTRIBUTES = 50
+MAX_VALUES = 100
+
+
+class Training(BaseModel):
+    rank: int
+    training_id: str
+    title: str
+    attributes: dict[str, str]
+    score: float
+
+
+class Versions(BaseModel):
+    model_version: str
+    data_version: str
+    recommendations_version: str
+
+
+class EmployeeRecommendations(Versions):
+    employee_id: str
+    trainings: list[Training]
+
+
+class NewEmployee(BaseModel):
+    """A new employee's attributes, keyed by the employees extract's column names."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "attributes": {
+                        "ou": "development",
+                        "skills": ["python", "sql"],
+                        "language": "english",
+                        "grade": "G3",
+                        "career interests": "data",
+                    },
+                    "n": 10,
+                }
+            ]
+        },
+    )
+
+    attributes: dict[
+        Annotated[str, Field(min_length=1, max_length=64)],
+        Annotated[str, Field(max_length=1000)]
+        | Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=MAX_VALUES)],
+    ] = Field(max_length=MAX_ATTRIBUTES)
+    n: int = Field(10, ge=1)
+    exclude_training_ids: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=1000, description="trainings already taken"
+    )
+
+
+class NewEmployeeRecommendations(Versions):
+    trainings: list[Training]
+    ignored_values: list[str] = Field(description="attribute values the model has never seen")
+
+
+class SimilarTrainings(Versions):
+    training_id: str
+    trainings: list[Training]
+
+
+class Health(BaseModel):
+    status: str
+    versions: Versions | None = None
+    model_age_seconds: float | None = None
+    recommendations_age_seconds: float | None = None
+    last_error: str | None = None
+
+
+def _age(timestamp: Any) -> float | None:
+    try:
+        return round(time.time() - datetime.fromisoformat(str(timestamp)).timestamp(), 1)
+    except ValueError:
+        return None
+
+
+def create_app(
+    store: BlobStore | Callable[[], BlobStore] | None = None, config: Config | None = None
+) -> FastAPI:
+    """The FastAPI app over a store (or a factory of one; default: the app settings)."""
+    app = FastAPI(
+        title="Training Recommender",
+        version="1.0",
+        description="Recommendations of internal and external trainings for employees.",
+    )
+    state: dict[str, Any] = {}
+
+    def settings() -> Config:
+        if "config" not in state:
+            from shared.settings import load_config
+
+            state["config"] = config or load_config()
+        result: Config = state["config"]
+        return result
+
+    def cache() -> ServingCache:
+        if "cache" not in state:
+            if store is None:
+                from shared.runtime import app_store
+
+                resolved = app_store()
+            else:
+                resolved = store() if callable(store) else store
+            state["cache"] = ServingCache(resolved, settings().serving.refresh_seconds)
+        result: ServingCache = state["cache"]
+        return result
+
+    def snapshot() -> Snapshot:
+        return cache().current()
+
+    def check_n(n: int) -> int:
+        limit = settings().serving.max_n
+        if n > limit:
+            raise HTTPException(422, f"n={n} is above the maximum of {limit}")
+        return n
+
+    @app.exception_handler(NoModelError)
+    async def no_model(_: Request, exc: NoModelError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(TrainingRecommenderError)
+    async def unavailable(_: Request, exc: TrainingRecommenderError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.get("/recommendations/{employee_id}", response_model=EmployeeRecommendations)
+    def get_recommendations(
+        employee_id: Annotated[str, Path(pattern=ID_PATTERN, description="the employee's id")],
+        n: Annotated[int, Query(ge=1, description="how many trainings")] = 10,
+    ) -> dict[str, Any]:
+        """An employee's precomputed recommendations (trainings already taken excluded)."""
+        check_n(n)
+        snap = snapshot()
+        trainings = recommend_known(snap, employee_id, n)
+        return {"employee_id": employee_id, **snap.versions, "trainings": trainings}
+
+    @app.post("/recommendations", response_model=NewEmployeeRecommendations)
+    def post_recommendations(body: NewEmployee) -> dict[str, Any]:
+        """Recommendations for an employee the model has never seen, from their attributes."""
+        check_n(body.n)
+        snap = snapshot()
+        contract = contract_of(snap, settings())
+        known = set(contract.users.features)
+        unknown = sorted(set(body.attributes) - known)
+        if unknown:
+            raise HTTPException(
+                422, f"unknown attribute(s) {unknown}; the model uses {sorted(known)}"
+            )
+        answer = recommend_new(snap, body.attributes, body.n, contract, body.exclude_training_ids)
+        return {
+            **snap.versions,
+            "trainings": answer.trainings,
+            "ignored_values": answer.ignored_values,
+        }
+
+    @app.get("/trainings/{training_id}/similar", response_model=SimilarTrainings)
+    def get_similar(
+        training_id: Annotated[str, Path(pattern=ID_PATTERN)],
+        n: Annotated[int, Query(ge=1)] = 10,
+    ) -> dict[str, Any]:
+        """Trainings closest to a training in the model's space (taken together, alike)."""
+        check_n(n)
+        snap = snapshot()
+        trainings = similar_trainings(snap, training_id, n)
+        return {"training_id": training_id, **snap.versions, "trainings": trainings}
+
+    @app.get("/health", response_model=Health)
+    def health() -> Any:
+        """Serving versions and their age; 503 while there is nothing to serve."""
+        serving = cache()
+        try:
+            snap = serving.current()
+        except NoModelError as exc:
+            return JSONResponse({"status": "unavailable", "last_error": str(exc)}, status_code=503)
+        return {
+            "status": "degraded" if serving.last_error else "ok",
+            "versions": snap.versions,
+            "model_age_seconds": _age(snap.bundle.metadata.get("created_at")),
+            "recommendations_age_seconds": _age(snap.pointer.get("created_at")),
+            "last_error": serving.last_error,
+        }
+
+    @app.get("/model")
+    def model() -> dict[str, Any]:
+        """The serving model's metadata: versions, counts, fingerprints, metrics, configuration."""
+        snap = snapshot()
+        metadata = snap.bundle.metadata
+        keys = (
+            "version",
+            "created_at",
+            "counts",
+            "fingerprints",
+            "metrics",
+            "history",
+            "epochs",
+            "config",
+            "libraries",
+        )
+        return {**{key: metadata.get(key) for key in keys}, **snap.versions}
+
+    return app

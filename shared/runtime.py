@@ -1,0 +1,67 @@
+"""The Functions app's side of the settings: which store, which configuration.
+
+Read on first use, never at import (an import-time error makes the host report
+"0 functions loaded"), then kept for the life of the worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+from pathlib import Path
+
+from shared.errors import NoModelError, NotFoundError
+from shared.pipeline import (
+    AcceptResult,
+    PrecomputeResult,
+    RetrainResult,
+    accept_extract,
+    precompute,
+    retrain,
+)
+from shared.settings import Config, load_config
+from shared.storage import BlobStore, store_from_settings
+
+log = logging.getLogger(__name__)
+
+# The app setting prefix of the data storage, shared with the blob trigger's
+# `connection`: "DataStorage" (connection string) or "DataStorage__serviceUri" /
+# "DataStorage__blobServiceUri" (managed identity).
+CONNECTION = "DataStorage"
+
+
+@cache
+def app_store() -> BlobStore:
+    """The data storage from the app settings (``TR_LOCAL_STORE`` for a local folder)."""
+    local = os.environ.get("TR_LOCAL_STORE")
+    return store_from_settings(
+        connection_name=CONNECTION, local_root=Path(local) if local else None
+    )
+
+
+@cache
+def app_config() -> Config:
+    return load_config()
+
+
+def on_extract_dropped(blob_name: str, data: bytes) -> tuple[AcceptResult, PrecomputeResult | None]:
+    """Blob trigger body: accept (or quarantine) the extract, then precompute if it changed."""
+    store, config = app_store(), app_config()
+    name = blob_name.split("/", 1)[1] if blob_name.startswith("hr-extracts/") else blob_name
+    accepted = accept_extract(store, name, data, config)
+    if accepted.status != "accepted":
+        return accepted, None
+    try:
+        return accepted, precompute(store, config)
+    except (NoModelError, NotFoundError) as exc:
+        # No model yet, or an extract kind still missing: the next retrain precomputes.
+        log.info("extract accepted; nothing to precompute yet: %s", exc)
+        return accepted, None
+
+
+def on_timer() -> RetrainResult:
+    """Timer trigger body: the nightly retrain."""
+    result = retrain(app_store(), app_config())
+    log.info("retrain: %s %s", result.status, result.version or "")
+    return result

@@ -1,0 +1,198 @@
+"""The HTTP API through the real FastAPI app (TestClient), on a local store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from world import csv_bytes, drop, drop_all, small_config, small_data
+
+from shared.api import create_app
+from shared.pipeline import RECOMMENDATIONS_POINTER, precompute, read_pointer, retrain
+from shared.storage import LocalFolderStore
+
+CONFIG = small_config()
+DATA = small_data()
+NEW_EMPLOYEE = {
+    "ou": "development",
+    "skills": ["python", "sql"],
+    "language": "english",
+    "grade": "G3",
+    "career interests": "data",
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalFolderStore, TestClient]:
+    store = LocalFolderStore(tmp_path_factory.mktemp("api") / "store")
+    drop_all(store, DATA, CONFIG)
+    retrain(store, CONFIG)
+    return store, TestClient(create_app(store, CONFIG))
+
+
+@pytest.fixture
+def client(served: tuple[LocalFolderStore, TestClient]) -> TestClient:
+    return served[1]
+
+
+def known_employee() -> str:
+    return str(DATA.taken["User-Id"].iloc[0])
+
+
+def test_known_employee_gets_the_precomputed_list(client: TestClient) -> None:
+    employee = known_employee()
+    response = client.get(f"/recommendations/{employee}", params={"n": 5})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["employee_id"] == employee
+    assert {"model_version", "data_version", "recommendations_version"} <= set(body)
+    trainings = body["trainings"]
+    assert [t["rank"] for t in trainings] == [1, 2, 3, 4, 5]
+    scores = [t["score"] for t in trainings]
+    assert scores == sorted(scores, reverse=True)
+    taken = set(DATA.taken.loc[DATA.taken["User-Id"] == employee, "Training-Id"])
+    assert not {t["training_id"] for t in trainings} & taken
+    first = trainings[0]
+    title = DATA.trainings.set_index("Training-Id").loc[first["training_id"], "Training Title"]
+    assert first["title"] == title
+    assert set(first["attributes"]) == set(CONFIG.contract.trainings.features)
+
+
+def test_unknown_employee_is_a_404_that_says_how_to_score_a_new_one(client: TestClient) -> None:
+    response = client.get("/recommendations/123456789")
+    assert response.status_code == 404
+    assert "POST their attributes to /recommendations" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/recommendations/000001?n=0", 422),
+        ("/recommendations/000001?n=101", 422),
+        ("/recommendations/000001?n=abc", 422),
+        ("/recommendations/" + "9" * 65, 422),
+        ("/recommendations/bad%20id", 422),
+        ("/trainings/T00001/similar?n=-1", 422),
+    ],
+)
+def test_bad_parameters_get_a_clear_4xx(client: TestClient, path: str, status: int) -> None:
+    response = client.get(path)
+    assert response.status_code == status
+    assert response.json()["detail"]
+
+
+def test_new_employee_is_scored_from_attributes_and_unknown_values_reported(
+    client: TestClient,
+) -> None:
+    attributes = {**NEW_EMPLOYEE, "skills": ["python", "cobol"]}
+    response = client.post("/recommendations", json={"attributes": attributes, "n": 4})
+    assert response.status_code == 200
+    body = response.json()
+    assert len(body["trainings"]) == 4
+    assert body["ignored_values"] == ["skills:cobol"]
+
+
+def test_new_employee_recommendations_follow_their_skills(client: TestClient) -> None:
+    def skills_of(skill: str) -> list[str]:
+        body = client.post(
+            "/recommendations", json={"attributes": {**NEW_EMPLOYEE, "skills": [skill]}, "n": 10}
+        ).json()
+        return [t["attributes"]["main skill"] for t in body["trainings"]]
+
+    assert skills_of("python") != skills_of("negotiation")
+
+
+def test_new_employee_excluded_trainings_are_not_returned(client: TestClient) -> None:
+    first = client.post("/recommendations", json={"attributes": NEW_EMPLOYEE, "n": 3}).json()
+    excluded = [t["training_id"] for t in first["trainings"]]
+    again = client.post(
+        "/recommendations",
+        json={"attributes": NEW_EMPLOYEE, "n": 3, "exclude_training_ids": excluded},
+    ).json()
+    assert not {t["training_id"] for t in again["trainings"]} & set(excluded)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"attributes": "python"},
+        {"attributes": {"shoe size": "42"}},
+        {"attributes": NEW_EMPLOYEE, "n": 0},
+        {"attributes": NEW_EMPLOYEE, "n": 1000},
+        {"attributes": NEW_EMPLOYEE, "unexpected": True},
+        {"attributes": {"skills": ["x"] * 101}},
+    ],
+)
+def test_malformed_bodies_get_a_422_naming_the_problem(client: TestClient, body: object) -> None:
+    response = client.post("/recommendations", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"]
+
+
+def test_not_json_is_a_422(client: TestClient) -> None:
+    response = client.post(
+        "/recommendations", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422
+
+
+def test_similar_trainings(client: TestClient) -> None:
+    training = str(DATA.trainings["Training-Id"].iloc[0])
+    response = client.get(f"/trainings/{training}/similar", params={"n": 5})
+    assert response.status_code == 200
+    ids = [t["training_id"] for t in response.json()["trainings"]]
+    assert len(ids) == 5
+    assert training not in ids
+    assert client.get("/trainings/NOPE/similar").status_code == 404
+
+
+def test_health_and_model(client: TestClient) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "ok"
+    assert health["model_age_seconds"] >= 0
+    model = client.get("/model").json()
+    assert model["version"] == health["versions"]["model_version"]
+    assert model["metrics"]["results"]["known"]["hybrid model"]["precision"] > 0
+    assert model["counts"]["employees"] == len(DATA.users)
+
+
+def test_openapi_and_docs_are_served(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert {"/recommendations/{employee_id}", "/recommendations", "/health", "/model"} <= set(
+        schema["paths"]
+    )
+    assert client.get("/docs").status_code == 200
+
+
+def test_nothing_published_yet_is_a_503_not_a_500(tmp_path: Path) -> None:
+    client = TestClient(create_app(LocalFolderStore(tmp_path), CONFIG))
+    assert client.get("/recommendations/000001").status_code == 503
+    assert client.get("/health").status_code == 503
+
+
+def test_a_new_version_is_served_without_restart_and_a_broken_one_never(
+    served: tuple[LocalFolderStore, TestClient],
+) -> None:
+    store, client = served
+    before = client.get("/health").json()["versions"]
+    newcomer = DATA.users.iloc[[0]].assign(**{"User-Id": "777777"})
+    drop(store, "users/more.csv", csv_bytes(pd.concat([DATA.users, newcomer])), CONFIG)
+    precompute(store, CONFIG)
+    assert client.get("/recommendations/777777").status_code == 200
+    after = client.get("/health").json()["versions"]
+    assert after["recommendations_version"] != before["recommendations_version"]
+
+    # A pointer naming a version whose files are corrupted: the instance keeps serving.
+    pointer, _ = read_pointer(store, RECOMMENDATIONS_POINTER)
+    store.write("recommendations/broken/top.npz", b"not an npz")
+    store.write("recommendations/broken/meta.json", b"{}")
+    store.write(RECOMMENDATIONS_POINTER, json.dumps({**pointer, "version": "broken"}).encode())
+    assert client.get("/recommendations/777777").status_code == 200
+    health = client.get("/health").json()
+    assert health["status"] == "degraded"
+    assert "recommendation table cannot be read" in health["last_error"]
+    assert health["versions"] == after

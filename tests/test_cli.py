@@ -1,0 +1,102 @@
+"""The command line, run in-process on a local store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.cli import main
+
+SIZES = ["--users", "300", "--trainings", "50", "--interactions", "3000", "--seed", "2"]
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text("[model]\nepochs = 5\nnum_threads = 1\nno_components = 16\n")
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_demo_shows_a_known_and_a_new_employee(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "store")
+    base = ["--store", store, "--config", str(config_file)]
+    code, out, _ = run(capsys, *base, "demo", *SIZES, "--out", str(tmp_path / "data"))
+    assert code == 0
+    assert "hybrid model" in out and "oracle" in out
+    assert "known employee" in out and "new employee" in out
+
+    code, out, _ = run(capsys, *base, "--json", "demo", *SIZES, "--out", str(tmp_path / "data"))
+    assert code == 0
+    result = json.loads(out)
+    assert len(result["known"]["trainings"]) == 10
+    assert len(result["new"]["trainings"]) == 10
+
+
+def test_each_command_on_generated_extracts(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    base = ["--store", str(tmp_path / "store"), "--config", str(config_file)]
+    assert run(capsys, *base, "generate", *SIZES, "--out", str(data))[0] == 0
+    for kind in ("users", "trainings", "trainings-taken"):
+        code, out, _ = run(capsys, *base, "drop", str(data / f"{kind}.csv"), "--kind", kind)
+        assert (code, out.split(":")[0]) == (0, "accepted")
+
+    code, out, _ = run(capsys, *base, "train", "--oracle", str(data / "oracle.json"))
+    assert code == 0 and "published model" in out and "oracle" in out
+
+    code, out, _ = run(capsys, *base, "--json", "evaluate")
+    assert code == 0
+    assert set(json.loads(out)["results"]) == {"known", "cold-start"}
+
+    code, out, _ = run(capsys, *base, "--json", "recommend", "000001", "-n", "3")
+    assert code == 0 and len(json.loads(out)["trainings"]) == 3
+
+    code, out, _ = run(capsys, *base, "recommend", "--attr", "skills=python;sql", "--attr", "ou=it")
+    assert code == 0 and "new employee" in out
+
+    code, out, _ = run(capsys, *base, "similar", "T00001", "-n", "4")
+    assert code == 0 and out.count("\n") == 5
+
+    code, out, _ = run(capsys, *base, "precompute")
+    assert code == 0 and out.startswith("unchanged")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["recommend", "nobody"], "no recommendations have been computed yet"),
+        (["drop", "missing.csv"], "No such file or directory"),
+        (["recommend", "--attr", "skills"], "expected column=value"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "--store", str(tmp_path / "store"), *argv)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+    assert err.startswith("error: ")
+
+
+def test_a_rejected_drop_exits_2_with_the_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "users.csv"
+    bad.write_bytes(b"name;Age\nAda;36\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--store", str(tmp_path / "store"), "drop", str(bad), "--kind", "users"])
+    out, _ = capsys.readouterr()
+    assert exit_info.value.code == 2
+    assert "rejected" in out and "column 'User-Id'" in out and "line 1" in out

@@ -1,0 +1,148 @@
+"""The Functions app: binding metadata, and the function bodies end to end on Azurite.
+
+Azure Functions Core Tools cannot be installed here, so the host is not run: the
+bindings are read from ``app.get_functions()`` and each body is called with real
+binding objects (``azure.functions.timer.TimerRequest``, ``func.blob.InputStream``); HTTP goes
+through the same FastAPI app the host would wrap.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import azure.functions as func
+import pandas as pd
+import pytest
+from azure.functions.timer import TimerRequest
+from fastapi.testclient import TestClient
+from world import KIND_FRAMES, csv_bytes, small_config, small_data
+
+import function_app
+from shared import runtime
+from shared.api import create_app
+from shared.pipeline import EXTRACTS_POINTER, MODELS_POINTER, RECOMMENDATIONS_POINTER, read_pointer
+from shared.storage import AzureBlobStore
+
+DATA = small_data()
+
+
+def bindings() -> dict[str, list[dict[str, object]]]:
+    return {
+        f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]
+        for f in function_app.app.get_functions()
+    }
+
+
+def test_three_functions_with_the_documented_bindings() -> None:
+    found = bindings()
+    assert set(found) == {"http_app_func", "retrain_model", "extract_dropped"}
+    (timer,) = found["retrain_model"]
+    assert timer["type"] == "timerTrigger"
+    assert timer["schedule"] == "%RETRAIN_SCHEDULE%"
+    assert timer["runOnStartup"] is False
+    (blob,) = found["extract_dropped"]
+    assert blob["type"] == "blobTrigger"
+    assert blob["path"] == "hr-extracts/{name}"
+    assert blob["source"] == "EventGrid"
+    assert blob["connection"] == runtime.CONNECTION == "DataStorage"
+    http = found["http_app_func"][0]
+    assert http["type"] == "httpTrigger"
+    assert http["authLevel"] == "FUNCTION"
+
+
+def test_importing_the_app_reads_no_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    for name in ("DataStorage", "RETRAIN_SCHEDULE", "TR_CONFIG", "TR_LOCAL_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    importlib.reload(function_app)  # must not fail without any app setting
+    assert len(function_app.app.get_functions()) == 3
+
+
+@pytest.fixture
+def app_settings(
+    azurite: str, container_prefix: str, monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> Iterator[AzureBlobStore]:
+    """App settings pointing the app at Azurite, with containers of this test's own."""
+    store = AzureBlobStore.from_connection_string(azurite, container_prefix=container_prefix)
+    config_file = tmp_path / "config.toml"  # type: ignore[operator]
+    config_file.write_text(
+        "[model]\nepochs = 6\nnum_threads = 1\nno_components = 16\n"
+        "[serving]\ntop_k = 10\nrefresh_seconds = 0\n"
+    )
+    monkeypatch.setenv("DataStorage", azurite)
+    monkeypatch.setenv("TR_CONFIG", str(config_file))
+    monkeypatch.setattr(runtime, "app_store", lambda: store)  # the prefix isolates this test
+    runtime.app_config.cache_clear()
+    yield store
+    runtime.app_config.cache_clear()
+
+
+def drop_blob(store: AzureBlobStore, name: str, data: bytes) -> None:
+    """What HR does, then what the host does: upload, then call the function body."""
+    store.write(f"hr-extracts/{name}", data)
+    stream = func.blob.InputStream(data=data, name=f"hr-extracts/{name}", length=len(data))
+    function_app.extract_dropped(stream)
+
+
+def test_end_to_end_on_azurite(app_settings: AzureBlobStore) -> None:
+    store = app_settings
+    for kind, attr in KIND_FRAMES.items():
+        drop_blob(store, f"{kind}/2026-11.csv", csv_bytes(getattr(DATA, attr)))
+    assert set(read_pointer(store, EXTRACTS_POINTER)[0]) == set(KIND_FRAMES)
+    assert not store.exists(MODELS_POINTER)  # no model yet: the drops only validated
+
+    function_app.retrain_model(TimerRequest(past_due=False))
+    model = read_pointer(store, MODELS_POINTER)[0]["version"]
+    assert store.exists(f"models/{model}/model.npz")
+    first = read_pointer(store, RECOMMENDATIONS_POINTER)[0]
+    assert first["model_version"] == model
+
+    # A new employee arrives in the next users extract: the blob trigger precomputes.
+    newcomer = DATA.users.iloc[[5]].assign(**{"User-Id": "900001"})
+    drop_blob(store, "users/2026-12.csv", csv_bytes(pd.concat([DATA.users, newcomer])))
+    second = read_pointer(store, RECOMMENDATIONS_POINTER)[0]
+    assert second["version"] != first["version"]
+    assert second["model_version"] == model
+
+    client = TestClient(create_app(store, small_config()))
+    known = str(DATA.taken["User-Id"].iloc[0])
+    answers = {
+        "known": client.get(f"/recommendations/{known}").json(),
+        "newcomer": client.get("/recommendations/900001").json(),
+        "new": client.post(
+            "/recommendations", json={"attributes": {"skills": "python;sql", "ou": "sales"}}
+        ).json(),
+    }
+    assert answers["known"]["trainings"] and answers["newcomer"]["trainings"]
+    assert answers["new"]["trainings"]
+
+    # A malformed extract: quarantined with its report; every answer unchanged.
+    drop_blob(store, "trainings/broken.csv", b"Training-Id,Training Title\nT1,One,extra\n")
+    assert store.exists("hr-extracts-rejected/trainings/broken.csv")
+    report = json.loads(store.read("hr-extracts-rejected/trainings/broken.error.json"))
+    assert report["problems"][0]["line"] == 2
+    assert not store.exists("hr-extracts/trainings/broken.csv")
+    assert read_pointer(store, RECOMMENDATIONS_POINTER)[0] == second
+    assert client.get(f"/recommendations/{known}").json() == answers["known"]
+    assert client.get("/recommendations/900001").json() == answers["newcomer"]
+    new_again = client.post(
+        "/recommendations", json={"attributes": {"skills": "python;sql", "ou": "sales"}}
+    ).json()
+    assert new_again == answers["new"]
+
+
+def test_the_same_blob_delivered_twice_precomputes_once(app_settings: AzureBlobStore) -> None:
+    store = app_settings
+    for kind, attr in KIND_FRAMES.items():
+        drop_blob(store, f"{kind}/a.csv", csv_bytes(getattr(DATA, attr)))
+    function_app.retrain_model(TimerRequest(past_due=False))
+    before = read_pointer(store, RECOMMENDATIONS_POINTER)
+    users = csv_bytes(DATA.users)
+    for _ in range(2):
+        stream = func.blob.InputStream(
+            data=users, name="hr-extracts/users/a.csv", length=len(users)
+        )
+        function_app.extract_dropped(stream)
+    assert read_pointer(store, RECOMMENDATIONS_POINTER) == before

@@ -1,0 +1,198 @@
+"""The use cases on both stores: accept_extract, retrain, precompute."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from world import csv_bytes, drop, drop_all, small_config, small_data
+
+from shared.errors import NotFoundError, TrainingRecommenderError
+from shared.pipeline import (
+    EXTRACTS_POINTER,
+    MODELS_POINTER,
+    RECOMMENDATIONS_POINTER,
+    RETRAIN_LOCK,
+    extract_kind,
+    load_bundle,
+    load_recommendations,
+    precompute,
+    read_pointer,
+    retrain,
+)
+from shared.scoring import NO_ITEM
+from shared.storage import BlobStore
+
+CONFIG = small_config()
+DATA = small_data()
+
+
+@pytest.fixture
+def trained(store: BlobStore) -> BlobStore:
+    drop_all(store, DATA, CONFIG)
+    result = retrain(store, CONFIG)
+    assert result.status == "published"
+    return store
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("users/2026-11.csv", "users"),
+        ("trainings/x.csv", "trainings"),
+        ("trainings-taken/x.csv", "trainings-taken"),
+        ("trainings-taken-2026.csv", "trainings-taken"),
+        ("trainings_2026.csv", "trainings"),
+        ("Users.csv", "users"),
+        ("payroll/x.csv", None),
+    ],
+)
+def test_extract_kind_from_the_blob_name(name: str, kind: str | None) -> None:
+    assert extract_kind(name) == kind
+
+
+def test_a_good_extract_becomes_current_and_the_same_bytes_twice_change_nothing(
+    store: BlobStore,
+) -> None:
+    data = csv_bytes(DATA.users)
+    first = drop(store, "users/u.csv", data, CONFIG)
+    assert first.status == "accepted"
+    pointer, etag = read_pointer(store, EXTRACTS_POINTER)
+    assert pointer["users"]["path"] == first.path
+    assert store.read(first.path) == data
+    assert first.report["rows_kept"] == len(DATA.users)
+
+    again = drop(store, "users/u-again.csv", data, CONFIG)
+    assert again.status == "unchanged"
+    assert read_pointer(store, EXTRACTS_POINTER)[1] == etag
+
+
+def test_a_bad_extract_is_quarantined_with_its_report_and_nothing_current_changes(
+    store: BlobStore,
+) -> None:
+    drop(store, "users/good.csv", csv_bytes(DATA.users), CONFIG)
+    before = read_pointer(store, EXTRACTS_POINTER)
+    bad = b"User-Id;ou;skills;language;grade;career interests\n001;sales;;;;\n001;legal;;;;\n"
+    result = drop(store, "users/bad.csv", bad, CONFIG)
+
+    assert result.status == "rejected"
+    assert read_pointer(store, EXTRACTS_POINTER) == before
+    assert not store.exists("hr-extracts/users/bad.csv")  # moved, not copied
+    assert store.read("hr-extracts-rejected/users/bad.csv") == bad
+    report = json.loads(store.read("hr-extracts-rejected/users/bad.error.json"))
+    texts = [p["text"] for p in report["problems"]]
+    assert texts == [
+        "hr-extracts/users/bad.csv, line 2, column 'User-Id': "
+        "identifier '001' appears on rows that disagree (lines 2, 3)"
+    ]
+
+
+def test_an_unknown_kind_is_rejected_not_raised(store: BlobStore) -> None:
+    result = drop(store, "payroll.csv", b"a,b\n1,2\n", CONFIG)
+    assert result.status == "rejected"
+    assert "cannot tell the extract kind" in result.report["message"]
+
+
+def test_retrain_without_extracts_names_what_is_missing(store: BlobStore) -> None:
+    drop(store, "users/u.csv", csv_bytes(DATA.users), CONFIG)
+    with pytest.raises(NotFoundError, match="trainings, trainings-taken"):
+        retrain(store, CONFIG)
+    assert not store.exists(MODELS_POINTER)
+
+
+def test_retrain_publishes_a_model_and_everyone_s_recommendations(trained: BlobStore) -> None:
+    model_pointer, _ = read_pointer(trained, MODELS_POINTER)
+    bundle = load_bundle(trained, model_pointer["version"])
+    assert bundle.metadata["counts"]["employees"] == len(DATA.users)
+    assert set(bundle.metadata["fingerprints"]) == {"users", "trainings", "trainings-taken"}
+    assert bundle.metadata["metrics"]["results"]["known"]["hybrid model"]["precision"] > 0
+
+    recs_pointer, _ = read_pointer(trained, RECOMMENDATIONS_POINTER)
+    assert recs_pointer["model_version"] == model_pointer["version"]
+    table = load_recommendations(trained, recs_pointer["version"])
+    assert list(table.user_ids) == list(DATA.users["User-Id"])
+    taken = DATA.taken.groupby("User-Id")["Training-Id"].apply(set)
+    for row in np.random.default_rng(0).choice(len(table.user_ids), 50, replace=False):
+        employee = str(table.user_ids[row])
+        recommended = {str(bundle.item_ids[i]) for i in table.items[row] if i != NO_ITEM}
+        available = len(bundle.item_ids) - len(taken.get(employee, set()))
+        assert len(recommended) == min(CONFIG.serving.top_k, available)
+        assert not recommended & taken.get(employee, set())  # already taken: excluded
+
+    export = pd.read_csv(
+        io.BytesIO(trained.read(f"recommendations/{recs_pointer['version']}/recommendations.csv")),
+        dtype=str,
+    )
+    assert list(export.columns) == ["employee_id", "rank", "training_id", "title", "score"]
+    assert len(export) == int((table.items != NO_ITEM).sum())
+    assert export.groupby("employee_id")["rank"].count().max() == CONFIG.serving.top_k
+    assert export["employee_id"].iloc[0] == DATA.users["User-Id"].iloc[0]  # leading zeros kept
+
+
+def test_precompute_is_idempotent_and_follows_new_extracts(trained: BlobStore) -> None:
+    first, _ = read_pointer(trained, RECOMMENDATIONS_POINTER)
+    assert precompute(trained, CONFIG).status == "unchanged"
+
+    newcomer = DATA.users.iloc[[0]].assign(**{"User-Id": "999999", "skills": "python;sql"})
+    drop(trained, "users/with-newcomer.csv", csv_bytes(pd.concat([DATA.users, newcomer])), CONFIG)
+    result = precompute(trained, CONFIG)
+    assert result.status == "computed"
+    assert result.model_version == first["model_version"]
+    assert result.data_version != first["data_version"]
+    table = load_recommendations(trained, result.version)
+    row = list(table.user_ids).index("999999")
+    assert (table.items[row] != NO_ITEM).all()
+    assert not table.from_history[row]
+
+
+def test_a_second_retrain_while_one_holds_the_lock_exits_busy(trained: BlobStore) -> None:
+    before = read_pointer(trained, MODELS_POINTER)
+    with trained.lease(RETRAIN_LOCK, seconds=60):
+        assert retrain(trained, CONFIG).status == "busy"
+    assert read_pointer(trained, MODELS_POINTER) == before
+
+
+class FailingStore:
+    """Delegates to a real store, failing writes whose path matches a predicate."""
+
+    def __init__(self, inner: BlobStore, fails: Callable[[str], bool]) -> None:
+        self.inner = inner
+        self.fails = fails
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def write(self, path: str, data: bytes, **kwargs: Any) -> str:
+        if self.fails(path):
+            raise TrainingRecommenderError(f"injected failure writing {path}")
+        return self.inner.write(path, data, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "failing_path",
+    ["model.npz", "models/current.json", "top.npz", "recommendations.csv", RECOMMENDATIONS_POINTER],
+)
+def test_a_failure_anywhere_in_retrain_leaves_the_previous_version_serving(
+    trained: BlobStore, failing_path: str
+) -> None:
+    models_before = read_pointer(trained, MODELS_POINTER)
+    recs_before = read_pointer(trained, RECOMMENDATIONS_POINTER)
+    changed = DATA.taken.iloc[: len(DATA.taken) // 2]
+    drop(trained, "trainings-taken/half.csv", csv_bytes(changed), CONFIG)
+    broken = FailingStore(trained, lambda path: path.endswith(failing_path))
+
+    with pytest.raises(TrainingRecommenderError, match="injected"):
+        retrain(broken, CONFIG)  # type: ignore[arg-type]
+
+    recs_after = read_pointer(trained, RECOMMENDATIONS_POINTER)
+    assert recs_after == recs_before  # readers still get the old, complete version
+    if failing_path in ("model.npz", "models/current.json"):
+        assert read_pointer(trained, MODELS_POINTER) == models_before
+    # The next run succeeds without any cleanup.
+    assert retrain(trained, CONFIG).status == "published"
+    assert read_pointer(trained, RECOMMENDATIONS_POINTER)[0]["version"] != recs_before[0]["version"]

@@ -1,0 +1,65 @@
+"""Configuration: defaults, TOML overrides, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.settings import Config, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_match_the_hr_exports_of_today() -> None:
+    config = load_config(environ={})
+    assert config.contract.users.id == "User-Id"
+    assert config.contract.trainings.title == "Training Title"
+    assert config.model.loss == "warp"
+    assert "gender" not in config.contract.users.features  # sensitive: never by default
+
+
+def test_the_example_file_in_the_repository_loads() -> None:
+    config = load_config(REPO / "config.example.toml")
+    assert config.contract.users.bands == {"los": (2.0, 5.0, 10.0)}
+    assert config.contract.taken.min_weight == 4
+
+
+def test_tr_config_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[model]\nno_components = 8\n")
+    assert load_config(environ={"TR_CONFIG": str(path)}).model.no_components == 8
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[model]\nno_components = 0\n", "model.no_components"),
+        ("[model]\nnum_treads = 2\n", "model.num_treads: Extra inputs are not permitted"),
+        ("[model\n", "c.toml"),
+        (
+            '[contract.users]\nid = "Id"\nfeatures = ["ou"]\nmulti_valued = ["skills"]\n',
+            "'skills' is configured but is not in features",
+        ),
+        (
+            '[contract.users]\nid = "Id"\nfeatures = ["los"]\nbands = { los = [5, 2] }\n',
+            "must be increasing",
+        ),
+    ],
+)
+def test_a_bad_file_is_an_error_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigurationError, match=message):
+        load_config(path)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_config_round_trips_through_json() -> None:
+    config = Config()
+    assert Config.from_dict(config.to_dict()) == config

@@ -1,0 +1,47 @@
+"""A small synthetic world shared by the integration tests: data, config, drops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from shared.pipeline import DROP_CONTAINER, AcceptResult, accept_extract
+from shared.settings import Config
+from shared.storage import BlobStore
+from shared.synthetic import SyntheticData, generate
+
+SMALL = {"n_users": 400, "n_trainings": 60, "n_interactions": 4_000, "seed": 3}
+KIND_FRAMES = {"users": "users", "trainings": "trainings", "trainings-taken": "taken"}
+
+
+def small_config(**sections: dict[str, Any]) -> Config:
+    """Fast settings: a few epochs, one thread (deterministic), short lists."""
+    base: dict[str, Any] = {
+        "model": {"epochs": 6, "num_threads": 1, "no_components": 16},
+        "serving": {"top_k": 10, "refresh_seconds": 0},
+    }
+    for name, values in sections.items():
+        base[name] = {**base.get(name, {}), **values}
+    return Config.from_dict(base)
+
+
+def csv_bytes(frame: pd.DataFrame) -> bytes:
+    return frame.to_csv(index=False).encode("utf-8")
+
+
+def small_data(**overrides: int) -> SyntheticData:
+    return generate(**{**SMALL, **overrides})
+
+
+def drop(store: BlobStore, name: str, data: bytes, config: Config) -> AcceptResult:
+    """Drop an extract the way HR does, then run what the blob trigger runs."""
+    store.write(f"{DROP_CONTAINER}/{name}", data)
+    return accept_extract(store, name, data, config)
+
+
+def drop_all(store: BlobStore, data: SyntheticData, config: Config) -> list[AcceptResult]:
+    return [
+        drop(store, f"{kind}/{kind}.csv", csv_bytes(getattr(data, attr)), config)
+        for kind, attr in KIND_FRAMES.items()
+    ]
