@@ -229,8 +229,9 @@ def create_app(
             "counts",
             "fingerprints",
             "metrics",
-            "history",
-            "epochs",
+            "training",
+            "recommendations",
+            "gate",
             "config",
             "libraries",
         )

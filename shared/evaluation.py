@@ -197,3 +197,39 @@ class EvaluationReport:
         if any("oracle" in s for s in self.results.values()):
             rendered.append("(percentages: precision as a share of the oracle's)")
         return "\n".join(rendered)
+
+
+def gini(counts: np.ndarray) -> float:
+    """Gini coefficient of non-negative counts: 0 when even, towards 1 when concentrated."""
+    values = np.sort(np.asarray(counts, dtype=np.float64))
+    total = values.sum()
+    if len(values) == 0 or total == 0:
+        return 0.0
+    cumulative = np.cumsum(values)
+    return float((len(values) + 1 - 2 * (cumulative / total).sum()) / len(values))
+
+
+def distribution(recommended_counts: np.ndarray, taken_counts: np.ndarray) -> dict[str, Any]:
+    """How recommendations spread over the catalog, and how much they favour popular trainings.
+
+    ``recommended_counts[i]``: how many employees have training i in their top-k;
+    ``taken_counts[i]``: how many took it.
+    """
+    n = len(recommended_counts)
+    slots = max(int(recommended_counts.sum()), 1)
+    tenth = max(n // 10, 1)
+    most_recommended = np.sort(recommended_counts)[::-1][:tenth]
+    most_popular = np.argsort(-taken_counts, kind="stable")[:tenth]
+    return {
+        "coverage": float((recommended_counts > 0).mean()) if n else 0.0,
+        "gini": gini(recommended_counts),
+        "top_decile_share": float(most_recommended.sum() / slots),
+        "popular_decile_share_of_recommendations": float(
+            recommended_counts[most_popular].sum() / slots
+        ),
+        "popular_decile_share_of_takes": float(
+            taken_counts[most_popular].sum() / max(taken_counts.sum(), 1)
+        ),
+        "recommended_counts": [int(c) for c in recommended_counts],
+        "taken_counts": [int(c) for c in taken_counts],
+    }

@@ -16,6 +16,7 @@ from shared.bundle import ModelBundle, new_version
 from shared.errors import ExtractError, Problem
 from shared.evaluation import (
     EvaluationReport,
+    distribution,
     group_popularity_scorer,
     holdout,
     popularity_scorer,
@@ -24,7 +25,7 @@ from shared.evaluation import (
 )
 from shared.features import Dataset, build_dataset, rows_for_new
 from shared.schema import Extracts
-from shared.scoring import Factors
+from shared.scoring import NO_ITEM, Factors, Recommender
 from shared.settings import Config
 from shared.training import FitResult, ProgressFn, factors_of, fit
 
@@ -164,14 +165,16 @@ def bundle_from_fit(
             "item_features": len(dataset.item_feature_names),
         },
         "metrics": evaluation.to_dict() if evaluation else None,
-        "history": [record.__dict__ for record in result.history],
-        "epochs": len(result.history),
+        "training": {
+            "final_epochs": len(result.history),
+            "final_seconds": round(sum(r.seconds for r in result.history), 3),
+        },
         "item_attribute_columns": columns,
         "validation": [report.to_dict() for report in extracts.reports],
         "libraries": _library_versions(),
         **(extra or {}),
     }
-    return ModelBundle(
+    bundle = ModelBundle(
         user_ids=dataset.users.ids,
         item_ids=dataset.items.ids,
         item_titles=trainings["title"].to_numpy(dtype=str),
@@ -189,6 +192,17 @@ def bundle_from_fit(
         taken=dataset.interactions.tocsr(),
         metadata=metadata,
     )
+    bundle.metadata["recommendations"] = _distribution_of(bundle, config)
+    return bundle
+
+
+def _distribution_of(bundle: ModelBundle, config: Config) -> dict[str, Any]:
+    counts = np.zeros(len(bundle.item_ids), dtype=np.int64)
+    recommender = Recommender(bundle)
+    for _, items, _ in recommender.for_all(config.serving.top_k, config.serving.chunk_size):
+        counts += np.bincount(items[items != NO_ITEM], minlength=len(counts))
+    taken = np.asarray(bundle.taken.sum(axis=0)).ravel()
+    return {"k": config.serving.top_k, **distribution(counts, taken)}
 
 
 def train_model(
@@ -217,11 +231,13 @@ def train_model(
         )
     report = None
     epochs = config.model.epochs
+    curve: list[dict[str, Any]] = []
     if evaluate:
         report, evaluated = evaluate_candidate(
             dataset, extracts, config, oracle=oracle, progress=progress
         )
         epochs = max(evaluated.best_epoch, 1)
+        curve = [record.__dict__ for record in evaluated.history]
     final = fit(
         dataset.interactions,
         dataset.user_features,
@@ -234,4 +250,5 @@ def train_model(
     bundle = bundle_from_fit(
         final, dataset, extracts, config, fingerprints=fingerprints, evaluation=report
     )
+    bundle.metadata["training"].update(validation_curve=curve, best_epoch=epochs)
     return TrainedModel(bundle, report, dataset)

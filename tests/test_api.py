@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from urllib.error import URLError
 
 import pandas as pd
 import pytest
@@ -25,12 +31,17 @@ NEW_EMPLOYEE = {
 }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalFolderStore, TestClient]:
-    store = LocalFolderStore(tmp_path_factory.mktemp("api") / "store")
+def publish(folder: Path) -> tuple[LocalFolderStore, TestClient]:
+    store = LocalFolderStore(folder / "store")
     drop_all(store, DATA, CONFIG)
     retrain(store, CONFIG)
     return store, TestClient(create_app(store, CONFIG))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalFolderStore, TestClient]:
+    """One published store for the read-only tests of this module."""
+    return publish(tmp_path_factory.mktemp("api"))
 
 
 @pytest.fixture
@@ -174,10 +185,8 @@ def test_nothing_published_yet_is_a_503_not_a_500(tmp_path: Path) -> None:
     assert client.get("/health").status_code == 503
 
 
-def test_a_new_version_is_served_without_restart_and_a_broken_one_never(
-    served: tuple[LocalFolderStore, TestClient],
-) -> None:
-    store, client = served
+def test_a_new_version_is_served_without_restart_and_a_broken_one_never(tmp_path: Path) -> None:
+    store, client = publish(tmp_path)
     before = client.get("/health").json()["versions"]
     newcomer = DATA.users.iloc[[0]].assign(**{"User-Id": "777777"})
     drop(store, "users/more.csv", csv_bytes(pd.concat([DATA.users, newcomer])), CONFIG)
@@ -196,3 +205,43 @@ def test_a_new_version_is_served_without_restart_and_a_broken_one_never(
     assert health["status"] == "degraded"
     assert "recommendation table cannot be read" in health["last_error"]
     assert health["versions"] == after
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:  # loopback only
+        body: bytes = response.read()
+        return body.decode()
+
+
+def test_uvicorn_serves_the_api_and_its_docs(
+    served: tuple[LocalFolderStore, TestClient], tmp_path: Path
+) -> None:
+    """`python -m shared serve` really listens: /docs and a recommendation over loopback."""
+    store, _ = served
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "shared", "--store", str(store.root), "serve"]
+    server = subprocess.Popen(
+        [*command, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                docs = fetch(f"{base}/docs")
+                break
+            except (URLError, ConnectionError):
+                assert server.poll() is None, server.stderr.read() if server.stderr else ""
+                assert time.monotonic() < deadline, "uvicorn did not answer within 30 s"
+                time.sleep(0.2)
+        assert "swagger" in docs.lower()
+        answer = json.loads(fetch(f"{base}/recommendations/{known_employee()}"))
+        assert answer["trainings"]
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

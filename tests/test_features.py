@@ -145,7 +145,7 @@ def test_normalization_makes_rows_sum_to_one(identity: bool, normalize: bool) ->
     )
     assert matrix.dtype == np.float32
     counts = np.diff(matrix.indptr)
-    assert counts.tolist() == [6 + identity, 5 + identity, 4 + identity]
+    assert counts.tolist() == [5 + identity, 5 + identity, 4 + identity]
     sums = np.asarray(matrix.sum(axis=1)).ravel()
     if normalize:
         np.testing.assert_allclose(sums, 1.0, rtol=1e-6)

@@ -1,0 +1,248 @@
+"""ModelBundle to and from bytes: recommends the same, refuses anything damaged or pickled."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from shared.bundle import FORMAT_VERSION, ModelBundle
+from shared.errors import ModelLoadError
+from shared.modeling import TrainedModel, train_model
+from shared.schema import parse_all
+from shared.scoring import Recommender
+from shared.settings import Config
+from shared.synthetic import generate
+
+CONFIG = Config.from_dict({"model": {"epochs": 5, "num_threads": 1}})
+FINGERPRINTS = {"users": "a1b2c3d4", "trainings": "e5f6a7b8", "trainings-taken": "c9d0e1f2"}
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    data = generate(n_users=300, n_trainings=60, n_interactions=3000, seed=1)
+    extracts = parse_all(
+        data.users.to_csv(index=False).encode(),
+        data.trainings.to_csv(index=False).encode(),
+        data.taken.to_csv(index=False).encode(),
+        CONFIG.contract,
+    )
+    return train_model(extracts, CONFIG, fingerprints=FINGERPRINTS)
+
+
+@pytest.fixture(scope="module")
+def serialized(trained: TrainedModel) -> tuple[bytes, bytes]:
+    return trained.bundle.to_bytes()
+
+
+def all_recommendations(bundle: ModelBundle, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    chunks = list(Recommender(bundle).for_all(k, chunk_size=64))
+    return np.vstack([c[1] for c in chunks]), np.vstack([c[2] for c in chunks])
+
+
+def test_round_trip_recommends_exactly_the_same(
+    trained: TrainedModel, serialized: tuple[bytes, bytes]
+) -> None:
+    original = trained.bundle
+    loaded = ModelBundle.from_bytes(*serialized)
+    indices, scores = all_recommendations(original)
+    loaded_indices, loaded_scores = all_recommendations(loaded)
+    assert indices.shape == (300, 10)
+    assert np.array_equal(indices, loaded_indices)
+    assert np.array_equal(scores, loaded_scores)
+    before, after = Recommender(original), Recommender(loaded)
+    for item in (0, 17, 59):
+        assert np.array_equal(before.similar(item, 5)[0], after.similar(item, 5)[0])
+    new_rows = original.user_features[:3]
+    assert np.array_equal(
+        before.for_feature_rows(new_rows, 5)[0], after.for_feature_rows(new_rows, 5)[0]
+    )
+
+
+def test_round_trip_keeps_every_array(
+    trained: TrainedModel, serialized: tuple[bytes, bytes]
+) -> None:
+    original, loaded = trained.bundle, ModelBundle.from_bytes(*serialized)
+    for name in (
+        "user_ids",
+        "item_ids",
+        "item_titles",
+        "item_attributes",
+        "user_feature_names",
+        "item_feature_names",
+        "user_feature_embeddings",
+        "user_feature_biases",
+        "item_feature_embeddings",
+        "item_feature_biases",
+    ):
+        before, after = getattr(original, name), getattr(loaded, name)
+        assert after.dtype == before.dtype, name
+        assert np.array_equal(before, after), name
+    for name in ("user_features", "item_features", "taken"):
+        before, after = getattr(original, name), getattr(loaded, name)
+        assert after.shape == before.shape
+        assert (before != after).nnz == 0, name
+    assert loaded.user_ids.dtype.kind == "U"  # ids stay strings, never objects
+
+
+def test_metadata_keeps_version_config_fingerprints_counts_and_libraries(
+    trained: TrainedModel, serialized: tuple[bytes, bytes]
+) -> None:
+    meta = json.loads(serialized[1])
+    loaded = ModelBundle.from_bytes(*serialized)
+    assert meta["format_version"] == FORMAT_VERSION
+    assert loaded.version == trained.bundle.version == meta["version"]
+    assert loaded.metadata["fingerprints"] == FINGERPRINTS
+    assert Config.from_dict(loaded.metadata["config"]) == CONFIG
+    assert loaded.metadata["counts"]["employees"] == 300
+    assert loaded.metadata["counts"]["trainings"] == 60
+    assert loaded.metadata["counts"]["interactions"] == trained.dataset.interactions.nnz
+    libraries = loaded.metadata["libraries"]
+    assert {"python", "numpy", "scipy", "pandas", "rectools-lightfm"} <= set(libraries)
+    assert libraries["numpy"] == np.__version__
+    assert {k: v for k, v in loaded.metadata.items() if k != "format_version"} == (
+        trained.bundle.metadata
+    )
+
+
+# --- damaged bundles -------------------------------------------------------------------
+
+UNPICKLED: list[str] = []
+
+
+def _tripped() -> str:
+    UNPICKLED.append("unpickled")
+    return "tripped"
+
+
+class Tripwire:
+    """Records it if anything ever unpickles it."""
+
+    def __reduce__(self) -> tuple[Callable[[], str], tuple[()]]:
+        return _tripped, ()
+
+
+def arrays_of(npz: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(npz), allow_pickle=False) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def saved(arrays: dict[str, Any], allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, allow_pickle=allow_pickle, **arrays)
+    return buffer.getvalue()
+
+
+def test_pickled_object_array_is_refused_without_unpickling(
+    serialized: tuple[bytes, bytes],
+) -> None:
+    npz, meta = serialized
+    arrays = arrays_of(npz)
+    trap = np.empty(len(arrays["user_ids"]), dtype=object)
+    trap[:] = [Tripwire() for _ in range(len(trap))]
+    arrays["user_ids"] = trap
+    with pytest.raises(ModelLoadError, match=r"(?i)pickle"):
+        ModelBundle.from_bytes(saved(arrays, allow_pickle=True), meta)
+    assert UNPICKLED == []
+
+
+def _replace(name: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[bytes], bytes]:
+    def damage(npz: bytes) -> bytes:
+        arrays = arrays_of(npz)
+        arrays[name] = change(arrays[name])
+        return saved(arrays)
+
+    return damage
+
+
+def _drop(name: str) -> Callable[[bytes], bytes]:
+    def damage(npz: bytes) -> bytes:
+        arrays = arrays_of(npz)
+        del arrays[name]
+        return saved(arrays)
+
+    return damage
+
+
+def _scribble(npz: bytes) -> bytes:
+    # Garbage inside the first compressed member: the zip directory still reads.
+    damaged = bytearray(npz)
+    damaged[200:216] = b"\xff" * 16
+    return bytes(damaged)
+
+
+def _npy(npz: bytes) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(3))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda npz: npz[: len(npz) // 2], id="truncated"),
+        pytest.param(lambda npz: npz[:100], id="truncated-header"),
+        pytest.param(lambda npz: b"", id="empty"),
+        pytest.param(_scribble, id="corrupted-member"),
+        pytest.param(_npy, id="npy-not-npz"),
+        pytest.param(lambda npz: b"not a zip at all", id="text"),
+        pytest.param(_drop("item_feature_biases"), id="missing-array"),
+        pytest.param(_drop("taken_indptr"), id="missing-sparse-part"),
+        pytest.param(_replace("item_ids", lambda a: a[:-1]), id="item-ids-short"),
+        pytest.param(_replace("user_feature_biases", lambda a: a[:-1]), id="biases-short"),
+        pytest.param(_replace("user_feature_embeddings", lambda a: a[:, 0]), id="embeddings-1d"),
+        pytest.param(
+            _replace("item_feature_embeddings", lambda a: a[:, :-1]), id="factor-sizes-differ"
+        ),
+        pytest.param(
+            _replace("item_feature_embeddings", lambda a: np.where(a > 0, np.nan, a)),
+            id="nan-embeddings",
+        ),
+        pytest.param(_replace("item_feature_biases", lambda a: a.astype(str)), id="text-biases"),
+        pytest.param(_replace("taken_shape", lambda a: a + 1), id="taken-shape"),
+        pytest.param(_replace("taken_shape", lambda a: np.append(a, 2)), id="taken-3d"),
+        pytest.param(_replace("taken_indices", lambda a: a + 1000), id="taken-index-range"),
+        pytest.param(_replace("item_titles", lambda a: a[:, None]), id="titles-2d"),
+    ],
+)
+def test_damaged_npz_raises_model_load_error(
+    serialized: tuple[bytes, bytes], damage: Callable[[bytes], bytes]
+) -> None:
+    npz, meta = serialized
+    with pytest.raises(ModelLoadError):
+        ModelBundle.from_bytes(damage(npz), meta)
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        b"",
+        b"{not json",
+        b"\xff\xfe\x00",
+        b"[]",
+        b"null",
+        b'{"version": "v1"}',
+        json.dumps({"format_version": FORMAT_VERSION + 1}).encode(),
+    ],
+    ids=["empty", "syntax", "not-utf8", "list", "null", "no-format", "newer-format"],
+)
+def test_wrong_json_raises_model_load_error(serialized: tuple[bytes, bytes], meta: bytes) -> None:
+    with pytest.raises(ModelLoadError):
+        ModelBundle.from_bytes(serialized[0], meta)
+
+
+def test_inconsistent_bundle_is_not_written(trained: TrainedModel) -> None:
+    original = trained.bundle
+    broken = ModelBundle(
+        **{
+            **{name: getattr(original, name) for name in original.__dataclass_fields__},
+            "taken": sp.csr_matrix((len(original.user_ids), len(original.item_ids) + 1)),
+        }
+    )
+    with pytest.raises(ModelLoadError, match="taken has shape"):
+        broken.to_bytes()
