@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import NoModelError, NotFoundError, TrainingRecommenderError
 from shared.serving import (
@@ -109,6 +110,51 @@ def _age(timestamp: Any) -> float | None:
         return None
 
 
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over a size, declared or streamed (413)."""
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit()
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > limit:
+            await self._refuse(send, limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send, limit)
+
+    @staticmethod
+    async def _refuse(send: Send, limit: int) -> None:
+        response = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
 def create_app(
     store: BlobStore | Callable[[], BlobStore] | None = None, config: Config | None = None
 ) -> FastAPI:
@@ -119,6 +165,16 @@ def create_app(
         description="Recommendations of internal and external trainings for employees.",
     )
     state: dict[str, Any] = {}
+    app.add_middleware(BodyLimit, limit=lambda: settings().serving.max_body_bytes)
+    if config is not None and config.serving.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.serving.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["content-type", "x-functions-key"],
+        )
 
     def settings() -> Config:
         if "config" not in state:

@@ -21,6 +21,7 @@ from shared.storage import BlobStore
 
 DEFAULT_STORE = Path("var/store")
 EXIT_BAD_INPUT = 2
+EXIT_REJECTED = 3  # the quality gate refused the candidate
 EXAMPLE_NEW_EMPLOYEE = {
     "ou": "development",
     "skills": "python;sql",
@@ -118,7 +119,8 @@ def _raw_frames(store: BlobStore) -> tuple[Any, Any]:
 
     import pandas as pd
 
-    from shared.pipeline import EXTRACTS_POINTER, read_pointer
+    from shared.pipeline import EXTRACTS_POINTER
+    from shared.registry import read_pointer
 
     pointer, _ = read_pointer(store, EXTRACTS_POINTER)
     return tuple(  # type: ignore[return-value]
@@ -144,7 +146,22 @@ def cmd_train(args: argparse.Namespace, config: Config) -> None:
     if result.precompute:
         done = result.precompute
         human += f"\nrecommendations {done.version} for {done.employees} employees"
-    _print(args, {"version": result.version, "evaluation": result.evaluation}, human)
+    failed = [r for r in result.registrations if r["status"] == "failed"]
+    if failed:
+        human += "\nAzure ML registration failed (retried next run): " + "; ".join(
+            f"{r['version']}: {r['detail']}" for r in failed
+        )
+    _print(
+        args,
+        {
+            "status": result.status,
+            "version": result.version,
+            "evaluation": result.evaluation,
+            "gate": result.gate,
+            "registrations": result.registrations,
+        },
+        human,
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace, config: Config) -> None:
@@ -222,6 +239,47 @@ def cmd_similar(args: argparse.Namespace, config: Config) -> None:
         {"training_id": args.training_id, "similar": items},
         f"trainings similar to {args.training_id}:\n{_trainings_table(items)}",
     )
+
+
+def cmd_models(args: argparse.Namespace, config: Config) -> None:
+    from shared import registry
+
+    store = _store(args)
+    if args.action == "list":
+        infos = registry.list_versions(store)
+        _print(args, [i.to_dict() for i in infos], registry.versions_table(infos))
+        return
+    version = args.version or registry.current_version(store)
+    if args.action == "show":
+        metadata, status = registry.metadata_of(store, version)
+        from shared.evaluation import EvaluationReport
+
+        metrics = metadata.get("metrics")
+        lines = [
+            f"version      {version} ({status})",
+            f"created      {metadata.get('created_at')}",
+            f"data         {metadata.get('fingerprints')}",
+            f"counts       {metadata.get('counts')}",
+            f"gate         {(metadata.get('gate') or {}).get('decision', '-')}",
+            *[f"  {check}" for check in (metadata.get("gate") or {}).get("checks", [])],
+            f"model        {metadata.get('config', {}).get('model')}",
+            EvaluationReport.from_dict(metrics).to_table() if metrics else "(not evaluated)",
+        ]
+        _print(args, {"status": status, **metadata}, "\n".join(lines))
+    elif args.action == "promote":
+        from shared.pipeline import promote
+
+        if not args.version:
+            raise TrainingRecommenderError("models promote needs a VERSION (see `models list`)")
+        result = promote(store, version, config)
+        _print(args, result.__dict__, f"serving {version}; recommendations {result.version}")
+    elif args.action == "card":
+        from shared.pipeline import render_card
+
+        metadata, status = registry.metadata_of(store, version)
+        out = Path(args.out or f"card-{version}.html")
+        out.write_bytes(render_card(metadata)[1])
+        _print(args, {"version": version, "card": str(out)}, f"model card of {version}: {out}")
 
 
 def cmd_serve(args: argparse.Namespace, config: Config) -> None:
@@ -360,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("training_id")
     p.add_argument("-n", type=int, default=10)
     p.set_defaults(func=cmd_similar)
+    p = sub.add_parser("models", help="model versions: list, show, promote (rollback), card")
+    p.add_argument("action", choices=("list", "show", "promote", "card"))
+    p.add_argument("version", nargs="?", help="default: the serving version (show, card)")
+    p.add_argument("--out", help="card: the HTML file to write (default card-<version>.html)")
+    p.set_defaults(func=cmd_models)
     p = sub.add_parser("serve", help="serve the HTTP API with uvicorn")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

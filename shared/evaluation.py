@@ -233,3 +233,68 @@ def distribution(recommended_counts: np.ndarray, taken_counts: np.ndarray) -> di
         "recommended_counts": [int(c) for c in recommended_counts],
         "taken_counts": [int(c) for c in taken_counts],
     }
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a candidate may replace the serving model, and why."""
+
+    accepted: bool
+    checks: list[str]  # every comparison made, passed or not
+    reasons: list[str]  # the failed ones
+    compared_with: str | None
+    tolerance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision": "accepted" if self.accepted else "rejected",
+            "checks": self.checks,
+            "reasons": self.reasons,
+            "compared_with": self.compared_with,
+            "tolerance": self.tolerance,
+        }
+
+
+def quality_gate(
+    candidate: EvaluationReport,
+    serving: EvaluationReport | None,
+    *,
+    serving_version: str | None,
+    tolerance: float,
+    baselines: tuple[str, ...],
+    model: str = "hybrid model",
+) -> GateDecision:
+    """Held-out precision@k must beat the baselines and stay near the serving model.
+
+    Checked for known and for cold-start employees separately. The serving model's
+    figures are those recorded when it was evaluated: re-scoring it on today's split
+    would flatter it, since it was refit on data that split now holds out.
+    """
+    checks: list[str] = []
+    reasons: list[str] = []
+
+    def check(passed: bool, text: str) -> None:
+        checks.append(("pass: " if passed else "FAIL: ") + text)
+        if not passed:
+            reasons.append(text)
+
+    for population, scorers in candidate.results.items():
+        if model not in scorers:
+            continue
+        ours = scorers[model]["precision"]
+        for baseline in baselines:
+            if baseline in scorers:
+                theirs = scorers[baseline]["precision"]
+                check(
+                    ours > theirs,
+                    f"{population}: precision@{candidate.k} {ours:.4f} vs {baseline} {theirs:.4f}",
+                )
+        if serving is not None and model in serving.results.get(population, {}):
+            before = serving.results[population][model]["precision"]
+            floor = before * (1 - tolerance)
+            check(
+                ours >= floor,
+                f"{population}: precision@{candidate.k} {ours:.4f} vs serving {serving_version} "
+                f"{before:.4f} (at least {floor:.4f} allowed)",
+            )
+    return GateDecision(not reasons, checks, reasons, serving_version, tolerance)

@@ -25,7 +25,9 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.bundle import JSON_NAME, NPZ_NAME, ModelBundle
+from shared.bundle import ModelBundle
 from shared.errors import (
     ExtractError,
     LeaseUnavailableError,
@@ -43,13 +45,32 @@ from shared.errors import (
     NotFoundError,
     PreconditionFailedError,
     Problem,
+    TrainingRecommenderError,
 )
+from shared.evaluation import EvaluationReport, GateDecision, quality_gate
 from shared.features import IdMap, interaction_matrices, rows_for_new
 from shared.modeling import OracleFn, TrainedModel, train_model
-from shared.schema import ID, KINDS, Extracts, ValidationReport, parse_all, parse_extract
+from shared.registry import (
+    MODELS_POINTER,
+    current_version,
+    load_bundle,
+    metadata_of,
+    move_pointer,
+    publish,
+    read_pointer,
+    write_version,
+)
+from shared.schema import (
+    FORMULA_STARTS,
+    ID,
+    KINDS,
+    Extracts,
+    parse_all,
+    parse_extract,
+)
 from shared.scoring import NO_ITEM, Recommender
 from shared.settings import Config
-from shared.storage import BlobStore
+from shared.storage import BlobStore, Lease
 from shared.training import EpochRecord
 
 log = logging.getLogger(__name__)
@@ -57,7 +78,6 @@ log = logging.getLogger(__name__)
 DROP_CONTAINER = "hr-extracts"
 REJECTED_CONTAINER = "hr-extracts-rejected"
 EXTRACTS_POINTER = "extracts/current.json"
-MODELS_POINTER = "models/current.json"
 RECOMMENDATIONS_POINTER = "recommendations/current.json"
 RETRAIN_LOCK = "locks/retrain"
 POINTER_RETRIES = 5
@@ -69,23 +89,6 @@ def _now() -> str:
 
 def _json(data: Any) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True, default=str).encode()
-
-
-def read_pointer(store: BlobStore, path: str) -> tuple[dict[str, Any], str | None]:
-    """A pointer's content and ETag; ``({}, None)`` when it does not exist yet."""
-    try:
-        data, etag = store.read_with_etag(path)
-    except NotFoundError:
-        return {}, None
-    return json.loads(data), etag
-
-
-def move_pointer(store: BlobStore, path: str, content: dict[str, Any], etag: str | None) -> None:
-    """Move a pointer only if nobody moved it since it was read (raises otherwise)."""
-    if etag is None:
-        store.write(path, _json(content), if_none_match=True, content_type="application/json")
-    else:
-        store.write(path, _json(content), if_match=etag, content_type="application/json")
 
 
 # ---------------------------------------------------------------- accept_extract
@@ -216,47 +219,88 @@ def load_current_data(store: BlobStore, config: Config) -> CurrentData:
     return CurrentData(extracts, {kind: pointer[kind]["sha256"][:12] for kind in KINDS})
 
 
-def load_bundle(store: BlobStore, version: str) -> ModelBundle:
-    """Read a published bundle; a missing or corrupted one raises :class:`ModelLoadError`."""
-    try:
-        npz = store.read(f"models/{version}/{NPZ_NAME}")
-        meta = store.read(f"models/{version}/{JSON_NAME}")
-    except NotFoundError as exc:
-        raise ModelLoadError(f"model {version} is incomplete: {exc}") from None
-    return ModelBundle.from_bytes(npz, meta)
-
-
-def current_model_version(store: BlobStore) -> str:
-    pointer, _ = read_pointer(store, MODELS_POINTER)
-    if "version" not in pointer:
-        raise NoModelError("no model has been published yet: run retrain first")
-    return str(pointer["version"])
-
-
 # ---------------------------------------------------------------- retrain
 
 
 @dataclass(frozen=True)
 class RetrainResult:
-    status: str  # "published" or "busy" (another retrain holds the lock)
+    status: str  # "published", "rejected" (by the quality gate) or "busy" (another retrain runs)
     version: str | None = None
     evaluation: dict[str, Any] | None = None
     precompute: PrecomputeResult | None = None
     reports: list[dict[str, Any]] = field(default_factory=list)
+    gate: dict[str, Any] | None = None
+    registrations: list[dict[str, str]] = field(default_factory=list)
 
 
-def publish_model(store: BlobStore, bundle: ModelBundle) -> None:
-    """Write a bundle under its version, then move ``models/current.json`` to it."""
-    pointer, etag = read_pointer(store, MODELS_POINTER)
-    npz, meta = bundle.to_bytes()
-    store.write(f"models/{bundle.version}/{NPZ_NAME}", npz)
-    store.write(f"models/{bundle.version}/{JSON_NAME}", meta, content_type="application/json")
-    content = {
-        "version": bundle.version,
-        "published_at": _now(),
-        "previous": pointer.get("version"),
-    }
-    move_pointer(store, MODELS_POINTER, content, etag)
+LEASE_SECONDS = 60
+
+
+@contextmanager
+def _kept_alive(lease: Lease, every: float = LEASE_SECONDS / 3) -> Iterator[None]:
+    """Renew a lease in the background while a long step runs (a fit can outlast it)."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(every):
+            try:
+                lease.renew()
+            except TrainingRecommenderError as exc:
+                log.error("could not renew %s: %s", lease.path, exc)
+                return
+
+    thread = threading.Thread(target=renew, name="lease-renewal", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def render_card(metadata: dict[str, Any]) -> tuple[bytes, bytes]:
+    """``card.json`` and ``card.html`` bytes of a version (matplotlib loads only here)."""
+    from shared.card import card_html, card_json
+
+    return _json(card_json(metadata)), card_html(metadata).encode("utf-8")
+
+
+def gate_candidate(store: BlobStore, candidate: TrainedModel, config: Config) -> GateDecision:
+    """The quality gate against the baselines and the serving model's recorded metrics."""
+    options = config.gate
+    if not options.enabled or candidate.evaluation is None:
+        return GateDecision(True, ["gate disabled"], [], None, options.tolerance)
+    serving: EvaluationReport | None = None
+    serving_version: str | None = None
+    try:
+        serving_version = current_version(store)
+        metrics = metadata_of(store, serving_version)[0].get("metrics")
+        serving = EvaluationReport.from_dict(metrics) if metrics else None
+    except (NoModelError, NotFoundError):
+        serving_version = None
+    return quality_gate(
+        candidate.evaluation,
+        serving,
+        serving_version=serving_version,
+        tolerance=options.tolerance,
+        baselines=options.baselines,
+    )
+
+
+def register_published(store: BlobStore) -> list[dict[str, str]]:
+    """Register in Azure ML every published version not registered yet; never raises."""
+    from shared.azureml import AzureMLSettings, register_pending
+    from shared.registry import list_versions
+
+    try:
+        settings = AzureMLSettings.from_environ()
+    except TrainingRecommenderError as exc:
+        log.error("Azure ML registration not attempted: %s", exc)
+        return [{"version": "*", "status": "failed", "detail": str(exc)}]
+    pending = [
+        v.version for v in list_versions(store) if v.status != "rejected" and not v.registered
+    ]
+    return [dict(outcome.__dict__) for outcome in register_pending(store, pending, settings)]
 
 
 def retrain(
@@ -266,43 +310,74 @@ def retrain(
     oracle: OracleFn | None = None,
     progress: Callable[[EpochRecord, int], None] | None = None,
 ) -> RetrainResult:
-    """Train on the current extracts, evaluate, publish and precompute, one run at a time.
+    """Train on the current extracts, evaluate, gate, publish, precompute, register.
 
-    A second retrain while one runs returns ``status="busy"`` at once: the timer will
-    come back, and two fits on two cores would only slow both down.
+    One run at a time: a second retrain while one runs returns ``status="busy"`` at
+    once (the timer comes back; two fits on two cores would only slow both down).
+    A candidate the quality gate refuses is kept under ``models/rejected/`` and
+    the serving version stays.
     """
     try:
-        with store.lease(RETRAIN_LOCK, seconds=60) as lease:
-
-            def on_epoch(record: EpochRecord, total: int) -> None:
-                lease.renew()
-                if progress is not None:
-                    progress(record, total)
-
+        with store.lease(RETRAIN_LOCK, seconds=LEASE_SECONDS) as lease, _kept_alive(lease):
             data = load_current_data(store, config)
-            trained: TrainedModel = train_model(
+            trained = train_model(
                 data.extracts,
                 config,
                 fingerprints=data.fingerprints,
                 oracle=oracle,
-                progress=on_epoch,
+                progress=progress,
             )
-            lease.renew()
-            publish_model(store, trained.bundle)
-            lease.renew()
-            result = precompute(store, config, bundle=trained.bundle, data=data)
+            bundle = trained.bundle
+            decision = gate_candidate(store, trained, config)
+            bundle.metadata["gate"] = decision.to_dict()
+            evaluation = trained.evaluation.to_dict() if trained.evaluation else None
+            reports = [r.to_dict() for r in data.extracts.reports]
+            if not decision.accepted:
+                write_version(store, bundle, rejected=True, card=render_card)
+                log.error(
+                    "candidate %s rejected by the quality gate: %s",
+                    bundle.version,
+                    "; ".join(decision.reasons),
+                )
+                return RetrainResult(
+                    "rejected", bundle.version, evaluation, None, reports, decision.to_dict()
+                )
+            publish(store, bundle, card=render_card)
+            log.info("published model %s", bundle.version)
+            result = precompute(store, config, bundle=bundle, data=data)
     except LeaseUnavailableError:
         log.warning("another retrain holds %s: this one exits without training", RETRAIN_LOCK)
         return RetrainResult("busy")
-    evaluation = trained.evaluation.to_dict() if trained.evaluation else None
-    log.info("published model %s", trained.bundle.version)
+    registrations = register_published(store)
     return RetrainResult(
-        "published",
-        trained.bundle.version,
-        evaluation,
-        result,
-        [r.to_dict() for r in data.extracts.reports],
+        "published", bundle.version, evaluation, result, reports, decision.to_dict(), registrations
     )
+
+
+def promote(store: BlobStore, version: str, config: Config) -> PrecomputeResult:
+    """Serve an earlier (or any published) version: move the pointer, then precompute.
+
+    Takes the retrain lock, so that a retrain finishing meanwhile cannot undo it.
+    """
+    metadata, status = metadata_of(store, version)
+    if status == "rejected":
+        reasons = "; ".join((metadata.get("gate") or {}).get("reasons", [])) or "see its card"
+        raise TrainingRecommenderError(
+            f"version {version} was rejected by the quality gate ({reasons}): only published "
+            "versions can be promoted"
+        )
+    with store.lease(RETRAIN_LOCK, seconds=LEASE_SECONDS):
+        bundle = load_bundle(store, version)  # proves it loads before anything moves
+        pointer, etag = read_pointer(store, MODELS_POINTER)
+        content = {
+            "version": version,
+            "previous": pointer.get("version"),
+            "promoted": True,
+            "moved_at": _now(),
+        }
+        move_pointer(store, MODELS_POINTER, content, etag)
+        log.info("promoted model %s (was %s)", version, pointer.get("version"))
+        return precompute(store, config, bundle=bundle)
 
 
 # ---------------------------------------------------------------- precompute
@@ -395,19 +470,31 @@ def compute_recommendations(
 
 
 def export_frame(table: RecommendationTable, bundle: ModelBundle) -> pd.DataFrame:
-    """The long CSV export for reporting tools: employee id, rank, training id, title, score."""
+    """The long CSV export for reporting tools: employee id, rank, training id, title, score.
+
+    Text that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``…) is
+    prefixed with an apostrophe, as OWASP recommends against CSV injection.
+    """
     n, k = table.items.shape
     valid = table.items != NO_ITEM
     flat = table.items[valid]
     return pd.DataFrame(
         {
-            "employee_id": np.repeat(table.user_ids, k).reshape(n, k)[valid],
+            "employee_id": _neutralized(np.repeat(table.user_ids, k).reshape(n, k)[valid]),
             "rank": np.broadcast_to(np.arange(1, k + 1), (n, k))[valid],
-            "training_id": bundle.item_ids[flat],
-            "title": bundle.item_titles[flat],
+            "training_id": _neutralized(bundle.item_ids[flat]),
+            "title": _neutralized(bundle.item_titles[flat]),
             "score": np.round(table.scores[valid], 6),
         }
     )
+
+
+def _neutralized(values: np.ndarray) -> np.ndarray:
+    text = values.astype(str)
+    risky = np.char.startswith(text, FORMULA_STARTS[0])
+    for start in FORMULA_STARTS[1:]:
+        risky |= np.char.startswith(text, start)
+    return np.where(risky, np.char.add("'", text), text)
 
 
 def precompute(
@@ -423,7 +510,7 @@ def precompute(
     Idempotent: when the serving recommendations already come from the same model
     and data versions, nothing is computed (a trigger delivered twice costs a read).
     """
-    model_version = bundle.version if bundle is not None else current_model_version(store)
+    model_version = bundle.version if bundle is not None else current_version(store)
     data = data or load_current_data(store, config)
     pointer, etag = read_pointer(store, RECOMMENDATIONS_POINTER)
     if (
@@ -463,7 +550,3 @@ def load_recommendations(store: BlobStore, version: str) -> RecommendationTable:
     except NotFoundError as exc:
         raise ModelLoadError(f"recommendations {version} are incomplete: {exc}") from None
     return RecommendationTable.from_bytes(npz, meta)
-
-
-def reports_summary(reports: list[ValidationReport]) -> list[dict[str, Any]]:
-    return [r.to_dict() for r in reports]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import ExtractError, Problem
-from shared.settings import DataContract, EntityColumns
+from shared.settings import DataContract, EntityColumns, Limits
 
 Kind = Literal["users", "trainings", "trainings-taken"]
 KINDS: tuple[Kind, ...] = ("users", "trainings", "trainings-taken")
@@ -106,7 +106,9 @@ def _decode(data: bytes, source: str) -> str:
 
 
 def _sniff_delimiter(header: str) -> str:
-    return ";" if header.count(";") > header.count(",") else ","
+    # Tab: Excel's "Unicode text" export; otherwise whichever of , and ; the header uses more.
+    counts = {delimiter: header.count(delimiter) for delimiter in (",", ";", "\t")}
+    return max(counts, key=lambda d: (counts[d], d == ","))
 
 
 def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -116,20 +118,31 @@ def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     pandas also skips lines that hold nothing or only spaces and tabs. A record csv
     cannot read (a field over its size limit) ends the iteration.
     """
-    lines = io.StringIO(text, newline="").readlines()
-    reader = csv.reader(lines, delimiter=delimiter)
+    consumed: list[str] = []  # the physical lines of the record being read
+
+    def lines() -> Iterator[str]:
+        for line in io.StringIO(text, newline=""):
+            consumed.append(line)
+            yield line
+
+    reader = csv.reader(lines(), delimiter=delimiter)
     start = 0
     try:
         for record in reader:
-            if lines[start].strip(" \t\r\n"):
+            if consumed[0].strip(" \t\r\n"):
                 yield start + 1, record
             start = reader.line_num
+            consumed.clear()
     except csv.Error:
         return
 
 
-def read_table(data: bytes, source: str) -> _Table:
+def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table:
     """Decode and parse CSV bytes into string cells; raise on what cannot be parsed."""
+    limits = limits or Limits()
+    if len(data) > limits.max_bytes:
+        message = f"the file has {len(data)} bytes, over the limit of {limits.max_bytes}"
+        raise ExtractError(source, [Problem(source, message)])
     text = _decode(data, source)
     if not text.strip():
         raise ExtractError(source, [Problem(source, "the file is empty", 1)])
@@ -152,8 +165,49 @@ def read_table(data: bytes, source: str) -> _Table:
             )
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
         raise ExtractError(source, _field_count_problems(text, delimiter, source, exc)) from None
+    if len(frame) > limits.max_rows:
+        message = f"the file has {len(frame)} rows, over the limit of {limits.max_rows}"
+        raise ExtractError(source, [Problem(source, message, limits.max_rows + 2)])
     frame.columns = [str(c).strip() for c in frame.columns]
     return _Table(source, text, delimiter, frame)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _formula_problems(
+    table: _Table, frame: pd.DataFrame, columns: list[str], keep: pd.Series
+) -> list[Problem]:
+    """Cells a spreadsheet would run as formulas: kept as text, reported, neutralized on export."""
+    problems = []
+    for name in columns:
+        suspicious = (
+            frame[name].str.startswith(FORMULA_STARTS)
+            & ~frame[name].str.fullmatch(r"-?\d+(\.\d+)?")
+            & keep
+        )
+        if suspicious.any():
+            message = "starts like a spreadsheet formula: kept as text, neutralized in exports"
+            problems.append(table.problem(np.flatnonzero(suspicious.to_numpy()), message, name))
+    return problems
+
+
+def _distinct_value_problems(
+    table: _Table, frame: pd.DataFrame, columns: EntityColumns, delimiter: str, limit: int
+) -> list[Problem]:
+    problems = []
+    for name in columns.features:
+        values = frame[name]
+        if name in columns.multi_valued:
+            values = values.str.split(delimiter).explode()
+        distinct = values.str.strip().str.lower().nunique()
+        if distinct > limit:
+            message = (
+                f"{distinct} distinct values, over the limit of {limit}: free text is not an "
+                "attribute (raise contract.limits.max_distinct_values if this is intended)"
+            )
+            problems.append(Problem(table.source, message, 1, name))
+    return problems
 
 
 def _field_count_problems(text: str, delimiter: str, source: str, exc: Exception) -> list[Problem]:
@@ -238,7 +292,13 @@ def _fmt(value: float) -> str:
 
 
 def parse_entities(
-    data: bytes, columns: EntityColumns, source: str, kind: Kind
+    data: bytes,
+    columns: EntityColumns,
+    source: str,
+    kind: Kind,
+    *,
+    delimiter: str = ";",
+    limits: Limits | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Parse the employees or the trainings extract.
 
@@ -250,9 +310,11 @@ def parse_entities(
     ------
     ExtractError
         Listing every fatal problem: unreadable file, missing or repeated columns,
-        no data rows, the same identifier on rows that disagree.
+        no data rows, the same identifier on rows that disagree, a file over the
+        size or row limits, an attribute with too many distinct values.
     """
-    table = read_table(data, source)
+    limits = limits or Limits()
+    table = read_table(data, source, limits)
     wanted = [columns.id, *([columns.title] if columns.title else []), *columns.features]
     fatal = _header_problems(table, wanted)
     if not fatal and table.frame.empty:
@@ -282,6 +344,13 @@ def parse_entities(
             raise ExtractError(source, fatal)
         keep &= ~frame[columns.id].duplicated(keep="first")  # same id, same content
 
+    fatal = _distinct_value_problems(
+        table, frame[keep], columns, delimiter, limits.max_distinct_values
+    )
+    if fatal:
+        raise ExtractError(source, fatal)
+    text_columns = [c for c in wanted if c not in columns.bands]
+    problems += _formula_problems(table, frame, list(dict.fromkeys(text_columns)), keep)
     for name in columns.features:
         # Before banding, so that a cell reported as not a number is not also "blank".
         blank = np.flatnonzero(((frame[name] == "") & keep).to_numpy())
@@ -316,7 +385,7 @@ def parse_taken(
     taken several times becomes one interaction with its highest weight.
     """
     cols = contract.taken
-    table = read_table(data, source)
+    table = read_table(data, source, contract.limits)
     fatal = _header_problems(table, [cols.user_id, cols.training_id])
     if not fatal and table.frame.empty:
         fatal.append(Problem(source, "no data rows below the header", 2))
@@ -390,9 +459,23 @@ def parse_extract(
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Parse one extract of the given kind (without cross-checking ids against the others)."""
     if kind == "users":
-        return parse_entities(data, contract.users, source, "users")
+        return parse_entities(
+            data,
+            contract.users,
+            source,
+            "users",
+            delimiter=contract.value_delimiter,
+            limits=contract.limits,
+        )
     if kind == "trainings":
-        return parse_entities(data, contract.trainings, source, "trainings")
+        return parse_entities(
+            data,
+            contract.trainings,
+            source,
+            "trainings",
+            delimiter=contract.value_delimiter,
+            limits=contract.limits,
+        )
     if kind == "trainings-taken":
         return parse_taken(data, contract, source)
     raise ExtractError(
@@ -425,9 +508,9 @@ def parse_all(
         "trainings-taken": "trainings-taken.csv",
     }
     names.update(sources or {})
-    user_frame, user_report = parse_entities(users, contract.users, names["users"], "users")
-    training_frame, training_report = parse_entities(
-        trainings, contract.trainings, names["trainings"], "trainings"
+    user_frame, user_report = parse_extract("users", users, contract, names["users"])
+    training_frame, training_report = parse_extract(
+        "trainings", trainings, contract, names["trainings"]
     )
     taken_frame, taken_report = parse_taken(
         taken,

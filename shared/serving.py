@@ -23,13 +23,8 @@ import scipy.sparse as sp
 from shared.bundle import ModelBundle
 from shared.errors import ModelLoadError, NoModelError, NotFoundError, TrainingRecommenderError
 from shared.features import IdMap, entity_frame, rows_for_new
-from shared.pipeline import (
-    RECOMMENDATIONS_POINTER,
-    RecommendationTable,
-    load_bundle,
-    load_recommendations,
-    read_pointer,
-)
+from shared.pipeline import RECOMMENDATIONS_POINTER, RecommendationTable, load_recommendations
+from shared.registry import load_bundle, read_pointer
 from shared.scoring import NO_ITEM, Recommender
 from shared.settings import Config, DataContract
 from shared.storage import BlobStore

@@ -57,6 +57,16 @@ class TakenColumns(_Frozen):
     min_weight: float | None = None
 
 
+class Limits(_Frozen):
+    """Sizes beyond which an extract is refused rather than half-processed."""
+
+    max_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    max_rows: int = Field(10_000_000, ge=1)
+    # An attribute with more distinct values than this is most likely free text
+    # (a comment column configured as a feature by mistake).
+    max_distinct_values: int = Field(5_000, ge=1)
+
+
 class DataContract(_Frozen):
     """Column names and parsing rules of the three HR extracts."""
 
@@ -73,6 +83,7 @@ class DataContract(_Frozen):
     taken: TakenColumns = TakenColumns()
     value_delimiter: str = ";"
     department: str = "ou"  # the employees' column the department baseline groups by
+    limits: Limits = Limits()
 
 
 class FeatureOptions(_Frozen):
@@ -115,6 +126,16 @@ class EvaluationOptions(_Frozen):
     seed: int = 7
 
 
+class GateOptions(_Frozen):
+    """The quality gate a retrained candidate must pass to be published."""
+
+    enabled: bool = True
+    # Largest relative drop of held-out precision@k allowed against the serving model,
+    # for known and for cold-start employees separately (0.05: at most 5 % worse).
+    tolerance: float = Field(0.05, ge=0, lt=1)
+    baselines: tuple[str, ...] = ("popularity", "department popularity")  # must be beaten
+
+
 class ServingOptions(_Frozen):
     """Precomputed lists and the HTTP API."""
 
@@ -122,6 +143,10 @@ class ServingOptions(_Frozen):
     max_n: int = Field(100, ge=1, le=1000)  # largest n an API caller may ask for
     chunk_size: int = Field(2048, ge=1)  # employees scored at once: bounds memory
     refresh_seconds: float = Field(5.0, ge=0)  # how often an instance re-checks the pointer
+    max_body_bytes: int = Field(65_536, ge=1024)  # larger request bodies get a 413
+    # Browser origins allowed to call the API directly; empty: CORS off (intranet
+    # apps usually call it server-side with a function key).
+    cors_origins: tuple[str, ...] = ()
 
 
 class Config(_Frozen):
@@ -131,6 +156,7 @@ class Config(_Frozen):
     features: FeatureOptions = FeatureOptions()
     model: Hyperparameters = Hyperparameters()
     evaluation: EvaluationOptions = EvaluationOptions()
+    gate: GateOptions = GateOptions()
     serving: ServingOptions = ServingOptions()
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from world import csv_bytes, drop, drop_all, small_config, small_data
 
 from shared.api import create_app
-from shared.pipeline import RECOMMENDATIONS_POINTER, precompute, read_pointer, retrain
+from shared.pipeline import RECOMMENDATIONS_POINTER, precompute, retrain
+from shared.registry import read_pointer
 from shared.storage import LocalFolderStore
 
 CONFIG = small_config()

@@ -177,6 +177,20 @@ def test_several_long_rows_are_reported_together() -> None:
     ]
 
 
+def test_header_problems_name_the_header_line_below_blank_lines() -> None:
+    data = csv_bytes("", "  ", "User-Id,ou,ou", "u1,a,b")
+    problems = fatal("users", data)
+    assert_located(only(problems, "more than once"), 3, "ou")
+    assert all(p.line == 3 for p in problems)
+
+
+def test_unclosed_quote_in_a_large_file_is_an_extract_error() -> None:
+    # csv stops at its field size limit where pandas does not: still one clear error.
+    data = csv_bytes(TAKEN, "u1,t1,5,", 'u2,"t1,5,' + "x" * 200_000, "u3,t1,4,")
+    [problem] = fatal("trainings-taken", data)
+    assert "malformed CSV" in problem.message
+
+
 def test_unknown_kind_is_an_extract_error() -> None:
     [problem] = fatal("managers", csv_bytes(USERS, GOOD_ROWS["users"]))
     assert "unknown extract kind 'managers'" in problem.message
@@ -304,11 +318,17 @@ ENCODED_TEXT = [
         ("utf-8-sig", "\r\n"),
         ("utf-8", "\n"),
         ("cp1252", "\r\n"),
-        ("utf-16", "\r\n"),  # Python writes the BOM
+        ("utf-16", "\r\n"),  # Python writes the BOM (little-endian here)
+        ("utf-16-be", "\n"),  # the BOM is added below
     ],
 )
 def test_encodings_parse_to_the_same_values(encoding: str, end: str) -> None:
     data = csv_bytes(*ENCODED_TEXT, end=end, encoding=encoding)
+    if encoding == "utf-16-be":
+        data = "\ufeff".encode(encoding) + data
+    assert data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) == (
+        encoding.startswith("utf-16") or encoding == "utf-8-sig"
+    )
     frame, report = parse_entities(data, CONTRACT.trainings, SOURCE, "trainings")
     assert report.problems == ()
     assert frame.to_dict("records") == [

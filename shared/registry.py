@@ -1,0 +1,212 @@
+"""Model versions in blob storage: publish, reject, load, list, show.
+
+::
+
+    models/<version>/model.npz, model.json, card.json, card.html   published versions
+    models/rejected/<version>/...                                  candidates the gate refused
+    models/current.json                                            the serving version
+
+Version names start with their UTC creation time, so they sort by time. Each
+version's ``model.json`` carries the fingerprints of the extracts it was trained
+on. Registration in Azure Machine Learning is :mod:`shared.azureml`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.bundle import JSON_NAME, NPZ_NAME, ModelBundle
+from shared.errors import ModelLoadError, NoModelError, NotFoundError
+from shared.storage import BlobStore
+
+MODELS_POINTER = "models/current.json"
+REJECTED = "rejected"
+CARD_JSON = "card.json"
+CARD_HTML = "card.html"
+REGISTRATION = "registration.json"
+
+CardRenderer = Callable[[dict[str, Any]], tuple[bytes, bytes]]  # metadata -> (card.json, card.html)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+
+
+def read_pointer(store: BlobStore, path: str) -> tuple[dict[str, Any], str | None]:
+    """A pointer's content and ETag; ``({}, None)`` when it does not exist yet."""
+    try:
+        data, etag = store.read_with_etag(path)
+    except NotFoundError:
+        return {}, None
+    content: dict[str, Any] = json.loads(data)
+    return content, etag
+
+
+def move_pointer(store: BlobStore, path: str, content: dict[str, Any], etag: str | None) -> None:
+    """Move a pointer only if nobody moved it since it was read (raises otherwise)."""
+    data = _json(content)
+    if etag is None:
+        store.write(path, data, if_none_match=True, content_type="application/json")
+    else:
+        store.write(path, data, if_match=etag, content_type="application/json")
+
+
+def folder(version: str, *, rejected: bool = False) -> str:
+    return f"models/{REJECTED}/{version}" if rejected else f"models/{version}"
+
+
+def write_version(
+    store: BlobStore,
+    bundle: ModelBundle,
+    *,
+    rejected: bool = False,
+    card: CardRenderer | None = None,
+) -> str:
+    """Write a bundle (and its card) under its version folder; returns the folder."""
+    where = folder(bundle.version, rejected=rejected)
+    npz, meta = bundle.to_bytes()
+    store.write(f"{where}/{NPZ_NAME}", npz)
+    store.write(f"{where}/{JSON_NAME}", meta, content_type="application/json")
+    if card is not None:
+        card_json, card_html = card(json.loads(meta))
+        store.write(f"{where}/{CARD_JSON}", card_json, content_type="application/json")
+        store.write(f"{where}/{CARD_HTML}", card_html, content_type="text/html; charset=utf-8")
+    return where
+
+
+def publish(store: BlobStore, bundle: ModelBundle, card: CardRenderer | None = None) -> None:
+    """Write a bundle under its version, then move ``models/current.json`` to it."""
+    pointer, etag = read_pointer(store, MODELS_POINTER)
+    write_version(store, bundle, card=card)
+    content = {"version": bundle.version, "previous": pointer.get("version"), "moved_at": _now()}
+    move_pointer(store, MODELS_POINTER, content, etag)
+
+
+def current_version(store: BlobStore) -> str:
+    pointer, _ = read_pointer(store, MODELS_POINTER)
+    if "version" not in pointer:
+        raise NoModelError("no model has been published yet: run retrain first")
+    return str(pointer["version"])
+
+
+def load_bundle(store: BlobStore, version: str) -> ModelBundle:
+    """Read a published bundle; a missing or corrupted one raises :class:`ModelLoadError`."""
+    try:
+        npz = store.read(f"models/{version}/{NPZ_NAME}")
+        meta = store.read(f"models/{version}/{JSON_NAME}")
+    except NotFoundError as exc:
+        raise ModelLoadError(f"model {version} is incomplete: {exc}") from None
+    return ModelBundle.from_bytes(npz, meta)
+
+
+def metadata_of(store: BlobStore, version: str) -> tuple[dict[str, Any], str]:
+    """A version's metadata and its status: ``published`` or ``rejected``."""
+    for rejected, status in ((False, "published"), (True, "rejected")):
+        try:
+            meta: dict[str, Any] = json.loads(
+                store.read(f"{folder(version, rejected=rejected)}/{JSON_NAME}")
+            )
+            return meta, status
+        except NotFoundError:
+            continue
+    raise NotFoundError(f"model version {version!r} does not exist (see `models list`)")
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One line of ``models list``."""
+
+    version: str
+    status: str  # "serving", "published" or "rejected"
+    created_at: str
+    known_precision: float | None
+    cold_start_precision: float | None
+    gate: str | None
+    fingerprints: dict[str, str]
+    registered: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _precision(meta: dict[str, Any], population: str) -> float | None:
+    try:
+        return float(meta["metrics"]["results"][population]["hybrid model"]["precision"])
+    except (KeyError, TypeError):
+        return None
+
+
+def list_versions(store: BlobStore) -> list[VersionInfo]:
+    """Every published and rejected version, oldest first."""
+    serving = read_pointer(store, MODELS_POINTER)[0].get("version")
+    blobs = {info.path for info in store.list("models/")}
+    found: list[VersionInfo] = []
+    for path in sorted(blobs):
+        parts = path.split("/")
+        if parts[-1] != JSON_NAME:
+            continue
+        rejected = len(parts) == 4 and parts[1] == REJECTED
+        version = parts[-2]
+        meta = json.loads(store.read(path))
+        status = "rejected" if rejected else ("serving" if version == serving else "published")
+        found.append(
+            VersionInfo(
+                version,
+                status,
+                str(meta.get("created_at", "")),
+                _precision(meta, "known"),
+                _precision(meta, "cold-start"),
+                (meta.get("gate") or {}).get("decision"),
+                dict(meta.get("fingerprints", {})),
+                f"{folder(version, rejected=rejected)}/{REGISTRATION}" in blobs,
+            )
+        )
+    return sorted(found, key=lambda info: info.version)
+
+
+def versions_table(infos: list[VersionInfo]) -> str:
+    """``models list`` as text."""
+    if not infos:
+        return "no model version yet"
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    rows = [
+        [
+            "version",
+            "status",
+            "p@k known",
+            "p@k cold",
+            "gate",
+            "azure ml",
+            "data (users/trainings/taken)",
+        ]
+    ]
+    for i in infos:
+        data = "/".join(
+            i.fingerprints.get(k, "-")[:8] for k in ("users", "trainings", "trainings-taken")
+        )
+        rows.append(
+            [
+                i.version,
+                i.status,
+                fmt(i.known_precision),
+                fmt(i.cold_start_precision),
+                i.gate or "-",
+                "yes" if i.registered else "no",
+                data,
+            ]
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows
+    )

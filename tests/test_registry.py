@@ -1,0 +1,151 @@
+"""Model versions: the quality gate, rejected candidates, list/show, promote (rollback)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from world import csv_bytes, drop, drop_all, small_config, small_data
+
+from shared.api import create_app
+from shared.errors import TrainingRecommenderError
+from shared.evaluation import EvaluationReport, quality_gate
+from shared.pipeline import RECOMMENDATIONS_POINTER, load_recommendations, promote, retrain
+from shared.registry import MODELS_POINTER, list_versions, metadata_of, read_pointer
+from shared.storage import BlobStore
+
+CONFIG = small_config()
+NO_GATE = small_config(gate={"enabled": False})
+DATA = small_data()
+
+
+def report(known: dict[str, float], cold: dict[str, float]) -> EvaluationReport:
+    def metrics(precision: float) -> dict[str, float]:
+        return {"precision": precision, "recall": 0, "ndcg": 0, "auc": 0, "coverage": 0}
+
+    result = EvaluationReport(10)
+    for population, scores in (("known", known), ("cold-start", cold)):
+        for scorer, precision in scores.items():
+            result.add(population, scorer, metrics(precision))
+    return result
+
+
+GOOD = report(
+    {"hybrid model": 0.12, "popularity": 0.04, "department popularity": 0.05},
+    {"hybrid model": 0.38, "popularity": 0.14, "department popularity": 0.17},
+)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "serving", "failed"),
+    [
+        (GOOD, None, []),
+        (GOOD, GOOD, []),
+        (
+            report({"hybrid model": 0.115, "popularity": 0.04}, {"hybrid model": 0.38}),
+            GOOD,
+            [],  # 4 % worse on known employees: within the 5 % tolerance
+        ),
+        (
+            report({"hybrid model": 0.11, "popularity": 0.04}, {"hybrid model": 0.38}),
+            GOOD,
+            ["known: precision@10 0.1100 vs serving v1"],
+        ),
+        (
+            report({"hybrid model": 0.12}, {"hybrid model": 0.30}),
+            GOOD,
+            ["cold-start: precision@10 0.3000 vs serving v1"],
+        ),
+        (
+            report(
+                {"hybrid model": 0.04, "popularity": 0.05}, {"hybrid model": 0.2, "popularity": 0.1}
+            ),
+            None,
+            ["known: precision@10 0.0400 vs popularity 0.0500"],
+        ),
+    ],
+)
+def test_quality_gate_rules(
+    candidate: EvaluationReport, serving: EvaluationReport | None, failed: list[str]
+) -> None:
+    decision = quality_gate(
+        candidate,
+        serving,
+        serving_version="v1" if serving else None,
+        tolerance=0.05,
+        baselines=("popularity", "department popularity"),
+    )
+    assert decision.accepted == (not failed)
+    assert len(decision.reasons) == len(failed)
+    for reason, expected in zip(decision.reasons, failed, strict=True):
+        assert reason.startswith(expected)
+
+
+@pytest.fixture
+def published(store: BlobStore) -> BlobStore:
+    drop_all(store, DATA, CONFIG)
+    assert retrain(store, CONFIG).status == "published"
+    return store
+
+
+def test_a_degraded_candidate_is_rejected_and_nothing_serving_changes(published: BlobStore) -> None:
+    store = published
+    models_before = read_pointer(store, MODELS_POINTER)
+    recs_before = read_pointer(store, RECOMMENDATIONS_POINTER)
+    table_before = load_recommendations(store, recs_before[0]["version"])
+
+    shuffled = DATA.taken.copy()
+    shuffled["Training-Id"] = np.random.default_rng(0).permutation(
+        shuffled["Training-Id"].to_numpy()
+    )
+    shuffled = shuffled.drop_duplicates(["User-Id", "Training-Id"])
+    drop(store, "trainings-taken/shuffled.csv", csv_bytes(shuffled), CONFIG)
+    result = retrain(store, CONFIG)
+
+    assert result.status == "rejected"
+    assert result.gate is not None and result.gate["decision"] == "rejected"
+    assert any("vs serving" in reason for reason in result.gate["reasons"])
+    assert read_pointer(store, MODELS_POINTER) == models_before
+    assert read_pointer(store, RECOMMENDATIONS_POINTER) == recs_before
+    table_after = load_recommendations(store, recs_before[0]["version"])
+    assert np.array_equal(table_after.items, table_before.items)
+
+    metadata, status = metadata_of(store, str(result.version))
+    assert status == "rejected"
+    assert metadata["gate"]["reasons"] == result.gate["reasons"]
+    assert store.exists(f"models/rejected/{result.version}/card.html")
+    statuses = {info.version: info.status for info in list_versions(store)}
+    assert statuses == {models_before[0]["version"]: "serving", result.version: "rejected"}
+
+    with pytest.raises(TrainingRecommenderError, match="rejected by the quality gate"):
+        promote(store, str(result.version), CONFIG)
+
+
+def test_promote_an_earlier_version_moves_the_pointer_and_recomputes(published: BlobStore) -> None:
+    store = published
+    first = read_pointer(store, MODELS_POINTER)[0]["version"]
+    drop(store, "trainings-taken/less.csv", csv_bytes(DATA.taken.iloc[::2]), CONFIG)
+    second = retrain(store, NO_GATE)
+    assert second.status == "published" and second.version != first
+    client = TestClient(create_app(store, CONFIG))
+    assert client.get("/model").json()["version"] == second.version
+
+    result = promote(store, first, CONFIG)
+
+    assert read_pointer(store, MODELS_POINTER)[0]["version"] == first
+    recs = read_pointer(store, RECOMMENDATIONS_POINTER)[0]
+    assert recs["model_version"] == first and result.status == "computed"
+    assert client.get("/model").json()["version"] == first
+    infos = list_versions(store)
+    assert [i.version for i in infos] == sorted([first, str(second.version)])  # sorted by time
+    assert {i.version: i.status for i in infos}[first] == "serving"
+    assert all(set(i.fingerprints) == {"users", "trainings", "trainings-taken"} for i in infos)
+
+
+def test_every_published_version_has_its_card(published: BlobStore) -> None:
+    version = read_pointer(published, MODELS_POINTER)[0]["version"]
+    card = json.loads(published.read(f"models/{version}/card.json"))
+    assert card
+    assert published.read(f"models/{version}/card.html").startswith(b"<!DOCTYPE html>")

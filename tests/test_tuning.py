@@ -1,0 +1,177 @@
+"""Tuning: bounded, deterministic, never worse than the base, and its TOML reads back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.errors import ConfigurationError
+from shared.features import build_dataset
+from shared.modeling import evaluate_candidate
+from shared.schema import parse_all
+from shared.settings import Config, load_config
+from shared.synthetic import SyntheticData, generate
+from shared.tuning import MIN_WEIGHT, RawExtracts, Trial, TuningResult, tune, write_config
+
+FAST: dict[str, Any] = {
+    "model": {"epochs": 5, "num_threads": 1, "no_components": 8, "patience": 2},
+}
+
+
+def _csv(frame: Any) -> bytes:
+    return bytes(frame.to_csv(index=False).encode("utf-8"))
+
+
+@pytest.fixture(scope="module")
+def data() -> SyntheticData:
+    return generate(n_users=300, n_trainings=40, n_interactions=3000, seed=1)
+
+
+@pytest.fixture(scope="module")
+def raw(data: SyntheticData) -> RawExtracts:
+    return RawExtracts(_csv(data.users), _csv(data.trainings), _csv(data.taken))
+
+
+@pytest.fixture(scope="module")
+def base() -> Config:
+    return Config.from_dict(FAST)
+
+
+@pytest.fixture(scope="module")
+def tuned(raw: RawExtracts, base: Config) -> TuningResult:
+    return tune(raw, base, budget=5, seed=3)
+
+
+def _figures(result: TuningResult) -> list[tuple[Any, ...]]:
+    return [(t.overrides, t.known_precision, t.cold_precision, t.best_epoch) for t in result.trials]
+
+
+def test_base_first_budget_bounded_and_best_not_worse(tuned: TuningResult, base: Config) -> None:
+    first = tuned.trials[0]
+    assert first.number == 0 and first.overrides == {}
+    assert len(tuned.trials) == 5
+    assert [t.number for t in tuned.trials] == list(range(5))
+    assert tuned.best.objective >= first.objective
+    assert tuned.admissible(tuned.best)
+    assert tuned.best_config.model.num_threads == base.model.num_threads  # not searched
+    assert all(t.overrides for t in tuned.trials[1:])  # never the base twice
+    table = tuned.table()
+    assert len([line for line in table.splitlines() if line.startswith("*")]) == 1
+    assert tuned.to_dict()["best"] == tuned.best.number
+
+
+def test_budget_one_is_the_base(raw: RawExtracts, base: Config) -> None:
+    seen: list[Trial] = []
+    result = tune(raw, base, budget=1, progress=seen.append)
+    assert seen == result.trials and len(seen) == 1
+    assert result.best is seen[0] and result.best_config == base
+    with pytest.raises(ValueError, match="budget"):
+        tune(raw, base, budget=0)
+
+
+def test_deterministic_for_a_seed(raw: RawExtracts, base: Config, tuned: TuningResult) -> None:
+    again = tune(raw, base, budget=5, seed=3)
+    assert _figures(again) == _figures(tuned)
+    assert again.best_config == tuned.best_config
+
+
+def test_base_trial_is_what_evaluate_reports(raw: RawExtracts, base: Config) -> None:
+    config = Config.from_dict({**FAST, "contract": {"taken": {"min_weight": 3}}})
+    extracts = parse_all(*raw, config.contract)
+    dataset = build_dataset(
+        extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
+    )
+    report, fitted = evaluate_candidate(dataset, extracts, config)
+    first = tune(raw, config, budget=1).trials[0]
+    assert first.known_precision == pytest.approx(
+        report.results["known"]["hybrid model"]["precision"]
+    )
+    assert first.cold_precision == pytest.approx(
+        report.results["cold-start"]["hybrid model"]["precision"]
+    )
+    assert first.best_epoch == fitted.best_epoch
+
+
+def test_min_weight_searched_from_the_weights(tuned: TuningResult) -> None:
+    # Ratings 1-5: the lower quartile and the median as thresholds, and no threshold.
+    assert tuned.space[MIN_WEIGHT] == (None, 3.0, 4.0)
+
+
+def test_written_config_is_what_retrain_reads(tuned: TuningResult, tmp_path: Path) -> None:
+    path = tmp_path / "tuned" / "config.toml"
+    write_config(tuned.best_config, path, header=tuned.summary())
+    assert load_config(path) == tuned.best_config
+    assert load_config(None, {"TR_CONFIG": str(path)}) == tuned.best_config
+    text = path.read_text(encoding="utf-8")
+    assert text.startswith("# Tuned by shared.tuning on ")
+    assert f"objective {tuned.best.objective:.4f}" in text
+
+
+@pytest.mark.parametrize(
+    "sections",
+    [
+        {},
+        {
+            "contract": {
+                "users": {
+                    "id": "emp",
+                    "features": ["ou", "skills", "los"],
+                    "multi_valued": ["skills"],
+                    "bands": {"los": [2, 5.5, 10]},
+                },
+                "taken": {"min_weight": 3.5, "date": "when"},
+            },
+            "model": {"loss": "warp-kos", "learning_rate": 0.025, "epochs": 120},
+            "features": {"user_identity": True, "normalize": False},
+        },
+    ],
+)
+def test_write_config_round_trip(sections: dict[str, Any], tmp_path: Path) -> None:
+    config = Config.from_dict(sections)
+    path = tmp_path / "config.toml"
+    write_config(config, path, header="first line\n\nthird line")
+    assert load_config(path) == config
+    assert path.read_text(encoding="utf-8").startswith("# first line\n#\n# third line\n\n")
+
+
+def test_write_config_refuses_what_toml_cannot_say(tmp_path: Path) -> None:
+    config = Config.from_dict({"contract": {"taken": {"weight": None}}})
+    with pytest.raises(ConfigurationError, match=r"contract\.taken\.weight"):
+        write_config(config, tmp_path / "config.toml")
+
+
+def test_custom_columns_without_weight(data: SyntheticData) -> None:
+    users = data.users.rename(
+        columns={"User-Id": "Personnel No", "ou": "Department", "skills": "Skill Set"}
+    )
+    trainings = data.trainings.rename(columns={"Training-Id": "Course", "category": "Area"})
+    taken = data.taken.drop(columns=["rating"]).rename(
+        columns={"User-Id": "Personnel No", "Training-Id": "Course", "date": "Completed"}
+    )
+    config = Config.from_dict(
+        {
+            **FAST,
+            "contract": {
+                "users": {
+                    "id": "Personnel No",
+                    "features": ["Department", "Skill Set", "language", "grade"],
+                    "multi_valued": ["Skill Set"],
+                },
+                "trainings": {
+                    "id": "Course",
+                    "title": "Training Title",
+                    "features": ["main skill", "Area", "level"],
+                },
+                "taken": {"user_id": "Personnel No", "training_id": "Course", "date": "Completed"},
+                "department": "Department",
+            },
+        }
+    )
+    result = tune((_csv(users), _csv(trainings), _csv(taken)), config, budget=3, seed=1)
+    assert len(result.trials) == 3
+    assert MIN_WEIGHT not in result.space
+    assert all(MIN_WEIGHT not in t.overrides for t in result.trials)
+    assert result.trials[0].known_precision > 0 and result.trials[0].cold_precision > 0
+    assert result.best_config.contract == config.contract
