@@ -10,7 +10,9 @@ it overruns the timeout.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -54,15 +56,23 @@ def screenshot(page: Path, out: Path, timeout: float = 60.0, window: str = WINDO
             f"--screenshot={out.resolve()}",
             page.resolve().as_uri(),
         ]
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"Chromium did not finish within {timeout:.0f} s") from None
-    if done.returncode != 0 or not out.is_file():
-        tail = "\n".join(done.stderr.strip().splitlines()[-10:])
-        raise RuntimeError(f"Chromium failed (exit {done.returncode}):\n{tail}")
+        # A session of its own, so that a timeout ends Chromium's helper processes too.
+        with subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        ) as chromium:
+            try:
+                _, stderr = chromium.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(chromium.pid, signal.SIGKILL)
+                chromium.communicate()
+                raise RuntimeError(f"Chromium did not finish within {timeout:g} s") from None
+    if chromium.returncode != 0 or not out.is_file():
+        tail = "\n".join(stderr.strip().splitlines()[-10:])
+        raise RuntimeError(f"Chromium failed (exit {chromium.returncode}):\n{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:

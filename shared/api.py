@@ -18,20 +18,34 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import NoModelError, NotFoundError, TrainingRecommenderError
+from shared.rules import UnknownFilterError
 from shared.serving import (
     ServingCache,
     Snapshot,
     contract_of,
+    rank_trainings,
     recommend_known,
     recommend_new,
     similar_trainings,
 )
-from shared.settings import Config
+from shared.settings import Config, DataContract
 from shared.storage import BlobStore
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 MAX_ATTRIBUTES = 50
 MAX_VALUES = 100
+
+
+class Contribution(BaseModel):
+    attribute: str
+    value: str
+    contribution: float
+
+
+class Explanation(BaseModel):
+    text: str = Field(description="the reason in plain words")
+    employee_attributes: list[Contribution]
+    training_attributes: list[Contribution]
 
 
 class Training(BaseModel):
@@ -40,6 +54,31 @@ class Training(BaseModel):
     title: str
     attributes: dict[str, str]
     score: float
+    pinned: bool = Field(False, description="put first by a business rule")
+    explanation: Explanation | None = None
+
+
+class RankedTraining(Training):
+    taken: bool = Field(description="the employee already took it")
+    recommendable: bool = Field(description="neither taken, retired nor excluded")
+
+
+FilterValues = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1, max_length=50)
+]
+Filters = Annotated[
+    dict[Annotated[str, Field(min_length=1, max_length=64)], FilterValues],
+    Field(
+        max_length=20,
+        description="training attribute -> accepted values, e.g. "
+        '{"provider": ["internal"], "level": ["beginner", "intermediate"]}',
+    ),
+]
+AttributeValues = dict[
+    Annotated[str, Field(min_length=1, max_length=64)],
+    Annotated[str, Field(max_length=1000)]
+    | Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=MAX_VALUES)],
+]
 
 
 class Versions(BaseModel):
@@ -74,15 +113,37 @@ class NewEmployee(BaseModel):
         },
     )
 
-    attributes: dict[
-        Annotated[str, Field(min_length=1, max_length=64)],
-        Annotated[str, Field(max_length=1000)]
-        | Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=MAX_VALUES)],
-    ] = Field(max_length=MAX_ATTRIBUTES)
+    attributes: AttributeValues = Field(max_length=MAX_ATTRIBUTES)
     n: int = Field(10, ge=1)
     exclude_training_ids: list[Annotated[str, Field(max_length=64)]] = Field(
         default_factory=list, max_length=1000, description="trainings already taken"
     )
+    filters: Filters = Field(default_factory=dict)
+    explain: bool = Field(False, description="add the reasons of each recommendation")
+
+
+class RankRequest(BaseModel):
+    """An employee (by id, or by attributes for a new one) and the trainings to order."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"employee_id": "000123", "training_ids": ["T00001", "T00042"]}]
+        },
+    )
+
+    employee_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
+    attributes: AttributeValues | None = Field(None, max_length=MAX_ATTRIBUTES)
+    training_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=1000
+    )
+    explain: bool = False
+
+
+class RankResponse(Versions):
+    trainings: list[RankedTraining]
+    unknown_training_ids: list[str] = Field(description="ids not in the model's catalog")
+    ignored_values: list[str]
 
 
 class NewEmployeeRecommendations(Versions):
@@ -101,6 +162,28 @@ class Health(BaseModel):
     model_age_seconds: float | None = None
     recommendations_age_seconds: float | None = None
     last_error: str | None = None
+
+
+FilterQuery = Annotated[
+    tuple[str, ...],
+    Query(
+        max_length=20,
+        description="attribute:value[,value…], repeatable, e.g. provider:internal",
+        json_schema_extra={"items": {"type": "string", "pattern": r"^[^:]{1,64}:.{1,500}$"}},
+    ),
+]
+
+
+def parse_filters(raw: tuple[str, ...]) -> dict[str, list[str]]:
+    """``("provider:internal", "level:beginner,intermediate")`` → attribute -> values."""
+    filters: dict[str, list[str]] = {}
+    for item in raw:
+        name, sep, values = item.partition(":")
+        accepted = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name.strip() or not accepted or len(item) > 600:
+            raise HTTPException(422, f"filter {item[:80]!r}: expected attribute:value[,value…]")
+        filters.setdefault(name.strip(), []).extend(accepted)
+    return filters
 
 
 def _age(timestamp: Any) -> float | None:
@@ -192,7 +275,9 @@ def create_app(
                 resolved = app_store()
             else:
                 resolved = store() if callable(store) else store
-            state["cache"] = ServingCache(resolved, settings().serving.refresh_seconds)
+            state["cache"] = ServingCache(
+                resolved, settings().serving.refresh_seconds, settings().rules
+            )
         result: ServingCache = state["cache"]
         return result
 
@@ -204,6 +289,20 @@ def create_app(
         if n > limit:
             raise HTTPException(422, f"n={n} is above the maximum of {limit}")
         return n
+
+    def check_attributes(snap: Snapshot, attributes: dict[str, Any]) -> DataContract:
+        contract = contract_of(snap, settings())
+        known = set(contract.users.features)
+        unknown = sorted(set(attributes) - known)
+        if unknown:
+            raise HTTPException(
+                422, f"unknown attribute(s) {unknown}; the model uses {sorted(known)}"
+            )
+        return contract
+
+    @app.exception_handler(UnknownFilterError)
+    async def bad_filter(_: Request, exc: UnknownFilterError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(NoModelError)
     async def no_model(_: Request, exc: NoModelError) -> JSONResponse:
@@ -221,11 +320,19 @@ def create_app(
     def get_recommendations(
         employee_id: Annotated[str, Path(pattern=ID_PATTERN, description="the employee's id")],
         n: Annotated[int, Query(ge=1, description="how many trainings")] = 10,
+        filter: FilterQuery = (),
+        explain: Annotated[bool, Query(description="add the reasons")] = False,
     ) -> dict[str, Any]:
-        """An employee's precomputed recommendations (trainings already taken excluded)."""
+        """An employee's recommendations: trainings taken, retired or excluded never appear.
+
+        Filters keep trainings whose attribute has one of the given values:
+        `filter=provider:internal&filter=level:beginner,intermediate`.
+        """
         check_n(n)
         snap = snapshot()
-        trainings = recommend_known(snap, employee_id, n)
+        trainings = recommend_known(
+            snap, employee_id, n, filters=parse_filters(filter), explain=explain
+        )
         return {"employee_id": employee_id, **snap.versions, "trainings": trainings}
 
     @app.post("/recommendations", response_model=NewEmployeeRecommendations)
@@ -233,17 +340,41 @@ def create_app(
         """Recommendations for an employee the model has never seen, from their attributes."""
         check_n(body.n)
         snap = snapshot()
-        contract = contract_of(snap, settings())
-        known = set(contract.users.features)
-        unknown = sorted(set(body.attributes) - known)
-        if unknown:
-            raise HTTPException(
-                422, f"unknown attribute(s) {unknown}; the model uses {sorted(known)}"
-            )
-        answer = recommend_new(snap, body.attributes, body.n, contract, body.exclude_training_ids)
+        contract = check_attributes(snap, body.attributes)
+        answer = recommend_new(
+            snap,
+            body.attributes,
+            body.n,
+            contract,
+            body.exclude_training_ids,
+            filters=body.filters,
+            explain=body.explain,
+        )
         return {
             **snap.versions,
             "trainings": answer.trainings,
+            "ignored_values": answer.ignored_values,
+        }
+
+    @app.post("/rank", response_model=RankResponse)
+    def post_rank(body: RankRequest) -> dict[str, Any]:
+        """A given list of trainings ordered for one employee (by id, or by attributes)."""
+        if (body.employee_id is None) == (body.attributes is None):
+            raise HTTPException(422, "give exactly one of employee_id and attributes")
+        snap = snapshot()
+        contract = check_attributes(snap, body.attributes or {})
+        answer = rank_trainings(
+            snap,
+            body.training_ids,
+            contract,
+            employee_id=body.employee_id,
+            attributes=body.attributes,
+            explain=body.explain,
+        )
+        return {
+            **snap.versions,
+            "trainings": answer.trainings,
+            "unknown_training_ids": answer.unknown_training_ids,
             "ignored_values": answer.ignored_values,
         }
 
@@ -251,11 +382,12 @@ def create_app(
     def get_similar(
         training_id: Annotated[str, Path(pattern=ID_PATTERN)],
         n: Annotated[int, Query(ge=1)] = 10,
+        filter: FilterQuery = (),
     ) -> dict[str, Any]:
-        """Trainings closest to a training in the model's space (taken together, alike)."""
+        """Trainings closest to a training in the model's space; a new one gets neighbours too."""
         check_n(n)
         snap = snapshot()
-        trainings = similar_trainings(snap, training_id, n)
+        trainings = similar_trainings(snap, training_id, n, filters=parse_filters(filter))
         return {"training_id": training_id, **snap.versions, "trainings": trainings}
 
     @app.get("/health", response_model=Health)
@@ -276,21 +408,18 @@ def create_app(
 
     @app.get("/model")
     def model() -> dict[str, Any]:
-        """The serving model's metadata: versions, counts, fingerprints, metrics, configuration."""
+        """The serving model's card: gate, metrics against the baselines, training curve,
+        spread over the catalog, data counts and fingerprints, hyperparameters; plus the
+        raw evaluation report and configuration."""
+        from shared.card import card_json
+
         snap = snapshot()
         metadata = snap.bundle.metadata
-        keys = (
-            "version",
-            "created_at",
-            "counts",
-            "fingerprints",
-            "metrics",
-            "training",
-            "recommendations",
-            "gate",
-            "config",
-            "libraries",
-        )
-        return {**{key: metadata.get(key) for key in keys}, **snap.versions}
+        return {
+            **card_json(metadata),
+            "evaluation": metadata.get("metrics"),
+            "config": metadata.get("config"),
+            **snap.versions,
+        }
 
     return app

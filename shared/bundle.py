@@ -41,6 +41,31 @@ _DENSE = (
 _SPARSE = ("user_features", "item_features", "taken")
 
 
+def sparse_arrays(name: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """A CSR matrix as plain arrays for an ``.npz`` archive (no pickle needed)."""
+    return {
+        f"{name}_data": matrix.data,
+        f"{name}_indices": matrix.indices,
+        f"{name}_indptr": matrix.indptr,
+        f"{name}_shape": np.asarray(matrix.shape, dtype=np.int64),
+    }
+
+
+def sparse_from(name: str, archive: Any) -> sp.csr_matrix:
+    """The CSR matrix :func:`sparse_arrays` stored; indices are checked against the shape."""
+    shape = tuple(int(x) for x in archive[f"{name}_shape"])
+    parts = (archive[f"{name}_data"], archive[f"{name}_indices"], archive[f"{name}_indptr"])
+    matrix = sp.csr_matrix(parts, shape=shape)
+    matrix.check_format(full_check=True)
+    return matrix
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
 def new_version(fingerprint: str, now: datetime | None = None) -> str:
     """A version name that sorts by time and names the data: ``20261129T101500Z-3fa2c1``."""
     moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
@@ -122,15 +147,9 @@ class ModelBundle:
         self.check()
         arrays: dict[str, np.ndarray] = {name: np.asarray(getattr(self, name)) for name in _DENSE}
         for name in _SPARSE:
-            matrix: sp.csr_matrix = getattr(self, name)
-            arrays[f"{name}_data"] = matrix.data
-            arrays[f"{name}_indices"] = matrix.indices
-            arrays[f"{name}_indptr"] = matrix.indptr
-            arrays[f"{name}_shape"] = np.asarray(matrix.shape, dtype=np.int64)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+            arrays.update(sparse_arrays(name, getattr(self, name)))
         meta = {**self.metadata, "format_version": FORMAT_VERSION}
-        return buffer.getvalue(), json.dumps(meta, indent=2, sort_keys=True).encode()
+        return npz_bytes(arrays), json.dumps(meta, indent=2, sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, npz: bytes, meta: bytes) -> ModelBundle:
@@ -143,19 +162,7 @@ class ModelBundle:
                 )
             with np.load(io.BytesIO(npz), allow_pickle=False) as archive:
                 dense = {name: archive[name] for name in _DENSE}
-                sparse = {
-                    name: sp.csr_matrix(
-                        (
-                            archive[f"{name}_data"],
-                            archive[f"{name}_indices"],
-                            archive[f"{name}_indptr"],
-                        ),
-                        shape=tuple(int(x) for x in archive[f"{name}_shape"]),
-                    )
-                    for name in _SPARSE
-                }
-            for matrix in sparse.values():
-                matrix.check_format(full_check=True)  # indices within the shape
+                sparse = {name: sparse_from(name, archive) for name in _SPARSE}
         except ModelLoadError:
             raise
         except (

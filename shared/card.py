@@ -145,7 +145,8 @@ def _verdict(results: dict[str, Any], k: Any) -> list[str]:
                 parts.append(text.format(ours / theirs))
         if _number(ours):
             name = POPULATIONS.get(population, (population,))[0]
-            lines.append(f"For {name}, precision@{k} is {' and '.join(parts) or f'{ours:.1%}'}.")
+            summary = " and ".join(parts) or f"{ours:.1%}"
+            lines.append(f"For {name}, precision@{k or 'k'} is {summary}.")
     return lines
 
 
@@ -217,7 +218,9 @@ Line = tuple[str, list[float], list[float], str, str]  # label, x, y, matplotlib
 
 
 def _plot(lines: list[Line], labels: tuple[str, str], alt: str, mark: tuple[Any, str]) -> str:
-    """An ``<img>`` of a line plot, marked at ``x = mark[0]`` (Agg canvas, no pyplot)."""
+    """An ``<img>`` of a line plot marked at ``x = mark[0]`` (Agg, no pyplot); "" if no line."""
+    if not lines:
+        return ""
     from matplotlib.figure import Figure  # only here: the HTTP path never imports matplotlib
     from matplotlib.ticker import MaxNLocator
 
@@ -339,34 +342,23 @@ def card_html(metadata: dict[str, Any]) -> str:
     points = [r for r in training["curve"] if _number(r["epoch"])]
     points = [r for r in points if _number(r["validation_precision"])]
     x, y = [r["epoch"] for r in points], [100 * r["validation_precision"] for r in points]
-    curve = (
-        ""
-        if not points
-        else _plot(
-            [("validation precision", x, y, "o-", BLUE)],
-            ("epoch (one pass over the history)", f"precision@{k} (%)"),
-            f"Validation precision@{k} after each epoch; best after {best} epochs",
-            (best, f"kept: {best} epochs"),
-        )
+    curve = _plot(
+        [("validation precision", x, y, "o-", BLUE)] if points else [],
+        ("epoch (one pass over the history)", f"precision@{k} (%)"),
+        f"Validation precision@{k} after each epoch; best after {best} epochs",
+        (best, f"kept: {best} epochs"),
     )
     shares = spread["concentration"]
     lines: list[Line] = [
-        (name, list(np.linspace(0, 100, len(shares[key]))), [100 * v for v in shares[key]], "-", c)
-        for key, name, c in [
-            ("recommendations", "recommendations", BLUE),
-            ("takes", "takes", ORANGE),
-        ]
+        (key, list(np.linspace(0, 100, len(shares[key]))), [100 * v for v in shares[key]], "-", c)
+        for key, c in (("recommendations", BLUE), ("takes", ORANGE))
         if shares[key]
     ]
-    concentration = (
-        _plot(
-            [*lines, ("perfectly even", [0, 100], [0, 100], ":", "grey")],
-            ("trainings, most frequent first (% of the catalogue)", "cumulative share (%)"),
-            "Share of recommendations and of takes held by the most frequent trainings",
-            (10, "top 10%"),
-        )
-        if shares["recommendations"]
-        else ""
+    concentration = _plot(
+        [*lines, ("perfectly even", [0, 100], [0, 100], ":", "grey")] if lines else [],
+        ("trainings, most frequent first (% of the catalogue)", "cumulative share (%)"),
+        "Share of recommendations and of takes held by the most frequent trainings",
+        (10, "top 10%"),
     )
     popular, takes = (spread[key] for key in list(SPREAD)[-2:])
     favour = ""
@@ -386,7 +378,7 @@ def card_html(metadata: dict[str, Any]) -> str:
         verdict=_verdict_html(card["gate"], card["verdict"]),
         evaluation=_evaluation_html(card["metrics"], k),
         k=_fmt(k),
-        training={key: _fmt(value) for key, value in training.items()},
+        training={key: _fmt(value) for key, value in training.items() if key != "curve"},
         curve=curve,
         spread={key: _fmt(spread[key], spec) for key, spec in SPREAD.items()},
         trainings=_fmt(data["counts"].get("trainings")),

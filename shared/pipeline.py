@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,8 +36,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
-from shared.bundle import ModelBundle
+from shared.bundle import ModelBundle, npz_bytes, sparse_arrays, sparse_from
 from shared.errors import (
     ExtractError,
     LeaseUnavailableError,
@@ -60,6 +62,7 @@ from shared.registry import (
     read_pointer,
     write_version,
 )
+from shared.rules import Rules, active_trainings
 from shared.schema import (
     FORMULA_STARTS,
     ID,
@@ -68,7 +71,7 @@ from shared.schema import (
     parse_all,
     parse_extract,
 )
-from shared.scoring import NO_ITEM, Recommender
+from shared.scoring import NO_ITEM, Recommender, select
 from shared.settings import Config
 from shared.storage import BlobStore, Lease
 from shared.training import EpochRecord
@@ -394,24 +397,34 @@ class PrecomputeResult:
 
 @dataclass(frozen=True)
 class RecommendationTable:
-    """Every employee's precomputed top-k, as stored and as served."""
+    """Every employee's ranked candidates, and what it takes to rank them again.
+
+    ``items`` keeps ``serving.depth`` candidates per employee (best first) so that
+    filtered answers rarely need more; the feature rows and taken trainings let an
+    answer be re-ranked on the fly when they do.
+    """
 
     user_ids: np.ndarray
-    items: np.ndarray  # employees x k, rows of the model's catalog (NO_ITEM = none)
+    items: np.ndarray  # employees x depth, rows of the model's catalog (NO_ITEM = none)
     scores: np.ndarray
     from_history: np.ndarray  # bool: the employee had history (else attributes only)
+    user_features: sp.csr_matrix  # employees x the model's user features
+    taken: sp.csr_matrix  # employees x the model's trainings
+    active: np.ndarray  # bool per training of the model: may be recommended today
     metadata: dict[str, Any]
 
     def to_bytes(self) -> bytes:
-        buffer = io.BytesIO()
-        np.savez_compressed(
-            buffer,
-            user_ids=self.user_ids,
-            items=self.items,
-            scores=self.scores,
-            from_history=self.from_history,
+        return npz_bytes(
+            {
+                "user_ids": self.user_ids,
+                "items": self.items,
+                "scores": self.scores,
+                "from_history": self.from_history,
+                "active": self.active,
+                **sparse_arrays("user_features", self.user_features),
+                **sparse_arrays("taken", self.taken),
+            }
         )
-        return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, npz: bytes, meta: bytes) -> RecommendationTable:
@@ -423,12 +436,17 @@ class RecommendationTable:
                     archive["items"],
                     archive["scores"],
                     archive["from_history"],
+                    sparse_from("user_features", archive),
+                    sparse_from("taken", archive),
+                    archive["active"],
                     metadata,
                 )
-        except (ValueError, KeyError, OSError, EOFError) as exc:
+        except (ValueError, KeyError, OSError, EOFError, TypeError, zlib.error) as exc:
             raise ModelLoadError(f"recommendation table cannot be read: {exc}") from None
+        n = len(table.user_ids)
         if not (
-            len(table.user_ids) == len(table.items) == len(table.scores) == len(table.from_history)
+            len(table.items) == len(table.scores) == len(table.from_history) == n
+            and table.user_features.shape[0] == table.taken.shape[0] == n
         ):
             raise ModelLoadError("recommendation table: arrays of different lengths")
         return table
@@ -437,11 +455,12 @@ class RecommendationTable:
 def compute_recommendations(
     bundle: ModelBundle, extracts: Extracts, config: Config
 ) -> tuple[RecommendationTable, pd.DataFrame]:
-    """Top-k of every employee of the current extracts with the given model.
+    """Ranked candidates of every employee of the current extracts with the given model.
 
     Employees the model knows keep their identity feature when the model has one;
     everyone is described by their current attributes, so a new employee is
-    scored from attributes alone. Trainings taken (current extract) are excluded.
+    scored from attributes alone. Trainings taken (current extract), retired or
+    excluded trainings are never candidates.
     """
     contract, serving = config.contract, config.serving
     recommender = Recommender(bundle)
@@ -456,35 +475,91 @@ def compute_recommendations(
     )
     user_map = IdMap.of(users[ID].to_numpy(dtype=str))
     taken, _ = interaction_matrices(extracts.taken, user_map, IdMap(bundle.item_ids))
-    k = serving.top_k
+    active = active_trainings(bundle, extracts.trainings, config.rules)
+    depth = max(serving.depth, serving.top_k)
     n = len(users)
-    items = np.full((n, min(k, len(bundle.item_ids))), NO_ITEM, dtype=np.int32)
+    items = np.full((n, min(depth, len(bundle.item_ids))), NO_ITEM, dtype=np.int32)
     scores = np.full(items.shape, -np.inf, dtype=np.float32)
     for start in range(0, n, serving.chunk_size):
         stop = min(start + serving.chunk_size, n)
         items[start:stop], scores[start:stop] = recommender.for_feature_rows(
-            feature_rows[start:stop], k, taken[start:stop]
+            feature_rows[start:stop], depth, taken[start:stop], active
         )
-    table = RecommendationTable(user_map.ids, items, scores, np.diff(taken.indptr) > 0, {})
-    return table, export_frame(table, bundle)
+    table = RecommendationTable(
+        user_map.ids, items, scores, np.diff(taken.indptr) > 0, feature_rows, taken, active, {}
+    )
+    rules = Rules.compile(bundle, active, config.rules)
+    return table, export_frame(table, recommender, rules, serving.top_k)
 
 
-def export_frame(table: RecommendationTable, bundle: ModelBundle) -> pd.DataFrame:
+def answer_for_row(
+    table: RecommendationTable,
+    recommender: Recommender,
+    rules: Rules,
+    row: int,
+    n: int,
+    allowed: np.ndarray | None = None,
+) -> list[tuple[int, float, bool]]:
+    """One employee's final list: rules applied, ``allowed`` (filters) honoured.
+
+    Starts from the precomputed candidates; ranks the whole catalog for this one
+    employee only when they run out while more trainings could qualify.
+    """
+    mask = rules.active if allowed is None else rules.active & allowed
+    features = table.user_features[row]
+    pinned: list[tuple[int, float]] = []
+    if len(rules.pinned):
+        pinned_scores = recommender.feature_scores(features)[0, rules.pinned]
+        pinned = list(zip(rules.pinned.tolist(), pinned_scores.tolist(), strict=True))
+    taken = table.taken[row].indices
+    chosen, short = select(
+        table.items[row],
+        table.scores[row],
+        n,
+        allowed=mask,
+        pinned=pinned,
+        taken=taken,
+        caps=rules.caps,
+    )
+    complete = (table.items[row] == NO_ITEM).any()  # every candidate was already kept
+    if short and not complete:
+        ranked, scores = recommender.for_feature_rows(features, len(mask), table.taken[row], mask)
+        chosen, _ = select(
+            ranked[0], scores[0], n, allowed=mask, pinned=pinned, taken=taken, caps=rules.caps
+        )
+    return chosen
+
+
+def export_frame(
+    table: RecommendationTable, recommender: Recommender, rules: Rules, k: int
+) -> pd.DataFrame:
     """The long CSV export for reporting tools: employee id, rank, training id, title, score.
 
     Text that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``…) is
     prefixed with an apostrophe, as OWASP recommends against CSV injection.
     """
-    n, k = table.items.shape
-    valid = table.items != NO_ITEM
-    flat = table.items[valid]
+    if rules.reorders:  # pinned trainings or diversity caps: employee by employee
+        lists = [
+            answer_for_row(table, recommender, rules, row, k) for row in range(len(table.user_ids))
+        ]
+        items = np.full((len(lists), k), NO_ITEM, dtype=np.int32)
+        scores = np.zeros(items.shape, dtype=np.float32)
+        for row, chosen in enumerate(lists):
+            for rank, (item, score, _) in enumerate(chosen):
+                items[row, rank], scores[row, rank] = item, score
+    else:
+        items, scores = table.items[:, :k], table.scores[:, :k]
+    bundle = recommender.bundle
+    n, k = items.shape
+    valid = items != NO_ITEM
+    flat = items[valid]
     return pd.DataFrame(
         {
             "employee_id": _neutralized(np.repeat(table.user_ids, k).reshape(n, k)[valid]),
             "rank": np.broadcast_to(np.arange(1, k + 1), (n, k))[valid],
             "training_id": _neutralized(bundle.item_ids[flat]),
             "title": _neutralized(bundle.item_titles[flat]),
-            "score": np.round(table.scores[valid], 6),
+            "score": np.round(scores[valid], 6),
         }
     )
 

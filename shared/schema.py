@@ -323,6 +323,8 @@ def parse_entities(
         raise ExtractError(source, fatal)
 
     frame = _strip(table.frame, list(dict.fromkeys(wanted)))
+    for name in columns.extra:  # optional: blank when the file does not have it
+        frame[name] = _strip(table.frame, [name])[name] if name in table.frame else ""
     keep, problems = _blank_id_problem(table, frame[columns.id], columns.id)
     keep, duplicates = _exact_duplicates(table, frame, keep)
     problems += duplicates

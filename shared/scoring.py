@@ -19,7 +19,10 @@ NO_ITEM = -1  # fills a top-k row when fewer candidates than k remain
 
 
 def top_k(
-    scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None
+    scores: np.ndarray,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` columns of each row, best first, excluded columns never returned.
 
@@ -31,6 +34,8 @@ def top_k(
         How many per row (at most the number of columns).
     exclude
         Sparse matrix of the same shape whose stored entries must not be returned.
+    allowed
+        Boolean mask over the columns; columns outside it are never returned.
 
     Returns
     -------
@@ -45,6 +50,8 @@ def top_k(
     if exclude is not None and exclude.nnz:
         owners = np.repeat(np.arange(n_rows), np.diff(exclude.indptr))
         scores[owners, exclude.indices] = -np.inf
+    if allowed is not None:
+        scores[:, ~allowed] = -np.inf
     if k < n_cols:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     else:
@@ -115,13 +122,21 @@ class Recommender:
         scores = self.factors.user_scores(user_rows)
         return top_k(scores, k, self.bundle.taken[user_rows])
 
-    def for_feature_rows(
-        self, feature_rows: sp.csr_matrix, k: int, exclude: sp.csr_matrix | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of employees described by feature rows (new employees: attributes only)."""
+    def feature_scores(self, feature_rows: sp.csr_matrix) -> np.ndarray:
+        """Scores of employees described by feature rows against every training."""
         vectors = np.asarray(feature_rows @ self.bundle.user_feature_embeddings, dtype=np.float32)
         biases = np.asarray(feature_rows @ self.bundle.user_feature_biases, dtype=np.float32)
-        return top_k(self.factors.scores(vectors, biases), k, exclude)
+        return self.factors.scores(vectors, biases)
+
+    def for_feature_rows(
+        self,
+        feature_rows: sp.csr_matrix,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of employees described by feature rows (new employees: attributes only)."""
+        return top_k(self.feature_scores(feature_rows), k, exclude, allowed)
 
     def for_all(self, k: int, chunk_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Top-k of every known employee, ``chunk_size`` at a time.
@@ -135,9 +150,105 @@ class Recommender:
             indices, scores = self.for_known(rows, k)
             yield start, indices, scores
 
-    def similar(self, item_row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` trainings closest to one training (cosine of their representations)."""
+    def similar(
+        self, item_row: int, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` trainings closest to one training (cosine of their representations).
+
+        A training nobody took still has a representation from its attributes, so it
+        gets neighbours too.
+        """
         sims = (self._unit_items @ self._unit_items[item_row])[None, :]
         sims[0, item_row] = -np.inf
-        indices, scores = top_k(sims, k)
+        indices, scores = top_k(sims, k, allowed=allowed)
         return indices[0], scores[0]
+
+    def explain(
+        self, feature_row: sp.csr_matrix, item_rows: np.ndarray, n_user: int, n_item: int
+    ) -> list[tuple[list[tuple[int, float]], list[tuple[int, float]]]]:
+        """Why each training scores high for one employee, from factor contributions.
+
+        The score is bilinear in the feature rows, so it splits exactly into one term
+        per employee feature (``w_f * e_f · V_item``) and one per training feature
+        (``w_g * e_g · U``) — biases included. Identity features are left out: "you are
+        you" explains nothing. Returns, per training, the ``n_user`` largest employee
+        feature terms and the ``n_item`` largest training feature terms, as
+        ``(feature column, contribution)`` pairs, positive ones only.
+        """
+        bundle = self.bundle
+        user_cols, user_weights = feature_row.indices, feature_row.data
+        user_named = ~np.char.startswith(bundle.user_feature_names[user_cols], IDENTITY)
+        user_cols, user_weights = user_cols[user_named], user_weights[user_named]
+        vector = np.asarray(feature_row @ bundle.user_feature_embeddings).ravel()
+        user_terms = (
+            bundle.user_feature_embeddings[user_cols] @ self.factors.item_vectors[item_rows].T
+            + bundle.user_feature_biases[user_cols, None]
+        ) * user_weights[:, None]  # features x trainings
+        answers = []
+        for j, item in enumerate(item_rows):
+            row = bundle.item_features[item]
+            named = ~np.char.startswith(bundle.item_feature_names[row.indices], IDENTITY)
+            cols, weights = row.indices[named], row.data[named]
+            item_terms = weights * (
+                bundle.item_feature_embeddings[cols] @ vector + bundle.item_feature_biases[cols]
+            )
+            answers.append(
+                (
+                    _largest(user_cols, user_terms[:, j], n_user),
+                    _largest(cols, item_terms, n_item),
+                )
+            )
+        return answers
+
+
+IDENTITY = "id:"
+
+
+def _largest(columns: np.ndarray, terms: np.ndarray, n: int) -> list[tuple[int, float]]:
+    order = np.argsort(-terms, kind="stable")[:n]
+    return [(int(columns[i]), float(terms[i])) for i in order if terms[i] > 0]
+
+
+def select(
+    ranked: np.ndarray,
+    scores: np.ndarray,
+    n: int,
+    *,
+    allowed: np.ndarray,
+    pinned: list[tuple[int, float]],
+    taken: np.ndarray,
+    caps: list[tuple[np.ndarray, int]],
+) -> tuple[list[tuple[int, float, bool]], bool]:
+    """Apply the business rules to one employee's ranked candidates.
+
+    Pinned trainings ``(row, score)`` that are allowed and not taken come first,
+    then the ranked candidates that are allowed and within the diversity caps
+    (``caps``: per capped attribute, the value code of every training and the most
+    results allowed per value).
+
+    Returns the chosen ``(training row, score, pinned)`` triples and whether the
+    candidates ran out before ``n`` (the caller may then rank deeper).
+    """
+    chosen: list[tuple[int, float, bool]] = []
+    per_value: list[dict[int, int]] = [{} for _ in caps]
+    seen = set(taken.tolist())
+
+    def take(row: int, score: float, is_pinned: bool) -> None:
+        codes = [int(values[row]) for values, _ in caps]
+        for count, code, (_, limit) in zip(per_value, codes, caps, strict=True):
+            if count.get(code, 0) >= limit:
+                return
+        for count, code in zip(per_value, codes, strict=True):
+            count[code] = count.get(code, 0) + 1
+        chosen.append((row, score, is_pinned))
+        seen.add(row)
+
+    for row, score in pinned:
+        if len(chosen) < n and allowed[row] and row not in seen:
+            take(row, score, True)
+    for row, score in zip(ranked.tolist(), scores.tolist(), strict=True):
+        if len(chosen) >= n:
+            return chosen, False
+        if row != NO_ITEM and allowed[row] and row not in seen:
+            take(row, score, False)
+    return chosen, len(chosen) < n

@@ -23,18 +23,27 @@ import scipy.sparse as sp
 from shared.bundle import ModelBundle
 from shared.errors import ModelLoadError, NoModelError, NotFoundError, TrainingRecommenderError
 from shared.features import IdMap, entity_frame, rows_for_new
-from shared.pipeline import RECOMMENDATIONS_POINTER, RecommendationTable, load_recommendations
+from shared.pipeline import (
+    RECOMMENDATIONS_POINTER,
+    RecommendationTable,
+    answer_for_row,
+    load_recommendations,
+)
 from shared.registry import load_bundle, read_pointer
-from shared.scoring import NO_ITEM, Recommender
-from shared.settings import Config, DataContract
+from shared.rules import Rules, filter_mask
+from shared.scoring import NO_ITEM, Recommender, select
+from shared.settings import Config, DataContract, RulesOptions
 from shared.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
 
+Filters = Mapping[str, Sequence[str]]  # training attribute -> accepted values
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """A recommendation table and the model that computed it."""
+    """A recommendation table, the model that computed it, and the rules in force."""
 
     bundle: ModelBundle
     recommender: Recommender
@@ -44,6 +53,8 @@ class Snapshot:
     pointer: dict[str, Any]
     etag: str
     loaded_at: float
+    rules: Rules
+    options: RulesOptions
 
     @property
     def versions(self) -> dict[str, str]:
@@ -53,7 +64,10 @@ class Snapshot:
             "recommendations_version": str(self.pointer.get("version")),
         }
 
-    def training(self, row: int, score: float, rank: int) -> dict[str, Any]:
+    def allowed(self, filters: Filters | None) -> np.ndarray | None:
+        return filter_mask(self.bundle, filters) if filters else None
+
+    def training(self, row: int, score: float, rank: int, pinned: bool = False) -> dict[str, Any]:
         bundle = self.bundle
         columns = bundle.metadata.get("item_attribute_columns", [])
         return {
@@ -62,18 +76,78 @@ class Snapshot:
             "title": str(bundle.item_titles[row]),
             "attributes": dict(zip(columns, map(str, bundle.item_attributes[row]), strict=True)),
             "score": round(float(score), 6),
+            "pinned": pinned,
         }
 
-    def trainings_of(self, rows: np.ndarray, scores: np.ndarray, n: int) -> list[dict[str, Any]]:
-        valid = [(int(r), float(s)) for r, s in zip(rows, scores, strict=True) if r != NO_ITEM]
-        return [self.training(r, s, rank) for rank, (r, s) in enumerate(valid[:n], start=1)]
+    def answer(
+        self, chosen: list[tuple[int, float, bool]], features: sp.csr_matrix | None = None
+    ) -> list[dict[str, Any]]:
+        """Chosen ``(row, score, pinned)`` as JSON-ready trainings, explained if ``features``."""
+        answers = [
+            self.training(row, score, rank, pinned)
+            for rank, (row, score, pinned) in enumerate(chosen, start=1)
+        ]
+        if features is not None and chosen:
+            rows = np.asarray([row for row, _, _ in chosen], dtype=np.int64)
+            n_user = max(self.options.explanations, 1)
+            reasons = self.recommender.explain(features, rows, n_user, 2)
+            for item, (user_terms, item_terms) in zip(answers, reasons, strict=True):
+                item["explanation"] = explanation(self.bundle, user_terms, item_terms)
+        return answers
 
 
-def load_snapshot(store: BlobStore, pointer: dict[str, Any], etag: str) -> Snapshot:
+# How an employee attribute reads in a sentence ("people in development ..."); any
+# other column reads "with <column> <value>".
+PHRASES = {
+    "ou": "in {}",
+    "department": "in {}",
+    "skills": "with the skill {}",
+    "career interests": "interested in {}",
+    "language": "speaking {}",
+    "grade": "at grade {}",
+    "los": "with {} years of service",
+}
+
+
+def _split(name: str) -> tuple[str, str]:
+    column, _, value = name.partition(":")
+    return column, value
+
+
+def explanation(
+    bundle: ModelBundle, user_terms: list[tuple[int, float]], item_terms: list[tuple[int, float]]
+) -> dict[str, Any]:
+    """Factor contributions as plain words and as data."""
+    employee = [_split(str(bundle.user_feature_names[col])) for col, _ in user_terms]
+    training = [_split(str(bundle.item_feature_names[col])) for col, _ in item_terms]
+    parts = [PHRASES.get(column, f"with {column} {{}}").format(value) for column, value in employee]
+    text = f"People {' and '.join(parts)} took this" if parts else "Popular with everyone"
+    if training:
+        column, value = training[0]
+        text += f"; its {column} is {value}"
+    return {
+        "text": text + ".",
+        "employee_attributes": [
+            {"attribute": c, "value": v, "contribution": round(t, 4)}
+            for (c, v), (_, t) in zip(employee, user_terms, strict=True)
+        ],
+        "training_attributes": [
+            {"attribute": c, "value": v, "contribution": round(t, 4)}
+            for (c, v), (_, t) in zip(training, item_terms, strict=True)
+        ],
+    }
+
+
+def load_snapshot(
+    store: BlobStore, pointer: dict[str, Any], etag: str, options: RulesOptions | None = None
+) -> Snapshot:
     """Load the table a pointer names and its model; raises ModelLoadError if anything is off."""
+    options = options or RulesOptions()
     table = load_recommendations(store, str(pointer["version"]))
     bundle = load_bundle(store, str(pointer["model_version"]))
-    if table.items.size and int(table.items.max()) >= len(bundle.item_ids):
+    if (table.items.size and int(table.items.max()) >= len(bundle.item_ids)) or len(
+        table.active
+    ) != len(bundle.item_ids):
         raise ModelLoadError(
             f"recommendations {pointer['version']} do not match model {bundle.version}"
         )
@@ -86,6 +160,8 @@ def load_snapshot(store: BlobStore, pointer: dict[str, Any], etag: str) -> Snaps
         pointer,
         etag,
         time.time(),
+        Rules.compile(bundle, table.active, options),
+        options,
     )
 
 
@@ -95,6 +171,7 @@ class ServingCache:
 
     store: BlobStore
     refresh_seconds: float = 5.0
+    rules: RulesOptions = field(default_factory=RulesOptions)
     _snapshot: Snapshot | None = None
     _checked_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -117,7 +194,7 @@ class ServingCache:
             pointer, etag = read_pointer(self.store, RECOMMENDATIONS_POINTER)
             if etag is None or (self._snapshot is not None and etag == self._snapshot.etag):
                 return
-            self._snapshot = load_snapshot(self.store, pointer, etag)
+            self._snapshot = load_snapshot(self.store, pointer, etag, self.rules)
             self.last_error = None
             log.info("serving recommendations %s", pointer.get("version"))
         except (TrainingRecommenderError, ValueError, KeyError) as exc:
@@ -126,15 +203,30 @@ class ServingCache:
             log.error("could not load the current version, keeping the previous one: %s", exc)
 
 
-def recommend_known(snapshot: Snapshot, employee_id: str, n: int) -> list[dict[str, Any]]:
-    """The precomputed list of an employee of the current extracts."""
+def _employee_row(snapshot: Snapshot, employee_id: str) -> int:
     row = snapshot.employees.row(employee_id)
     if row is None:
         raise NotFoundError(
             f"employee {employee_id!r} is not in the current employees extract; "
             "for a new employee, POST their attributes to /recommendations"
         )
-    return snapshot.trainings_of(snapshot.table.items[row], snapshot.table.scores[row], n)
+    return row
+
+
+def recommend_known(
+    snapshot: Snapshot,
+    employee_id: str,
+    n: int,
+    *,
+    filters: Filters | None = None,
+    explain: bool = False,
+) -> list[dict[str, Any]]:
+    """An employee of the current extracts: precomputed candidates, rules and filters applied."""
+    row = _employee_row(snapshot, employee_id)
+    chosen = answer_for_row(
+        snapshot.table, snapshot.recommender, snapshot.rules, row, n, snapshot.allowed(filters)
+    )
+    return snapshot.answer(chosen, snapshot.table.user_features[row] if explain else None)
 
 
 @dataclass(frozen=True)
@@ -143,43 +235,114 @@ class NewEmployeeAnswer:
     ignored_values: list[str]  # attribute values the model has never seen
 
 
-def recommend_new(
-    snapshot: Snapshot,
-    attributes: Mapping[str, str | Sequence[str]],
-    n: int,
-    contract: DataContract,
-    exclude_training_ids: Sequence[str] = (),
-) -> NewEmployeeAnswer:
-    """Score an employee the model has never seen from their attributes alone."""
+def new_employee_features(
+    snapshot: Snapshot, attributes: Mapping[str, str | Sequence[str]], contract: DataContract
+) -> tuple[sp.csr_matrix, list[str]]:
+    """Feature row of an employee the model has never seen, and the values it ignored."""
     frame = entity_frame([attributes], contract.users, contract.value_delimiter)
     normalize = bool(
         snapshot.bundle.metadata.get("config", {}).get("features", {}).get("normalize", True)
     )
-    rows, ignored = rows_for_new(
+    return rows_for_new(
         frame,
         contract.users,
         contract.value_delimiter,
         IdMap(snapshot.bundle.user_feature_names),
         normalize,
     )
-    exclude = None
-    if exclude_training_ids:
-        cols = snapshot.trainings.rows(list(exclude_training_ids))
-        cols = cols[cols >= 0]
-        exclude = sp.csr_matrix(
-            (np.ones(len(cols)), (np.zeros(len(cols), dtype=np.int64), cols)),
-            shape=(1, len(snapshot.trainings)),
-        )
-    items, scores = snapshot.recommender.for_feature_rows(rows, n, exclude)
-    return NewEmployeeAnswer(snapshot.trainings_of(items[0], scores[0], n), ignored)
 
 
-def similar_trainings(snapshot: Snapshot, training_id: str, n: int) -> list[dict[str, Any]]:
+def recommend_new(
+    snapshot: Snapshot,
+    attributes: Mapping[str, str | Sequence[str]],
+    n: int,
+    contract: DataContract,
+    exclude_training_ids: Sequence[str] = (),
+    *,
+    filters: Filters | None = None,
+    explain: bool = False,
+) -> NewEmployeeAnswer:
+    """Score an employee the model has never seen from their attributes alone."""
+    features, ignored = new_employee_features(snapshot, attributes, contract)
+    rows = snapshot.trainings.rows(list(exclude_training_ids))
+    taken = np.unique(rows[rows >= 0])
+    mask = snapshot.rules.active.copy()
+    allowed = snapshot.allowed(filters)
+    if allowed is not None:
+        mask &= allowed
+    scores = snapshot.recommender.feature_scores(features)[0]
+    ranked = np.argsort(-scores, kind="stable")
+    pinned = [(int(r), float(scores[r])) for r in snapshot.rules.pinned]
+    chosen, _ = select(
+        ranked,
+        scores[ranked],
+        n,
+        allowed=mask,
+        pinned=pinned,
+        taken=taken,
+        caps=snapshot.rules.caps,
+    )
+    return NewEmployeeAnswer(snapshot.answer(chosen, features if explain else None), ignored)
+
+
+def similar_trainings(
+    snapshot: Snapshot, training_id: str, n: int, *, filters: Filters | None = None
+) -> list[dict[str, Any]]:
+    """Trainings closest to one training, among those that may be recommended."""
     row = snapshot.trainings.row(training_id)
     if row is None:
         raise NotFoundError(f"training {training_id!r} is not in the serving model's catalog")
-    items, scores = snapshot.recommender.similar(row, n)
-    return snapshot.trainings_of(items, scores, n)
+    allowed = snapshot.allowed(filters)
+    mask = snapshot.rules.active if allowed is None else snapshot.rules.active & allowed
+    items, scores = snapshot.recommender.similar(row, n, mask)
+    valid = items != NO_ITEM
+    return snapshot.answer(
+        [(int(r), float(s), False) for r, s in zip(items[valid], scores[valid], strict=True)]
+    )
+
+
+@dataclass(frozen=True)
+class RankAnswer:
+    trainings: list[dict[str, Any]]
+    unknown_training_ids: list[str]
+    ignored_values: list[str]
+
+
+def rank_trainings(
+    snapshot: Snapshot,
+    training_ids: Sequence[str],
+    contract: DataContract,
+    *,
+    employee_id: str | None = None,
+    attributes: Mapping[str, str | Sequence[str]] | None = None,
+    explain: bool = False,
+) -> RankAnswer:
+    """A given list of trainings, ordered for one employee (by id or by attributes).
+
+    Unknown training ids are reported, not fatal. Business rules do not drop
+    anything here: the caller chose the list; ``taken`` and ``recommendable`` say
+    what the rules would have done.
+    """
+    ignored: list[str] = []
+    taken: set[int] = set()
+    if employee_id is not None:
+        row = _employee_row(snapshot, employee_id)
+        features = snapshot.table.user_features[row]
+        taken = set(snapshot.table.taken[row].indices.tolist())
+    else:
+        features, ignored = new_employee_features(snapshot, attributes or {}, contract)
+    unique_ids = list(dict.fromkeys(training_ids))
+    rows = snapshot.trainings.rows(unique_ids)
+    unknown = [tid for tid, r in zip(unique_ids, rows, strict=True) if r < 0]
+    known = rows[rows >= 0]
+    scores = snapshot.recommender.feature_scores(features)[0, known]
+    order = np.argsort(-scores, kind="stable")
+    chosen = [(int(known[i]), float(scores[i]), False) for i in order]
+    answers = snapshot.answer(chosen, features if explain else None)
+    for item, (row, _, _) in zip(answers, chosen, strict=True):
+        item["taken"] = row in taken
+        item["recommendable"] = bool(snapshot.rules.active[row]) and row not in taken
+    return RankAnswer(answers, unknown, ignored)
 
 
 def contract_of(snapshot: Snapshot, fallback: Config) -> DataContract:

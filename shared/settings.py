@@ -33,6 +33,9 @@ class EntityColumns(_Frozen):
     # Numeric columns cut into bands: upper-exclusive edges, e.g. (2, 5, 10) gives
     # "0-1", "2-4", "5-9", "10+" for whole years.
     bands: dict[str, tuple[float, ...]] = Field(default_factory=dict)
+    # Columns kept for business rules (e.g. a training's "status"), not model features;
+    # optional in the file.
+    extra: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> EntityColumns:
@@ -139,7 +142,10 @@ class GateOptions(_Frozen):
 class ServingOptions(_Frozen):
     """Precomputed lists and the HTTP API."""
 
-    top_k: int = Field(20, ge=1, le=1000)  # precomputed per employee
+    top_k: int = Field(20, ge=1, le=1000)  # per employee in the CSV export
+    # Candidates kept per employee, so that a filtered answer still has n items; when
+    # filters leave fewer, the answer is scored on the fly.
+    depth: int = Field(50, ge=1, le=1000)
     max_n: int = Field(100, ge=1, le=1000)  # largest n an API caller may ask for
     chunk_size: int = Field(2048, ge=1)  # employees scored at once: bounds memory
     refresh_seconds: float = Field(5.0, ge=0)  # how often an instance re-checks the pointer
@@ -147,6 +153,21 @@ class ServingOptions(_Frozen):
     # Browser origins allowed to call the API directly; empty: CORS off (intranet
     # apps usually call it server-side with a function key).
     cors_origins: tuple[str, ...] = ()
+
+
+class RulesOptions(_Frozen):
+    """Business rules applied to every answer: API, CLI and precomputed lists."""
+
+    # A training whose `retired_column` holds one of `retired_values` (case-insensitive)
+    # is never recommended; so is one absent from the latest trainings extract.
+    retired_column: str | None = None
+    retired_values: tuple[str, ...] = ("retired", "inactive", "archived")
+    pinned: tuple[str, ...] = ()  # training ids put first when allowed (e.g. compliance)
+    excluded: tuple[str, ...] = ()  # training ids never recommended
+    # Diversity: at most this many results sharing a value of a training attribute,
+    # e.g. {"provider" = 4}.
+    max_per_value: dict[str, int] = Field(default_factory=dict)
+    explanations: int = Field(3, ge=0, le=10)  # employee attributes named per explanation
 
 
 class Config(_Frozen):
@@ -158,6 +179,21 @@ class Config(_Frozen):
     evaluation: EvaluationOptions = EvaluationOptions()
     gate: GateOptions = GateOptions()
     serving: ServingOptions = ServingOptions()
+    rules: RulesOptions = RulesOptions()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Config:
+        trainings = self.contract.trainings
+        known = (*trainings.features, *trainings.extra)
+        if self.rules.retired_column and self.rules.retired_column not in known:
+            raise ValueError(
+                f"rules.retired_column {self.rules.retired_column!r} must be a trainings column "
+                "(add it to contract.trainings.extra)"
+            )
+        for column in self.rules.max_per_value:
+            if column not in trainings.features:
+                raise ValueError(f"rules.max_per_value: {column!r} is not a training attribute")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dump (stored in every model bundle)."""

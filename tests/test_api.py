@@ -168,8 +168,9 @@ def test_health_and_model(client: TestClient) -> None:
     assert health["model_age_seconds"] >= 0
     model = client.get("/model").json()
     assert model["version"] == health["versions"]["model_version"]
-    assert model["metrics"]["results"]["known"]["hybrid model"]["precision"] > 0
-    assert model["counts"]["employees"] == len(DATA.users)
+    assert model["evaluation"]["results"]["known"]["hybrid model"]["precision"] > 0
+    assert model["gate"]["decision"] == "accepted"
+    assert model["data"]["counts"]["employees"] == len(DATA.users)
 
 
 def test_openapi_and_docs_are_served(client: TestClient) -> None:
