@@ -55,10 +55,14 @@ def _progress(record: Any, total: int) -> None:
 def _trainings_table(items: list[dict[str, Any]]) -> str:
     if not items:
         return "  (no recommendation)"
-    return "\n".join(
-        f"  {t['rank']:>2}. {t['training_id']:<8} {t['title'][:60]:<60} {t['score']:8.3f}"
-        for t in items
-    )
+    lines = []
+    for t in items:
+        pin = " (pinned)" if t.get("pinned") else ""
+        line = f"  {t['rank']:>2}. {t['training_id']:<8} {t['title'][:60]:<60} {t['score']:8.3f}"
+        lines.append(line + pin)
+        if t.get("explanation"):
+            lines.append(f"      {t['explanation']['text']}")
+    return "\n".join(lines)
 
 
 def _attributes(pairs: Sequence[str]) -> dict[str, str]:
@@ -192,26 +196,49 @@ def cmd_precompute(args: argparse.Namespace, config: Config) -> None:
     _print(args, result.__dict__, f"{result.status}: recommendations {result.version}")
 
 
-def _snapshot(args: argparse.Namespace) -> Any:
+def _snapshot(args: argparse.Namespace, config: Config) -> Any:
     from shared.serving import ServingCache
 
-    return ServingCache(_store(args), refresh_seconds=0).current()
+    return ServingCache(_store(args), refresh_seconds=0, rules=config.rules).current()
+
+
+def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for pair in pairs:
+        name, sep, values = pair.partition("=")
+        accepted = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name.strip() or not accepted:
+            raise TrainingRecommenderError(
+                f"--filter {pair!r}: expected attribute=value[,value…], e.g. provider=internal"
+            )
+        filters.setdefault(name.strip(), []).extend(accepted)
+    return filters
 
 
 def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
     from shared.serving import contract_of, recommend_known, recommend_new
 
     attributes = _attributes(args.attr) if args.attr else dict(EXAMPLE_NEW_EMPLOYEE)
-    snapshot = _snapshot(args)
+    filters = _filters(args.filter)
+    snapshot = _snapshot(args, config)
     if args.employee_id:
-        items = recommend_known(snapshot, args.employee_id, args.n)
+        items = recommend_known(
+            snapshot, args.employee_id, args.n, filters=filters, explain=args.explain
+        )
         _print(
             args,
             {"employee_id": args.employee_id, **snapshot.versions, "trainings": items},
             f"employee {args.employee_id}:\n{_trainings_table(items)}",
         )
         return
-    answer = recommend_new(snapshot, attributes, args.n, contract_of(snapshot, config))
+    answer = recommend_new(
+        snapshot,
+        attributes,
+        args.n,
+        contract_of(snapshot, config),
+        filters=filters,
+        explain=args.explain,
+    )
     human = f"new employee {attributes}:\n{_trainings_table(answer.trainings)}"
     if answer.ignored_values:
         human += (
@@ -232,8 +259,8 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
 def cmd_similar(args: argparse.Namespace, config: Config) -> None:
     from shared.serving import similar_trainings
 
-    snapshot = _snapshot(args)
-    items = similar_trainings(snapshot, args.training_id, args.n)
+    snapshot = _snapshot(args, config)
+    items = similar_trainings(snapshot, args.training_id, args.n, filters=_filters(args.filter))
     _print(
         args,
         {"training_id": args.training_id, "similar": items},
@@ -323,11 +350,13 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
         f"    model {result.version}; recommendations for "
         f"{result.precompute.employees if result.precompute else 0} employees"
     )
-    snapshot = _snapshot(args)
+    snapshot = _snapshot(args, config)
     taken_counts = np.diff(snapshot.bundle.taken.indptr)
     known_id = str(snapshot.bundle.user_ids[int(np.argmax(taken_counts > 3))])
-    known = recommend_known(snapshot, known_id, args.n)
-    new = recommend_new(snapshot, EXAMPLE_NEW_EMPLOYEE, args.n, contract_of(snapshot, config))
+    known = recommend_known(snapshot, known_id, args.n, explain=True)
+    new = recommend_new(
+        snapshot, EXAMPLE_NEW_EMPLOYEE, args.n, contract_of(snapshot, config), explain=True
+    )
     say("4/4 recommendations")
     row = data.users[data.users["User-Id"] == known_id].iloc[0]
     say(
@@ -413,10 +442,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a new employee's attribute, repeatable: --attr skills=python;sql",
     )
     p.add_argument("-n", type=int, default=10)
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="ATTRIBUTE=VALUE[,VALUE]",
+        help="keep trainings with one of these values, repeatable: --filter provider=internal",
+    )
+    p.add_argument("--explain", action="store_true", help="say why each training is recommended")
     p.set_defaults(func=cmd_recommend)
     p = sub.add_parser("similar", help="trainings similar to a training")
     p.add_argument("training_id")
     p.add_argument("-n", type=int, default=10)
+    p.add_argument("--filter", action="append", default=[], metavar="ATTRIBUTE=VALUE[,VALUE]")
     p.set_defaults(func=cmd_similar)
     p = sub.add_parser("models", help="model versions: list, show, promote (rollback), card")
     p.add_argument("action", choices=("list", "show", "promote", "card"))

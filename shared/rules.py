@@ -81,6 +81,8 @@ class Rules:
             if name in columns:
                 codes, _ = pd.factorize(pd.Series(bundle.item_attributes[:, columns.index(name)]))
                 caps.append((np.asarray(codes), limit))
+        if options.excluded:  # the serving configuration may exclude more than precompute did
+            active = active & ~np.isin(bundle.item_ids, np.asarray(options.excluded, dtype=str))
         return cls(active, rows[rows >= 0].astype(np.int64), caps)
 
     @property

@@ -170,8 +170,9 @@ class Recommender:
 
         The score is bilinear in the feature rows, so it splits exactly into one term
         per employee feature (``w_f * e_f · V_item``) and one per training feature
-        (``w_g * e_g · U``) — biases included. Identity features are left out: "you are
-        you" explains nothing. Returns, per training, the ``n_user`` largest employee
+        (``w_g * (e_g · U + b_g)``). Employee biases are the same for every training and
+        identity features say "you are you": neither explains anything, so both are
+        left out. Returns, per training, the ``n_user`` largest employee
         feature terms and the ``n_item`` largest training feature terms, as
         ``(feature column, contribution)`` pairs, positive ones only.
         """
@@ -180,9 +181,10 @@ class Recommender:
         user_named = ~np.char.startswith(bundle.user_feature_names[user_cols], IDENTITY)
         user_cols, user_weights = user_cols[user_named], user_weights[user_named]
         vector = np.asarray(feature_row @ bundle.user_feature_embeddings).ravel()
+        # An employee feature's bias is the same for every training: it cannot explain
+        # why this one ranks high, so only the interaction term counts.
         user_terms = (
             bundle.user_feature_embeddings[user_cols] @ self.factors.item_vectors[item_rows].T
-            + bundle.user_feature_biases[user_cols, None]
         ) * user_weights[:, None]  # features x trainings
         answers = []
         for j, item in enumerate(item_rows):

@@ -120,8 +120,14 @@ def explanation(
     """Factor contributions as plain words and as data."""
     employee = [_split(str(bundle.user_feature_names[col])) for col, _ in user_terms]
     training = [_split(str(bundle.item_feature_names[col])) for col, _ in item_terms]
-    parts = [PHRASES.get(column, f"with {column} {{}}").format(value) for column, value in employee]
-    text = f"People {' and '.join(parts)} took this" if parts else "Popular with everyone"
+    phrases = [
+        PHRASES.get(column, f"with {column} {{}}").format(value) for column, value in employee
+    ]
+    # "People in sales with the skill python and interested in data took this."
+    where = [p for p in phrases if p.startswith("in ")]
+    rest = [p for p in phrases if not p.startswith("in ")]
+    who = " ".join([*where, " and ".join(rest)]).strip()
+    text = f"People {who} took this" if who else "Popular with everyone"
     if training:
         column, value = training[0]
         text += f"; its {column} is {value}"
