@@ -493,12 +493,14 @@ def test_no_endpoint_shows_anyone_s_name_or_another_employee(client: TestClient)
             "/recommendations", json={"attributes": {"salary": "x"}}
         ),
     }
+    # The schema's examples hold made-up ids that may exist in the synthetic extract.
+    documentation = {"GET /openapi.json", "GET /docs"}
     for name, response in responses.items():
         assert response.status_code < 500, name
         leaked = [person for person in NAMES if person in response.text]
         assert not leaked, f"{name} shows {leaked[:3]}"
         others = employee_ids_in(response.text) - {asked}
-        assert not others, f"{name} shows other employees {sorted(others)[:5]}"
+        assert name in documentation or not others, f"{name} shows other employees {others}"
 
 
 def test_the_404_for_an_unknown_employee_lists_nobody(client: TestClient) -> None:

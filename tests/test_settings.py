@@ -24,6 +24,7 @@ def test_the_example_file_in_the_repository_loads() -> None:
     config = load_config(REPO / "config.example.toml")
     assert config.contract.users.bands == {"los": (2.0, 5.0, 10.0)}
     assert config.contract.taken.min_weight == 4
+    assert config.rules.max_per_value == {"provider": 4}
 
 
 def test_tr_config_names_the_file(tmp_path: Path) -> None:
@@ -63,3 +64,10 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 def test_config_round_trips_through_json() -> None:
     config = Config()
     assert Config.from_dict(config.to_dict()) == config
+
+
+def test_the_readme_shows_the_example_file() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    example = (REPO / "config.example.toml").read_text(encoding="utf-8")
+    assert block == example[example.index("[contract]") :]
