@@ -131,6 +131,25 @@ class Report:
             counts[r.status] = counts.get(r.status, 0) + 1
         return dict(sorted(counts.items()))
 
+    def stats(self) -> dict[str, Any]:
+        """The run in numbers (latencies in ms), e.g. for a benchmark's JSON line."""
+        ms = 1000.0
+        return {
+            "requests": len(self.results),
+            "served": self.served,
+            "failures": len(self.failures()),
+            "not_sent": self.not_sent,
+            "concurrency": self.concurrency,
+            "elapsed_s": round(self.elapsed, 3),
+            "requests_per_second": round(self.requests_per_second, 1),
+            **{
+                f"p{p}_ms": round(self.percentile(p) * ms, 2) if self.latencies else None
+                for p in (50, 90, 99)
+            },
+            "max_ms": round(self.latencies[-1] * ms, 2) if self.latencies else None,
+            "statuses": self.status_counts(),
+        }
+
     def summary(self) -> str:
         ms = 1000.0
         return (
@@ -341,21 +360,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--post", type=Path, help="POST this JSON file's content to each path")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--max-seconds", type=float, default=60.0)
+    parser.add_argument("--warmup", type=int, default=0, help="requests sent first, not counted")
+    parser.add_argument("--json", action="store_true", help="print the numbers as one JSON line")
     args = parser.parse_args(argv)
     if args.post is not None:
         payload = json.loads(args.post.read_text(encoding="utf-8"))
         pool = [Request.post_json(p, payload) for p in args.paths]
     else:
         pool = [Request.get(p) for p in args.paths]
-    requests = [pool[i % len(pool)] for i in range(args.requests)]
-    report = run(
-        args.base_url,
-        requests,
-        args.concurrency,
-        timeout=args.timeout,
-        max_seconds=args.max_seconds,
-    )
-    print(report.summary())
+    try:
+        if args.warmup > 0:
+            warmup = [pool[i % len(pool)] for i in range(args.warmup)]
+            run(args.base_url, warmup, args.concurrency, timeout=args.timeout, max_seconds=30)
+        requests = [pool[i % len(pool)] for i in range(args.requests)]
+        report = run(
+            args.base_url,
+            requests,
+            args.concurrency,
+            timeout=args.timeout,
+            max_seconds=args.max_seconds,
+        )
+    except ValueError as exc:  # not loopback, bad URL
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.stats()) if args.json else report.summary())
     return 1 if report.failures() else 0
 
 

@@ -189,6 +189,44 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> None:
     _print(args, report.to_dict(), report.to_table())
 
 
+def cmd_tune(args: argparse.Namespace, config: Config) -> None:
+    from shared.tuning import read_raw_extracts, tune, write_config
+
+    store = _store(args)
+
+    def show(t: Any) -> None:
+        if not args.json:
+            print(
+                f"  trial {t.number}: known {t.known_precision:.4f}  cold {t.cold_precision:.4f}  "
+                f"objective {t.objective:.4f}  {t.seconds:.0f}s  {t.overrides or 'base'}",
+                file=sys.stderr,
+            )
+
+    result = tune(
+        read_raw_extracts(store),
+        config,
+        budget=args.budget,
+        seed=args.seed,
+        oracle=_oracle_from(args.oracle, store, config),
+        progress=show,
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_config(result.best_config, out, header=result.summary())
+    _print(
+        args,
+        {**result.to_dict(), "written": str(out)},
+        f"{result.table()}\n\nwrote {out}: retrain with --config {out} (or TR_CONFIG={out})",
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_precompute(args: argparse.Namespace, config: Config) -> None:
     from shared.pipeline import precompute
 
@@ -427,6 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate on the current extracts without publishing")
     p.add_argument("--oracle", help="oracle.json of synthetic extracts, to compare against")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser(
+        "tune", help="search hyperparameters on the current extracts; write the best as TOML"
+    )
+    p.add_argument("--budget", type=_positive, default=12, help="trials, the current one included")
+    p.add_argument("--seed", type=int, default=0, help="order in which settings are searched")
+    p.add_argument("--out", default="var/tuned.toml", help="where to write the best configuration")
+    p.add_argument("--oracle", help="oracle.json of synthetic extracts, shown for reference")
+    p.set_defaults(func=cmd_tune)
     p = sub.add_parser("precompute", help="every employee's top-k with the serving model")
     p.add_argument("--force", action="store_true", help="even if already computed")
     p.set_defaults(func=cmd_precompute)

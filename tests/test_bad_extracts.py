@@ -163,6 +163,13 @@ CASES = [
     Case("repeated_column.csv", "users", REJECTED, (Located("more than once", 1, "ou"),)),
     # Tab: Excel's "Unicode text" export, detected from the header like , and ;.
     Case("tab_separated.tsv", "users", ACCEPTED, kept_ids=("000001", "000002")),
+    # Lone CR line ends: the delimiter is the header's, whatever the cells hold.
+    Case(
+        "classic_mac_line_endings.csv",
+        "users",
+        ACCEPTED,
+        kept_ids=tuple(f"{i:06d}" for i in range(1, 9)),
+    ),
     Case(
         "pipe_separated.csv",
         "users",
@@ -460,7 +467,7 @@ def csv_like(draw: st.DrawFn, kind: str) -> bytes:
     Mostly near-valid (a real header, rows of its width), so that the repair paths run
     as often as the fatal ones; each kind of damage is applied now and then.
     """
-    if sometimes(draw, 4):
+    if sometimes(draw, 6):
         header = draw(st.lists(st.sampled_from(HEADER_NAMES) | cells, min_size=1, max_size=8))
     else:
         header = draw(st.permutations(REAL_HEADERS[kind]))
@@ -469,7 +476,7 @@ def csv_like(draw: st.DrawFn, kind: str) -> bytes:
     width = max(len(header), 1)
     row = st.lists(cells, min_size=width, max_size=width)
     ragged = st.lists(cells, min_size=0, max_size=width + 2)
-    rows = draw(st.lists(row | ragged if sometimes(draw, 4) else row, max_size=8))
+    rows = draw(st.lists(row | ragged if sometimes(draw, 4) else row, min_size=1, max_size=8))
     if sometimes(draw, 5):
         rows.insert(draw(st.integers(0, len(rows))), list(header))  # the header as a row
     if rows and sometimes(draw, 8):  # one cell over csv's field size limit

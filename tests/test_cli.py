@@ -16,7 +16,9 @@ SIZES = ["--users", "300", "--trainings", "50", "--interactions", "3000", "--see
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "config.toml"
     # Tiny data: the gate (tested in test_registry) could refuse a 5-epoch model.
-    path.write_text("[model]\nepochs = 5\nnum_threads = 1\nno_components = 16\n[gate]\nenabled = false\n")
+    path.write_text(
+        "[model]\nepochs = 5\nnum_threads = 1\nno_components = 16\n[gate]\nenabled = false\n"
+    )
     return path
 
 
@@ -101,3 +103,20 @@ def test_a_rejected_drop_exits_2_with_the_problems(
     out, _ = capsys.readouterr()
     assert exit_info.value.code == 2
     assert "rejected" in out and "column 'User-Id'" in out and "line 1" in out
+
+
+def test_tune_writes_a_configuration_that_train_uses(
+    tmp_path: Path, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    base = ["--store", str(tmp_path / "store"), "--config", str(config_file)]
+    assert run(capsys, *base, "generate", *SIZES, "--out", str(data))[0] == 0
+    for kind in ("users", "trainings", "trainings-taken"):
+        assert run(capsys, *base, "drop", str(data / f"{kind}.csv"), "--kind", kind)[0] == 0
+    tuned = tmp_path / "tuned.toml"
+    code, out, _ = run(capsys, *base, "tune", "--budget", "2", "--out", str(tuned))
+    assert code == 0 and "base" in out and tuned.exists()
+    code, out, _ = run(capsys, "--store", str(tmp_path / "store"), "--config", str(tuned), "train")
+    assert code == 0 and "published model" in out
+    with pytest.raises(SystemExit):  # argparse refuses a budget below 1
+        main([*base, "tune", "--budget", "0"])

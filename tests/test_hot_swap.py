@@ -338,5 +338,7 @@ def test_two_retrains_in_one_second_never_share_a_version(
     assert first.version is not None
     published = store.read(f"models/{first.version}/model.npz")
     second = retrain(store, small_config(gate={"enabled": False}, model={"random_state": 2}))
+    assert store.read(f"models/{first.version}/model.npz") == published, (
+        f"published model {first.version} was overwritten in place by {second.version}"
+    )
     assert second.version != first.version
-    assert store.read(f"models/{first.version}/model.npz") == published

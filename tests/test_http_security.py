@@ -21,7 +21,7 @@ import hypothesis
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
-from httpx import Response
+from httpx2 import Response
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -107,7 +107,7 @@ def training() -> str:
     database=None,
     suppress_health_check=list(hypothesis.HealthCheck),
 )
-def test_every_operation_answers_as_its_schema_says(case: schemathesis.Case) -> None:
+def test_every_operation_answers_as_its_schema_says(case: schemathesis.Case[Any]) -> None:
     """No 5xx, documented status codes, bodies and headers, invalid input refused."""
     EXAMPLES[case.operation.label] += 1
     case.call_and_validate(checks=CHECKS)
@@ -606,6 +606,7 @@ def secrets_in(text: str) -> list[str]:
         ("-----BEGIN " + "RSA PRIVATE KEY-----\nMIIE…", 1),
         ("UseDevelopmentStorage=true", 0),
     ],
+    ids=["Azurite key", "account key", "SAS token", "private key", "development storage"],
 )
 def test_the_secret_scanner_finds_what_it_should(text: str, found: int) -> None:
     """The scan below is only as good as its patterns: they catch real shapes."""

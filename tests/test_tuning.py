@@ -6,14 +6,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from world import drop
 
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, NotFoundError
 from shared.features import build_dataset
 from shared.modeling import evaluate_candidate
 from shared.schema import parse_all
 from shared.settings import Config, load_config
+from shared.storage import LocalFolderStore
 from shared.synthetic import SyntheticData, generate
-from shared.tuning import MIN_WEIGHT, RawExtracts, Trial, TuningResult, tune, write_config
+from shared.tuning import (
+    MIN_WEIGHT,
+    RawExtracts,
+    Trial,
+    TuningResult,
+    read_raw_extracts,
+    tune,
+    write_config,
+)
 
 FAST: dict[str, Any] = {
     "model": {"epochs": 5, "num_threads": 1, "no_components": 8, "patience": 2},
@@ -175,3 +185,13 @@ def test_custom_columns_without_weight(data: SyntheticData) -> None:
     assert all(MIN_WEIGHT not in t.overrides for t in result.trials)
     assert result.trials[0].known_precision > 0 and result.trials[0].cold_precision > 0
     assert result.best_config.contract == config.contract
+
+
+def test_reads_the_current_extracts_of_a_store(
+    local_store: LocalFolderStore, raw: RawExtracts, base: Config
+) -> None:
+    with pytest.raises(NotFoundError, match="users"):
+        read_raw_extracts(local_store)
+    for kind, data in zip(("users", "trainings", "trainings-taken"), raw, strict=True):
+        assert drop(local_store, f"{kind}/{kind}.csv", data, base).status == "accepted"
+    assert read_raw_extracts(local_store) == raw
