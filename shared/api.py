@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -97,6 +98,7 @@ class NewEmployee(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {
@@ -127,6 +129,7 @@ class RankRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [{"employee_id": "000123", "training_ids": ["T00001", "T00042"]}]
         },
@@ -194,48 +197,81 @@ def _age(timestamp: Any) -> float | None:
 
 
 class BodyLimit:
-    """ASGI middleware: refuse request bodies over a size, declared or streamed (413)."""
+    """ASGI middleware: bodies are JSON and at most ``limit`` bytes, declared or streamed.
+
+    The body is read here, up to the limit, and replayed to the app: FastAPI turns
+    any exception raised while it reads into a 400, so refusing (413) must happen
+    before. Bodies are small (64 KiB by default), so buffering costs nothing.
+    """
 
     def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
         self.app = app
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
-        limit = self.limit()
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > limit:
-            await self._refuse(send, limit)
+        headers = dict(scope.get("headers", []))
+        kind = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if kind != b"application/json":
+            shown = kind.decode("latin-1")[:100]
+            await _refuse(send, 415, f"Content-Type must be application/json, got {shown!r}")
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        limit = self.limit()
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _refuse(send, 413, f"request body over {limit} bytes")
+            return
+        body = bytearray()
+        more = True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                await _refuse(send, 413, f"request body over {limit} bytes")
+                return
+        replayed = False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(send, limit)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
 
-    @staticmethod
-    async def _refuse(send: Send, limit: int) -> None:
-        response = JSONResponse({"detail": f"request body over {limit} bytes"}, status_code=413)
-        await response({"type": "http"}, _no_receive, send)
+        await self.app(scope, replay, send)
 
 
-class _TooLarge(Exception):
-    pass
+async def _refuse(send: Send, status: int, detail: str) -> None:
+    response = JSONResponse({"detail": detail}, status_code=status)
+    await response({"type": "http"}, _no_receive, send)
 
 
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
+
+
+class ErrorResponse(BaseModel):
+    """Every error: one sentence, or (422 from validation) the list of what is wrong."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (400, "body cannot be parsed"),
+        (404, "unknown employee or training"),
+        (413, "request body too large"),
+        (415, "not JSON"),
+        (422, "invalid parameter or body"),
+        (503, "nothing published yet, or storage unavailable"),
+    )
+}
 
 
 def create_app(
@@ -246,6 +282,7 @@ def create_app(
         title="Training Recommender",
         version="1.0",
         description="Recommendations of internal and external trainings for employees.",
+        responses=ERRORS,
     )
     state: dict[str, Any] = {}
     app.add_middleware(BodyLimit, limit=lambda: settings().serving.max_body_bytes)
@@ -303,6 +340,19 @@ def create_app(
     @app.exception_handler(UnknownFilterError)
     async def bad_filter(_: Request, exc: UnknownFilterError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Only where and what: echoing the input could hold NaN (not JSON) or 64 KiB.
+        errors = [
+            {
+                "type": str(e.get("type")),
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": e.get("msg"),
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(NoModelError)
     async def no_model(_: Request, exc: NoModelError) -> JSONResponse:

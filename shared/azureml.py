@@ -56,7 +56,7 @@ _OPTIONAL_SETTINGS = {"model_name": "AZURE_ML_MODEL_NAME", "client_id": "AZURE_M
 # The ARM pattern of a model container name (Microsoft.MachineLearningServices
 # workspaces/models): checked here so a typo fails at start-up, not at 2 a.m.
 _MODEL_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9\-_]{0,254}")
-_BUNDLE_VERSION_RE = re.compile(r"(?P<stamp>\d{8}T\d{6}Z)-[0-9A-Za-z]+")
+_BUNDLE_VERSION_RE = re.compile(r"(?P<stamp>\d{8}T\d{6}Z)-[0-9A-Za-z-]+")
 # Azure ML version = seconds since this instant. Seconds keep two bundles made a
 # minute apart distinct; the 2020 origin keeps the number within a signed 32-bit
 # integer until 2088 (the service's exact integer range is not documented).

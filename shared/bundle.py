@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -67,9 +68,13 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def new_version(fingerprint: str, now: datetime | None = None) -> str:
-    """A version name that sorts by time and names the data: ``20261129T101500Z-3fa2c1``."""
+    """A unique version name that sorts by time: ``20261129T101500Z-3fa2c1-9b04``.
+
+    The time, then the data's fingerprint, then a random part: two runs in the same
+    second on the same data still get two names (published files are never replaced).
+    """
     moment = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    return f"{moment}-{fingerprint[:6]}"
+    return f"{moment}-{fingerprint[:6]}-{secrets.token_hex(2)}"
 
 
 @dataclass

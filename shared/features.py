@@ -9,6 +9,7 @@ first when enabled, so row ``i``'s identity is column ``i`` as in
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -62,34 +63,84 @@ def attribute_pairs(
     Values are stripped and lower-cased; multi-valued cells are split on the
     delimiter; blank values produce no pair.
     """
-    rows: list[np.ndarray] = []
-    names: list[np.ndarray] = []
-    positions = pd.Series(np.arange(len(frame)), index=frame.index)
+    rows, codes, vocabulary = attribute_codes(frame, columns, delimiter)
+    return rows, vocabulary[codes]
+
+
+def _split_cells(cells: np.ndarray, delimiter: str) -> tuple[np.ndarray, np.ndarray]:
+    """(owner row, piece) of every piece of multi-valued cells, in row order.
+
+    Employees share combinations of values, so each distinct cell is split once.
+    """
+    cell_codes, distinct = pd.factorize(cells)
+    pieces = [str(cell).split(delimiter) for cell in distinct]
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+    flat = np.fromiter(
+        itertools.chain.from_iterable(pieces), dtype=object, count=int(lengths.sum())
+    )
+    starts = np.cumsum(lengths) - lengths
+    row_lengths = lengths[cell_codes]
+    owner = np.repeat(np.arange(len(cells), dtype=np.int64), row_lengths)
+    # Piece j of a row is piece j of its distinct cell: start of that cell + j.
+    first_of_row = np.cumsum(row_lengths) - row_lengths
+    within = np.arange(len(owner), dtype=np.int64) - np.repeat(first_of_row, row_lengths)
+    return owner, flat[np.repeat(starts[cell_codes], row_lengths) + within]
+
+
+def attribute_codes(
+    frame: pd.DataFrame, columns: EntityColumns, delimiter: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of :func:`attribute_pairs` as codes into their sorted vocabulary of names.
+
+    Returns ``(row positions, codes, vocabulary)``: pair ``i`` is row ``rows[i]`` with
+    the name ``vocabulary[codes[i]]``. An attribute has few distinct values, so cells
+    are factorized first and only the distinct values are cleaned and named: the work
+    per row is one hash lookup, not string building.
+    """
+    n = len(frame)
+    row_parts: list[np.ndarray] = []
+    code_parts: list[np.ndarray] = []
+    local_names: list[np.ndarray] = []
+    offset = 0
     for column in columns.features:
-        values = frame[column].astype(str)
+        cells = frame[column].astype(str).to_numpy(dtype=object)
         if column in columns.multi_valued:
-            exploded = values.str.split(delimiter).explode()
-            owner = positions.loc[exploded.index].to_numpy()
-            values = exploded
+            owner, values = _split_cells(cells, delimiter)
         else:
-            owner = positions.to_numpy()
-        cleaned = values.str.strip().str.lower().to_numpy(dtype=str)
-        present = cleaned != ""
-        rows.append(owner[present])
-        names.append(np.char.add(f"{column}:", cleaned[present]))
-    if not rows:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=str)
-    return np.concatenate(rows).astype(np.int64), np.concatenate(names)
+            owner = np.arange(n, dtype=np.int64)
+            values = cells
+        codes, uniques = pd.factorize(values)
+        cleaned = np.asarray(
+            [f"{column}:{v.strip().lower()}" if v.strip() else "" for v in uniques],
+            dtype=object,
+        )
+        present = (cleaned != "")[codes] if len(cleaned) else np.zeros(len(codes), dtype=bool)
+        row_parts.append(owner[present])
+        code_parts.append(codes[present].astype(np.int64) + offset)
+        local_names.append(cleaned)
+        offset += len(cleaned)
+    if not row_parts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, dtype=str)
+    names = np.concatenate(local_names)
+    blank = names == ""
+    vocabulary, inverse = np.unique(names[~blank], return_inverse=True)
+    global_code = np.full(len(names), -1, dtype=np.int64)
+    global_code[~blank] = inverse
+    rows = np.concatenate(row_parts)
+    codes = global_code[np.concatenate(code_parts)]
+    return rows, codes, vocabulary.astype(str) if len(vocabulary) else np.empty(0, dtype=str)
 
 
 def _normalized(matrix: sp.csr_matrix, normalize: bool) -> sp.csr_matrix:
     matrix.sum_duplicates()
-    matrix.data[:] = 1.0  # a value listed twice in a cell still counts once
+    counts = np.diff(matrix.indptr)
     if normalize:
-        sums = np.asarray(matrix.sum(axis=1)).ravel()
-        sums[sums == 0] = 1.0
-        matrix = sp.csr_matrix(sp.diags(1.0 / sums) @ matrix)
-    return matrix.astype(np.float32)
+        # A value listed twice in a cell still counts once: every entry weighs
+        # 1 / (entries in its row), as dividing each row by its sum would give.
+        matrix.data = np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32)
+    else:
+        matrix.data = np.ones(len(matrix.indices), dtype=np.float32)
+    return matrix
 
 
 def feature_matrix(
@@ -115,8 +166,7 @@ def feature_matrix(
         col_parts.append(np.arange(n))
         offset = n
     if attributes:
-        rows, names = attribute_pairs(frame, columns, delimiter)
-        vocabulary, codes = np.unique(names, return_inverse=True)
+        rows, codes, vocabulary = attribute_codes(frame, columns, delimiter)
         names_parts.append(vocabulary)
         row_parts.append(rows)
         col_parts.append(codes + offset)
@@ -145,12 +195,14 @@ def rows_for_new(
     model knows also gets its identity feature (``id:<id>``) when the map has it;
     a new one simply has none.
     """
-    rows, names = attribute_pairs(frame, columns, delimiter)
-    unknown = sorted(set(names[feature_names.rows(names) < 0].tolist()))
+    rows, codes, vocabulary = attribute_codes(frame, columns, delimiter)
+    found = feature_names.rows(vocabulary)  # one lookup per distinct value, not per pair
+    unknown = vocabulary[found < 0].tolist()  # sorted: the vocabulary is
+    cols = found[codes]
     if identity:
+        ids = np.char.add(IDENTITY_PREFIX, frame[ID].to_numpy(dtype=str))
         rows = np.concatenate([np.arange(len(frame)), rows])
-        names = np.concatenate([np.char.add(IDENTITY_PREFIX, frame[ID].to_numpy(dtype=str)), names])
-    cols = feature_names.rows(names)
+        cols = np.concatenate([feature_names.rows(ids), cols])
     known = cols >= 0
     matrix = sp.csr_matrix(
         (np.ones(int(known.sum()), dtype=np.float32), (rows[known], cols[known])),
@@ -173,12 +225,19 @@ class Dataset:
     item_features: sp.csr_matrix
 
 
+def _rows_of_column(ids: IdMap, column: pd.Series) -> np.ndarray:
+    # A million interactions name a hundred thousand employees: look each one up once.
+    codes, uniques = pd.factorize(column)
+    found = ids.rows(np.asarray(uniques, dtype=str))
+    return np.where(codes >= 0, found[codes], -1) if len(found) else np.full(len(codes), -1)
+
+
 def interaction_matrices(
     taken: pd.DataFrame, users: IdMap, items: IdMap
 ) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """Binary interaction matrix and weight matrix of clean trainings-taken rows."""
-    user_rows = users.rows(taken["user_id"])
-    item_rows = items.rows(taken["training_id"])
+    user_rows = _rows_of_column(users, taken["user_id"])
+    item_rows = _rows_of_column(items, taken["training_id"])
     known = (user_rows >= 0) & (item_rows >= 0)
     shape = (len(users), len(items))
     coords = (user_rows[known], item_rows[known])

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import logging
+import secrets
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -596,9 +597,9 @@ def precompute(
         return PrecomputeResult("unchanged", pointer["version"], model_version, data.version)
     bundle = bundle or load_bundle(store, model_version)
     table, export = compute_recommendations(bundle, data.extracts, config)
-    version = (
-        f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{model_version[-6:]}-{data.version[:6]}"
-    )
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    # Unique even for two runs in one second: a served version is never overwritten.
+    version = f"{stamp}-{data.version[:6]}-{secrets.token_hex(3)}"
     meta = {
         "version": version,
         "model_version": model_version,
@@ -609,7 +610,7 @@ def precompute(
         "k": int(table.items.shape[1]),
     }
     prefix = f"recommendations/{version}"
-    store.write(f"{prefix}/top.npz", table.to_bytes())
+    store.write(f"{prefix}/top.npz", table.to_bytes(), if_none_match=True)
     store.write(f"{prefix}/meta.json", _json(meta), content_type="application/json")
     csv_bytes = export.to_csv(index=False).encode("utf-8")
     store.write(f"{prefix}/recommendations.csv", csv_bytes, content_type="text/csv")

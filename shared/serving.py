@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from shared.bundle import ModelBundle
-from shared.errors import ModelLoadError, NoModelError, NotFoundError, TrainingRecommenderError
+from shared.errors import ModelLoadError, NoModelError, NotFoundError
 from shared.features import IdMap, entity_frame, rows_for_new
 from shared.pipeline import (
     RECOMMENDATIONS_POINTER,
@@ -181,32 +181,56 @@ class ServingCache:
     _snapshot: Snapshot | None = None
     _checked_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _failed_etag: str | None = None
     last_error: str | None = None
 
     def current(self) -> Snapshot:
-        """The snapshot to answer from; raises NoModelError before anything was published."""
-        now = time.monotonic()
-        if self._snapshot is None or now - self._checked_at >= self.refresh_seconds:
-            with self._lock:  # one refresh at a time; the others keep answering
-                if self._snapshot is None or now - self._checked_at >= self.refresh_seconds:
-                    self._refresh()
-                    self._checked_at = time.monotonic()
+        """The snapshot to answer from; raises NoModelError before anything was published.
+
+        While one request loads a new version, the others keep answering from the
+        current one (only the very first load makes requests wait).
+        """
+        if time.monotonic() - self._checked_at >= self.refresh_seconds or self._snapshot is None:
+            waiting = self._snapshot is None
+            if self._lock.acquire(blocking=waiting):
+                try:
+                    if time.monotonic() - self._checked_at >= self.refresh_seconds or (
+                        self._snapshot is None
+                    ):
+                        self._refresh()
+                        self._checked_at = time.monotonic()
+                finally:
+                    self._lock.release()
         if self._snapshot is None:
             raise NoModelError(self.last_error or "no recommendations have been computed yet")
         return self._snapshot
 
     def _refresh(self) -> None:
+        # Whatever goes wrong here, an instance keeps answering from the version it
+        # has: a storage outage or a broken upload must not turn answers into 500s.
         try:
             pointer, etag = read_pointer(self.store, RECOMMENDATIONS_POINTER)
-            if etag is None or (self._snapshot is not None and etag == self._snapshot.etag):
-                return
+        except Exception as exc:
+            self._failed("could not read the pointer", exc)
+            return
+        if etag is None or etag == self._failed_etag:
+            return  # nothing published yet, or a version already found broken
+        if self._snapshot is not None and etag == self._snapshot.etag:
+            return
+        try:
             self._snapshot = load_snapshot(self.store, pointer, etag, self.rules)
+        except ModelLoadError as exc:
+            self._failed_etag = etag  # corrupted: do not reload it every few seconds
+            self._failed(f"version {pointer.get('version')} is broken", exc)
+        except Exception as exc:
+            self._failed(f"could not load version {pointer.get('version')}", exc)
+        else:
             self.last_error = None
             log.info("serving recommendations %s", pointer.get("version"))
-        except (TrainingRecommenderError, ValueError, KeyError) as exc:
-            # Keep serving what we have; report the failure on /health.
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            log.error("could not load the current version, keeping the previous one: %s", exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        log.error("%s; keeping the previous version", self.last_error)
 
 
 def _employee_row(snapshot: Snapshot, employee_id: str) -> int:
