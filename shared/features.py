@@ -9,7 +9,6 @@ first when enabled, so row ``i``'s identity is column ``i`` as in
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -67,24 +66,27 @@ def attribute_pairs(
     return rows, vocabulary[codes]
 
 
-def _split_cells(cells: np.ndarray, delimiter: str) -> tuple[np.ndarray, np.ndarray]:
-    """(owner row, piece) of every piece of multi-valued cells, in row order.
+def _split_cells(cells: np.ndarray, delimiter: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(owner row, piece code) of every piece of multi-valued cells, in row order, and the
+    distinct pieces the codes point into.
 
-    Employees share combinations of values, so each distinct cell is split once.
+    Employees share combinations of values, so each distinct cell is split once, and
+    all of them in one ``str.split`` of their concatenation (a Python loop splitting
+    cell by cell costs several times more).
     """
     cell_codes, distinct = pd.factorize(cells)
-    pieces = [str(cell).split(delimiter) for cell in distinct]
-    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-    flat = np.fromiter(
-        itertools.chain.from_iterable(pieces), dtype=object, count=int(lengths.sum())
+    lengths = np.fromiter(
+        (cell.count(delimiter) + 1 for cell in distinct), dtype=np.int64, count=len(distinct)
     )
+    pieces = np.asarray(delimiter.join(distinct).split(delimiter), dtype=object)
+    piece_codes, values = pd.factorize(pieces)
     starts = np.cumsum(lengths) - lengths
     row_lengths = lengths[cell_codes]
     owner = np.repeat(np.arange(len(cells), dtype=np.int64), row_lengths)
     # Piece j of a row is piece j of its distinct cell: start of that cell + j.
     first_of_row = np.cumsum(row_lengths) - row_lengths
     within = np.arange(len(owner), dtype=np.int64) - np.repeat(first_of_row, row_lengths)
-    return owner, flat[np.repeat(starts[cell_codes], row_lengths) + within]
+    return owner, piece_codes[np.repeat(starts[cell_codes], row_lengths) + within], values
 
 
 def attribute_codes(
@@ -105,11 +107,10 @@ def attribute_codes(
     for column in columns.features:
         cells = frame[column].astype(str).to_numpy(dtype=object)
         if column in columns.multi_valued:
-            owner, values = _split_cells(cells, delimiter)
+            owner, codes, uniques = _split_cells(cells, delimiter)
         else:
             owner = np.arange(n, dtype=np.int64)
-            values = cells
-        codes, uniques = pd.factorize(values)
+            codes, uniques = pd.factorize(cells)
         cleaned = np.asarray(
             [f"{column}:{v.strip().lower()}" if v.strip() else "" for v in uniques],
             dtype=object,
@@ -226,10 +227,16 @@ class Dataset:
 
 
 def _rows_of_column(ids: IdMap, column: pd.Series) -> np.ndarray:
-    # A million interactions name a hundred thousand employees: look each one up once.
-    codes, uniques = pd.factorize(column)
-    found = ids.rows(np.asarray(uniques, dtype=str))
-    return np.where(codes >= 0, found[codes], -1) if len(found) else np.full(len(codes), -1)
+    """Rows of a column of ids (-1 for an id the map does not know).
+
+    A million interactions name a hundred thousand employees: the map's ids and the
+    column are factorized together, once, so that each cell costs one hash lookup.
+    """
+    known = ids.ids.astype(object)
+    codes, uniques = pd.factorize(np.concatenate([known, column.to_numpy(dtype=object)]))
+    row_of_code = np.full(len(uniques), -1, dtype=np.int64)
+    row_of_code[codes[: len(known)][::-1]] = np.arange(len(known) - 1, -1, -1)  # first wins
+    return row_of_code[codes[len(known) :]]
 
 
 def interaction_matrices(

@@ -27,6 +27,7 @@ import json
 import logging
 import secrets
 import threading
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -56,6 +57,7 @@ from shared.modeling import OracleFn, TrainedModel, train_model
 from shared.registry import (
     MODELS_POINTER,
     current_version,
+    describe_damage,
     load_bundle,
     metadata_of,
     move_pointer,
@@ -442,7 +444,15 @@ class RecommendationTable:
                     archive["active"],
                     metadata,
                 )
-        except (ValueError, KeyError, OSError, EOFError, TypeError, zlib.error) as exc:
+        except (
+            ValueError,
+            KeyError,
+            OSError,
+            EOFError,
+            TypeError,
+            zlib.error,
+            zipfile.BadZipFile,
+        ) as exc:
             raise ModelLoadError(f"recommendation table cannot be read: {exc}") from None
         n = len(table.user_ids)
         if not (
@@ -478,14 +488,11 @@ def compute_recommendations(
     taken, _ = interaction_matrices(extracts.taken, user_map, IdMap(bundle.item_ids))
     active = active_trainings(bundle, extracts.trainings, config.rules)
     depth = max(serving.depth, serving.top_k)
-    n = len(users)
-    items = np.full((n, min(depth, len(bundle.item_ids))), NO_ITEM, dtype=np.int32)
-    scores = np.full(items.shape, -np.inf, dtype=np.float32)
-    for start in range(0, n, serving.chunk_size):
-        stop = min(start + serving.chunk_size, n)
-        items[start:stop], scores[start:stop] = recommender.for_feature_rows(
-            feature_rows[start:stop], depth, taken[start:stop], active
-        )
+    # Scored a cache-sized block at a time on every core: memory is bounded by
+    # serving.chunk_size rows of scores, never employees x trainings.
+    items, scores = recommender.for_feature_rows(
+        feature_rows, depth, taken, active, chunk_size=serving.chunk_size
+    )
     table = RecommendationTable(
         user_map.ids, items, scores, np.diff(taken.indptr) > 0, feature_rows, taken, active, {}
     )
@@ -625,4 +632,8 @@ def load_recommendations(store: BlobStore, version: str) -> RecommendationTable:
         meta = store.read(f"recommendations/{version}/meta.json")
     except NotFoundError as exc:
         raise ModelLoadError(f"recommendations {version} are incomplete: {exc}") from None
-    return RecommendationTable.from_bytes(npz, meta)
+    try:
+        return RecommendationTable.from_bytes(npz, meta)
+    except ModelLoadError as exc:
+        where = f"recommendations/{version}/top.npz"
+        raise ModelLoadError(f"{where}: {describe_damage(npz, exc)}") from None

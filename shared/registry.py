@@ -104,7 +104,18 @@ def load_bundle(store: BlobStore, version: str) -> ModelBundle:
         meta = store.read(f"models/{version}/{JSON_NAME}")
     except NotFoundError as exc:
         raise ModelLoadError(f"model {version} is incomplete: {exc}") from None
-    return ModelBundle.from_bytes(npz, meta)
+    try:
+        return ModelBundle.from_bytes(npz, meta)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"models/{version}/{NPZ_NAME}: {describe_damage(npz, exc)}") from None
+
+
+def describe_damage(npz: bytes, exc: Exception) -> str:
+    """Say plainly when a file is not an .npz archive at all (numpy's own message
+    suggests loading it with pickle enabled, which is exactly what must not be done)."""
+    if not npz.startswith(b"PK\x03\x04"):
+        return "not an .npz archive (damaged or overwritten)"
+    return str(exc)
 
 
 def metadata_of(store: BlobStore, version: str) -> tuple[dict[str, Any], str]:

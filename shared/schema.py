@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -95,14 +96,32 @@ def _decode(data: bytes, source: str) -> str:
         raise ExtractError(source, [Problem(source, message, data[:nul].count(b"\n") + 1)])
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
+    except UnicodeDecodeError as exc:
+        _refuse_mixed_encodings(data, exc, source)
     try:
         return data.decode("cp1252")  # Excel's "CSV" export on Western Windows
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         message = f"unreadable encoding: neither UTF-8 nor cp1252 (byte {data[exc.start]:#04x})"
         raise ExtractError(source, [Problem(source, message, line)]) from None
+
+
+def _refuse_mixed_encodings(data: bytes, exc: UnicodeDecodeError, source: str) -> None:
+    """A file that is partly UTF-8 (accented text decodes) and partly not was pasted
+    together from two exports: decoding it all as cp1252 would garble the UTF-8 part."""
+    bad_line = data[: exc.start].count(b"\n") + 1
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        message = (
+            f"mixed encodings: line {number} is UTF-8 but line {bad_line} is not "
+            "(save the whole file in one encoding, preferably UTF-8)"
+        )
+        raise ExtractError(source, [Problem(source, message, bad_line)])
 
 
 def _sniff_delimiter(header: str) -> str:
@@ -146,7 +165,7 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
     text = _decode(data, source)
     if not text.strip():
         raise ExtractError(source, [Problem(source, "the file is empty", 1)])
-    header = text.lstrip(" \t\r\n").split("\n", 1)[0]
+    header = re.split(r"\r\n|\r|\n", text.lstrip(" \t\r\n"), maxsplit=1)[0]  # Mac: lone CR
     delimiter = _sniff_delimiter(header)
     try:
         with warnings.catch_warnings():
@@ -221,7 +240,22 @@ def _field_count_problems(text: str, delimiter: str, source: str, exc: Exception
             problems.append(Problem(source, message, start))
             if len(problems) == MAX_LINES_LISTED:
                 break
-    return problems or [Problem(source, f"malformed CSV: {exc}")]
+    if problems:
+        return problems
+    opened = _unclosed_quote_line(text)
+    if opened is not None:
+        return [Problem(source, "a quoted field opened here is never closed", opened)]
+    return [Problem(source, f"malformed CSV: {exc}")]
+
+
+def _unclosed_quote_line(text: str) -> int | None:
+    """The line where a quote opens that no later quote closes ("" escapes count twice)."""
+    inside, opened = False, None
+    for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+        if line.count('"') % 2:
+            inside = not inside
+            opened = number if inside else None
+    return opened if inside else None
 
 
 def _header_problems(table: _Table, required: list[str]) -> list[Problem]:
@@ -252,6 +286,20 @@ def _blank_id_problem(
         return pd.Series(True, index=ids.index), []
     problem = table.problem(np.flatnonzero(blank), "blank identifier: row dropped", column)
     return pd.Series(~blank, index=ids.index), [problem]
+
+
+def _repeated_header(
+    table: _Table, frame: pd.DataFrame, keep: pd.Series
+) -> tuple[pd.Series, list[Problem]]:
+    """Rows that repeat the header (two exports pasted together): never data."""
+    repeated = pd.Series(True, index=frame.index)
+    for name in frame.columns:
+        repeated &= frame[name] == name
+    hits = np.flatnonzero((repeated & keep).to_numpy())
+    if not len(hits):
+        return keep, []
+    message = "the header is repeated as a data row (files pasted together?): row dropped"
+    return keep & ~repeated, [table.problem(hits, message)]
 
 
 def _exact_duplicates(
@@ -326,8 +374,9 @@ def parse_entities(
     for name in columns.extra:  # optional: blank when the file does not have it
         frame[name] = _strip(table.frame, [name])[name] if name in table.frame else ""
     keep, problems = _blank_id_problem(table, frame[columns.id], columns.id)
+    keep, repeated_header = _repeated_header(table, frame, keep)
     keep, duplicates = _exact_duplicates(table, frame, keep)
-    problems += duplicates
+    problems += repeated_header + duplicates
 
     kept = frame[keep]
     repeated = kept[columns.id].duplicated(keep=False)
@@ -400,8 +449,9 @@ def parse_taken(
     keep_t, blank_t = _blank_id_problem(table, frame[cols.training_id], cols.training_id)
     keep &= keep_t
     problems += blank_t
+    keep, repeated_header = _repeated_header(table, frame, keep)
     keep, duplicates = _exact_duplicates(table, frame, keep)
-    problems += duplicates
+    problems += repeated_header + duplicates
 
     for known, column, what in (
         (known_users, cols.user_id, "employee"),

@@ -7,7 +7,10 @@ the exported factors reproduce ``LightFM.predict`` exactly (tested).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +19,13 @@ import scipy.sparse as sp
 from shared.bundle import ModelBundle
 
 NO_ITEM = -1  # fills a top-k row when fewer candidates than k remain
+
+# Below this many columns a row is simply sorted; above it, rows are cut into blocks.
+_DIRECT_COLUMNS = 256
+# Rows scored at once inside a chunk: a score block small enough to stay in a core's
+# cache while it is selected from (about 4 MiB).
+_BLOCK_BYTES = 4 * 1024 * 1024
+_WORKERS = 2  # the deployment's cores; BLAS runs one thread per worker meanwhile
 
 
 def top_k(
@@ -26,10 +36,14 @@ def top_k(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` columns of each row, best first, excluded columns never returned.
 
+    Equal scores are ordered by column, so the answer is exactly the first ``k`` of a
+    stable sort of each row, best first; it is found without sorting the row.
+
     Parameters
     ----------
     scores
-        Float matrix, one row per employee; modified in place when ``exclude`` is given.
+        Float matrix, one row per employee; modified in place when ``exclude`` or
+        ``allowed`` is given.
     k
         How many per row (at most the number of columns).
     exclude
@@ -47,21 +61,93 @@ def top_k(
     k = min(k, n_cols)
     if k <= 0:
         return np.empty((n_rows, 0), np.int32), np.empty((n_rows, 0), np.float32)
+    _mask_out(scores, exclude, allowed)
+    return _best(scores, k)
+
+
+def _mask_out(
+    scores: np.ndarray, exclude: sp.csr_matrix | None, allowed: np.ndarray | None
+) -> None:
+    """Set excluded entries and columns outside ``allowed`` to ``-inf``, in place."""
     if exclude is not None and exclude.nnz:
-        owners = np.repeat(np.arange(n_rows), np.diff(exclude.indptr))
+        owners = np.repeat(np.arange(scores.shape[0]), np.diff(exclude.indptr))
         scores[owners, exclude.indices] = -np.inf
-    if allowed is not None:
-        scores[:, ~allowed] = -np.inf
-    if k < n_cols:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    if allowed is not None and not allowed.all():
+        scores[:, np.flatnonzero(~allowed)] = -np.inf
+
+
+def _best(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of every row (``0 < k <= columns``): indices ``int32`` and scores ``float32``.
+
+    Without sorting or partitioning whole rows: a row of thousands of trainings is cut
+    into ``nb`` interleaved blocks (block ``j`` holds columns ``j, j + nb, j + 2 nb …``)
+    and the k-th best block maximum is a threshold that at least ``k`` entries reach
+    (the maxima of the k best blocks), so the row's k best are among the entries
+    reaching it — typically a handful more than ``k``. Those few are sorted, equal
+    scores by column: the answer is exactly the first ``k`` of a stable sort. A row
+    holding NaN, or whose threshold lets too many entries through (most of it
+    excluded), is solved on its whole row instead.
+    """
+    n_rows, n_cols = scores.shape
+    if n_cols <= _DIRECT_COLUMNS or 8 * k >= n_cols or n_rows == 0:
+        cols, values = _exact(scores, k)
     else:
-        part = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols))
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    best = np.take_along_axis(part, order, axis=1).astype(np.int32)
-    best_scores = np.take_along_axis(part_scores, order, axis=1).astype(np.float32)
+        scores = np.ascontiguousarray(scores)
+        n_blocks = max(2 * k, min(int(np.sqrt(n_cols * k)), n_cols // 2))
+        width = n_cols // n_blocks  # full rows of blocks; the rest is a ragged tail
+        tail = n_cols - width * n_blocks
+        maxima = scores[:, : width * n_blocks].reshape(n_rows, width, n_blocks).max(axis=1)
+        if tail:
+            np.maximum(maxima[:, :tail], scores[:, width * n_blocks :], out=maxima[:, :tail])
+        threshold = np.partition(maxima, n_blocks - k, axis=1)[:, n_blocks - k, None]
+        flat = np.flatnonzero(scores >= threshold)  # row by row, columns ascending
+        rows = flat // n_cols
+        counts = np.bincount(rows, minlength=n_rows)
+        most = 8 * k
+        # max() propagates NaN: a row holding one is redone (NaN counts as -inf there).
+        redo = (counts < k) | (counts > most) | np.isnan(maxima).any(axis=1)
+        place = np.arange(len(flat)) - (np.cumsum(counts) - counts)[rows]
+        kept = ~redo[rows]
+        flat, rows, place = flat[kept], rows[kept], place[kept]
+        width_kept = int(counts[~redo].max()) if (~redo).any() else k
+        candidates = np.full((n_rows, width_kept), -np.inf, dtype=scores.dtype)
+        candidate_cols = np.zeros((n_rows, width_kept), dtype=np.int64)
+        candidates[rows, place] = scores.ravel()[flat]
+        candidate_cols[rows, place] = flat - rows * n_cols
+        # Padding (-inf) sits after a row's own entries: the stable sort keeps it last.
+        order = np.argsort(-candidates, axis=1, kind="stable")[:, :k]
+        cols = np.take_along_axis(candidate_cols, order, axis=1)
+        values = np.take_along_axis(candidates, order, axis=1)
+        again = np.flatnonzero(redo)
+        if len(again):
+            cols[again], values[again] = _exact(scores[again], k)
+    best = cols.astype(np.int32)
+    best_scores = values.astype(np.float32)
     best[~np.isfinite(best_scores)] = NO_ITEM
     return best, best_scores
+
+
+def _exact(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of every row on the whole row: equal scores ordered by column (stable sort)."""
+    values = np.where(np.isnan(scores), -np.inf, scores) if np.isnan(scores).any() else scores
+    n_rows, n_cols = values.shape
+    if k >= n_cols:
+        cols = np.argsort(-values, axis=1, kind="stable")
+        return cols, np.take_along_axis(values, cols, axis=1)
+    kth = np.partition(values, n_cols - k, axis=1)[:, n_cols - k, None]
+    keep = values >= kth
+    tied_rows = np.flatnonzero(np.count_nonzero(keep, axis=1) != k)
+    if len(tied_rows):  # the k-th score is shared across the cut: keep the first columns
+        sub, sub_kth = values[tied_rows], kth[tied_rows]
+        tied = sub == sub_kth
+        need = k - np.count_nonzero(sub > sub_kth, axis=1)
+        keep[tied_rows] = (sub > sub_kth) | (
+            tied & (np.cumsum(tied, axis=1, dtype=np.int32) <= need[:, None])
+        )
+    cols = (np.flatnonzero(keep) % n_cols).reshape(n_rows, k)  # ascending columns
+    picked = np.take_along_axis(values, cols, axis=1)
+    order = np.argsort(-picked, axis=1, kind="stable")
+    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(picked, order, axis=1)
 
 
 @dataclass(frozen=True)
@@ -90,15 +176,107 @@ class Factors:
             np.asarray(item_features @ item_biases, dtype=np.float32),
         )
 
+    @property
+    def items_augmented(self) -> np.ndarray:
+        """``[V, 1, b_item]`` per training, so that one product gives ``U·V + b_u + b_i``.
+
+        Built once per instance. With :func:`augmented` users, the biases ride in the
+        matrix product instead of costing two passes over every score block.
+        """
+        cached: np.ndarray | None = self.__dict__.get("_items_augmented")
+        if cached is None:
+            n_items, n_factors = self.item_vectors.shape
+            cached = np.empty((n_items, n_factors + 2), dtype=np.float32)
+            cached[:, :n_factors] = self.item_vectors
+            cached[:, n_factors] = 1.0
+            cached[:, n_factors + 1] = self.item_biases
+            object.__setattr__(self, "_items_augmented", cached)
+        return cached
+
     def scores(self, vectors: np.ndarray, biases: np.ndarray) -> np.ndarray:
         """Scores of the given user representations against every training."""
-        out: np.ndarray = vectors @ self.item_vectors.T
-        out += biases[:, None]
-        out += self.item_biases[None, :]
+        out: np.ndarray = augmented(vectors, biases) @ self.items_augmented.T
         return out
 
     def user_scores(self, rows: np.ndarray | slice) -> np.ndarray:
         return self.scores(self.user_vectors[rows], self.user_biases[rows])
+
+    def top_k(
+        self,
+        vectors: np.ndarray,
+        biases: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
+        chunk_size: int = 2048,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k trainings of the given user representations (scores never all held).
+
+        Rows are scored a cache-sized block at a time into a reused buffer, the best
+        ``k`` of each block selected before the next; big inputs are split between
+        the cores. Peak memory is a few ``block x n_items`` buffers, whatever the
+        number of rows. Same answer as :func:`top_k` over :meth:`scores`.
+        """
+        n_rows = len(vectors)
+        n_items = len(self.item_vectors)
+        k = min(k, n_items)
+        indices = np.full((n_rows, max(k, 0)), NO_ITEM, dtype=np.int32)
+        best = np.full(indices.shape, -np.inf, dtype=np.float32)
+        if k <= 0 or n_rows == 0:
+            return indices, best
+        block = max(1, min(chunk_size, _BLOCK_BYTES // (4 * n_items)))
+        starts = range(0, n_rows, block)
+        buffers = threading.local()
+        items = self.items_augmented.T
+
+        def run(start: int) -> None:
+            stop = min(start + block, n_rows)
+            buffer: np.ndarray | None = getattr(buffers, "scores", None)
+            if buffer is None:
+                buffer = buffers.scores = np.empty((block, n_items), dtype=np.float32)
+            scores = buffer[: stop - start]
+            np.matmul(
+                augmented(vectors[start:stop], biases[start:stop]),
+                items,
+                out=scores,
+            )
+            _mask_out(scores, None if exclude is None else exclude[start:stop], allowed)
+            indices[start:stop], best[start:stop] = _best(scores, k)
+
+        if len(starts) < 2 * _WORKERS:
+            for start in starts:
+                run(start)
+        else:
+            _in_parallel(run, starts)
+        return indices, best
+
+
+def augmented(vectors: np.ndarray, biases: np.ndarray) -> np.ndarray:
+    """``[U, b_user, 1]`` per employee: the left side of :attr:`Factors.items_augmented`."""
+    n_rows, n_factors = vectors.shape
+    out = np.empty((n_rows, n_factors + 2), dtype=np.float32)
+    out[:, :n_factors] = vectors
+    out[:, n_factors] = biases
+    out[:, n_factors + 1] = 1.0
+    return out
+
+
+def _in_parallel(run: Callable[[int], None], starts: Iterable[int]) -> None:
+    """``run(start)`` for every start on the cores, BLAS one thread per worker meanwhile.
+
+    numpy releases the GIL in the matrix product and in the selection, so two worker
+    threads keep both cores busy; a multi-threaded BLAS inside each would only fight
+    them (and a small product split over threads costs more than it gains).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - installed with scikit-learn (LightFM)
+        limits: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    else:
+        limits = threadpool_limits(limits=1, user_api="blas")
+    with limits, ThreadPoolExecutor(_WORKERS, thread_name_prefix="top-k") as pool:
+        for done in [pool.submit(run, start) for start in starts]:
+            done.result()
 
 
 class Recommender:
@@ -119,14 +297,23 @@ class Recommender:
 
     def for_known(self, user_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of known employees (by row), trainings they took excluded."""
-        scores = self.factors.user_scores(user_rows)
-        return top_k(scores, k, self.bundle.taken[user_rows])
+        factors = self.factors
+        return factors.top_k(
+            factors.user_vectors[user_rows],
+            factors.user_biases[user_rows],
+            k,
+            self.bundle.taken[user_rows],
+        )
+
+    def feature_vectors(self, feature_rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Representations and biases of employees described by feature rows."""
+        vectors = np.asarray(feature_rows @ self.bundle.user_feature_embeddings, dtype=np.float32)
+        biases = np.asarray(feature_rows @ self.bundle.user_feature_biases, dtype=np.float32)
+        return vectors, biases
 
     def feature_scores(self, feature_rows: sp.csr_matrix) -> np.ndarray:
         """Scores of employees described by feature rows against every training."""
-        vectors = np.asarray(feature_rows @ self.bundle.user_feature_embeddings, dtype=np.float32)
-        biases = np.asarray(feature_rows @ self.bundle.user_feature_biases, dtype=np.float32)
-        return self.factors.scores(vectors, biases)
+        return self.factors.scores(*self.feature_vectors(feature_rows))
 
     def for_feature_rows(
         self,
@@ -134,21 +321,29 @@ class Recommender:
         k: int,
         exclude: sp.csr_matrix | None = None,
         allowed: np.ndarray | None = None,
+        chunk_size: int = 2048,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of employees described by feature rows (new employees: attributes only)."""
-        return top_k(self.feature_scores(feature_rows), k, exclude, allowed)
+        """Top-k of employees described by feature rows (new employees: attributes only).
+
+        Any number of rows: they are scored a block at a time (see :meth:`Factors.top_k`).
+        """
+        vectors, biases = self.feature_vectors(feature_rows)
+        return self.factors.top_k(vectors, biases, k, exclude, allowed, chunk_size)
 
     def for_all(self, k: int, chunk_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Top-k of every known employee, ``chunk_size`` at a time.
+        """Top-k of every known employee, yielded ``chunk_size`` rows at a time.
 
-        Peak memory is one ``chunk_size x n_items`` score block, whatever the number
-        of employees. Yields ``(first row, indices, scores)``.
+        Scores are never all held: peak memory is a few cache-sized score blocks
+        (at most ``chunk_size`` rows each) plus the ``n_users x k`` answer, whatever
+        the number of employees. Yields ``(first row, indices, scores)``.
         """
         n_users = len(self.bundle.user_ids)
+        factors = self.factors
+        indices, scores = factors.top_k(
+            factors.user_vectors, factors.user_biases, k, self.bundle.taken, None, chunk_size
+        )
         for start in range(0, n_users, chunk_size):
-            rows = np.arange(start, min(start + chunk_size, n_users))
-            indices, scores = self.for_known(rows, k)
-            yield start, indices, scores
+            yield start, indices[start : start + chunk_size], scores[start : start + chunk_size]
 
     def similar(
         self, item_row: int, k: int, allowed: np.ndarray | None = None

@@ -216,6 +216,7 @@ class ServingCache:
         if etag is None or etag == self._failed_etag:
             return  # nothing published yet, or a version already found broken
         if self._snapshot is not None and etag == self._snapshot.etag:
+            self.last_error = None  # storage answered again, and nothing changed
             return
         try:
             self._snapshot = load_snapshot(self.store, pointer, etag, self.rules)

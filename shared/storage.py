@@ -616,7 +616,7 @@ class AzureBlobStore:
         Raises ``LeaseUnavailableError`` if another holder has it. Call ``renew()`` more
         often than every ``seconds`` during long work; a crashed holder's lease expires.
         """
-        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         _check_lease_seconds(seconds)
         try:
@@ -633,7 +633,7 @@ class AzureBlobStore:
             lease.released = True
             try:
                 client.release()
-            except HttpResponseError as exc:
+            except AzureError as exc:  # HTTP errors and lost connections alike
                 # It expires by itself within `seconds`; failing finished work over it is worse.
                 _LOG.warning("could not release the lease on %s: %s", path, exc)
 

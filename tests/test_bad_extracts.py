@@ -184,9 +184,7 @@ CASES = [
         (Located(r"(?i)encoding", 3),),
         never_text="Ã",
     ),
-    Case(
-        "leading_zeros_spaces.csv", "users", ACCEPTED, kept_ids=("000001", "000002", "000010")
-    ),
+    Case("leading_zeros_spaces.csv", "users", ACCEPTED, kept_ids=("000001", "000002", "000010")),
     Case(
         "formula_cells.csv",
         "trainings",
@@ -217,14 +215,8 @@ CASES = [
         generate=free_text_attribute,
     ),
 ]
-ON_AZURITE = {
-    "zero_bytes.csv",
-    "png_image.png",
-    "truncated_mid_row.csv",
-    "repeated_column.csv",
-    "formula_cells.csv",
-    "over_max_rows",
-}
+# The same drops through the Azure store: rejected (empty, binary, over a limit) and accepted.
+ON_AZURITE = {"zero_bytes.csv", "png_image.png", "over_max_rows", "formula_cells.csv"}
 
 
 def case_id(case: Case) -> str:
@@ -334,9 +326,8 @@ def drop_and_check(store: BlobStore, case: Case) -> None:
             assert all(isinstance(i, str) for i in ids)
         assert not set(case.never_ids) & set(ids)
         if case.never_text is not None:
-            assert not frame.apply(lambda c: c.astype(str).str.contains(case.never_text, regex=False)).any(
-                axis=None
-            ), frame
+            values = frame.astype(str).to_numpy().ravel()
+            assert not [v for v in values if case.never_text in v], frame
 
     # The same answers from the instance that was serving and from a fresh one.
     assert answers(serving) == served
@@ -436,12 +427,16 @@ HEADER_NAMES = [
     "rating",
     "date",
 ]
+TRAININGS_HEADER = "Training-Id,Training Title,main skill,category,provider,language,level"
 REAL_HEADERS = {
-    "users": USERS_HEADER.split(","),
-    "trainings": "Training-Id,Training Title,main skill,category,provider,language,level".split(","),
-    "trainings-taken": "User-Id,Training-Id,rating,date".split(","),
+    kind: header.split(",")
+    for kind, header in [
+        ("users", USERS_HEADER),
+        ("trainings", TRAININGS_HEADER),
+        ("trainings-taken", "User-Id,Training-Id,rating,date"),
+    ]
 }
-NASTY = [*',;\t|"\'\r\n =+-@é€ÿ', "\ufeff", "\u2028", "\x85", "\x1a", '""', "\\"]
+NASTY = [*",;\t|\"'\r\n =+-@é€ÿ", "\ufeff", "\u2028", "\x85", "\x1a", '""', "\\"]
 TIGHT = Config.from_dict(
     {"contract": {"limits": {"max_rows": 3, "max_distinct_values": 2, "max_bytes": 2_000}}}
 ).contract
@@ -481,18 +476,23 @@ def csv_like(draw: st.DrawFn, kind: str) -> bytes:
         rows.insert(draw(st.integers(0, len(rows))), list(header))  # the header as a row
     if rows and sometimes(draw, 8):  # one cell over csv's field size limit
         rows[-1] = [*rows[-1], "y" * draw(st.integers(131_000, 140_000))]
-    delimiter = draw(st.sampled_from([",", ",", ";", ";", "\t", "|"][: 6 if sometimes(draw, 6) else 5]))
+    # "|" is not a delimiter the contract knows: now and then, so most files can be read.
+    delimiter = "|" if sometimes(draw, 20) else draw(st.sampled_from([",", ";", "\t"]))
     end = draw(st.sampled_from(["\n", "\r\n", "\r"]))
     quoting = draw(st.sampled_from(["minimal", "minimal", "all", "raw", "broken"]))
     buffer = io.StringIO()
     if quoting in ("minimal", "all"):
-        mode = csv.QUOTE_ALL if quoting == "all" else csv.QUOTE_MINIMAL
-        writer = csv.writer(buffer, delimiter=delimiter, lineterminator=end, quoting=mode)
+        writer = csv.writer(
+            buffer,
+            delimiter=delimiter,
+            lineterminator=end,
+            quoting=csv.QUOTE_ALL if quoting == "all" else csv.QUOTE_MINIMAL,
+        )
         writer.writerows([header, *rows])
     else:
-        for fields in [header, *rows]:
-            if quoting == "broken":  # quotes opened and never closed
-                fields = [f'"{c}' if i % 2 else c for i, c in enumerate(fields)]
+        for line in [header, *rows]:
+            # "broken": every other field opens a quote and never closes it.
+            fields = [f'"{c}' if quoting == "broken" and i % 2 else c for i, c in enumerate(line)]
             buffer.write(delimiter.join(fields) + end)
     text = buffer.getvalue()
     if sometimes(draw, 5):
@@ -503,7 +503,7 @@ def csv_like(draw: st.DrawFn, kind: str) -> bytes:
         bom = [codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE]
         data = draw(st.sampled_from(bom)) + data
     if sometimes(draw, 4):
-        damage = draw(st.sampled_from([b"\x00", b"\x00", b"\x81\x8d\x8f", b"\xff\xfe", b"\xe9", b"\xc3"]))
+        damage = draw(st.sampled_from([b"\x00", b"\x81\x8d\x8f", b"\xff\xfe", b"\xe9", b"\xc3"]))
         at = draw(st.integers(0, len(data)))
         data = data[:at] + damage + data[at:]
     return data

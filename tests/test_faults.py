@@ -194,6 +194,16 @@ class HookedStore:
         return etag
 
 
+def meet_at(barrier: threading.Barrier, matches: Callable[[str], bool]) -> Callable[[str], None]:
+    """A ``before_write`` hook: each thread waits at the barrier before its matching write."""
+
+    def before_write(path: str) -> None:
+        if matches(path):
+            barrier.wait()
+
+    return before_write
+
+
 def with_newcomer(employee_id: str) -> bytes:
     """The users extract plus one employee: new data, hence a new recommendations version."""
     newcomer = DATA.users.iloc[[3]].assign(**{"User-Id": employee_id})
@@ -223,7 +233,8 @@ class Emulator:
         self.location.mkdir()
         self.log = folder / "azurite.log"
         self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        if not self.binary.is_file():
+            pytest.fail(f"Azurite not found at {self.binary}: run `npm ci`", pytrace=False)
 
     @property
     def connection_string(self) -> str:
@@ -258,7 +269,6 @@ class Emulator:
         while self.process.poll() is None and time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                self.starts += 1
                 return
             except OSError:
                 time.sleep(0.05)
@@ -325,9 +335,9 @@ def test_storage_stopped_mid_run_fails_loudly_and_the_next_run_needs_no_cleanup(
 
     with pytest.raises((AzureError, TrainingRecommenderError)) as failure:
         if operation == "retrain":
-            retrain(stopping, CONFIG)  # type: ignore[arg-type]
+            retrain(stopping, CONFIG)
         else:
-            precompute(stopping, CONFIG, force=True)  # type: ignore[arg-type]
+            precompute(stopping, CONFIG, force=True)
     assert own_azurite.process is None, f"storage was never stopped before {stop_before}"
     assert is_storage_error(failure.value), repr(failure.value)
 
@@ -374,7 +384,7 @@ def test_while_storage_is_down_a_serving_instance_keeps_answering_and_a_new_one_
 # --- the SDK fails one chosen request, on the regular Azurite -----------------------------
 
 
-class FailingTransport(RequestsTransport):
+class FailingTransport(RequestsTransport):  # type: ignore[misc]
     """The SDK's HTTP transport, failing the requests ``fails`` picks like a dropped connection."""
 
     def __init__(self, fails: Callable[[int, Any], bool]) -> None:
@@ -448,7 +458,6 @@ def request_to(method: str, ending: str, lease_action: str | None = None) -> Cal
 
 RETRAIN_CALLS = {
     "acquire-lease": request_to("PUT", RETRAIN_LOCK.split("/", 1)[1], "acquire"),
-    "read-extracts-pointer": request_to("GET", EXTRACTS_POINTER.split("/", 1)[1]),
     "write-model": request_to("PUT", NPZ_NAME),
     "move-models-pointer": request_to("PUT", MODELS_POINTER.split("/", 1)[1]),
     "write-top": request_to("PUT", "top.npz"),
@@ -513,15 +522,18 @@ def test_two_writers_moving_a_pointer_from_the_same_etag_exactly_one_wins(
     store: BlobStore, pointer: str
 ) -> None:
     move_pointer(store, pointer, {"version": "v0"}, None)
-    _, etag = read_pointer(store, pointer)
-    start = threading.Barrier(2, timeout=WAIT)
+    read_both = threading.Barrier(2, timeout=WAIT)
+    etags: list[str | None] = []
 
     def writer(version: str) -> str:
-        start.wait()  # both hold the same etag and write at the same moment
-        move_pointer(store, pointer, {"version": version}, etag)
+        content, etag = read_pointer(store, pointer)
+        etags.append(etag)
+        read_both.wait()  # neither writes before both have read: the same etag
+        move_pointer(store, pointer, {**content, "version": version}, etag)
         return version
 
     outcomes = run_together(lambda: writer("a"), lambda: writer("b"))
+    assert etags[0] is not None and etags[0] == etags[1]
     winners = [o for o in outcomes if isinstance(o, str)]
     losers = [o for o in outcomes if isinstance(o, PreconditionFailedError)]
     assert len(winners) == 1 and len(losers) == 1, outcomes
@@ -533,12 +545,10 @@ def test_two_precomputes_racing_one_moves_the_pointer_the_other_fails_cleanly(
 ) -> None:
     # Both read the pointer before either writes (the barrier), so both hold its etag.
     start = threading.Barrier(2, timeout=WAIT)
-    racing = HookedStore(
-        served_azure, lambda path: start.wait() if path.endswith("/top.npz") else None
-    )
+    racing = HookedStore(served_azure, meet_at(start, lambda path: path.endswith("/top.npz")))
     outcomes = run_together(
-        lambda: precompute(racing, CONFIG, force=True),  # type: ignore[arg-type]
-        lambda: precompute(racing, CONFIG, force=True),  # type: ignore[arg-type]
+        lambda: precompute(racing, CONFIG, force=True),
+        lambda: precompute(racing, CONFIG, force=True),
     )
     winners = [o for o in outcomes if isinstance(o, PrecomputeResult)]
     losers = [o for o in outcomes if isinstance(o, PreconditionFailedError)]
@@ -559,10 +569,11 @@ def test_the_same_blob_delivered_twice_at_once_moves_the_recommendations_pointer
     # Event Grid delivers at least once: two workers may run the same drop concurrently.
     # The barrier holds each until both have read the extracts pointer.
     start = threading.Barrier(2, timeout=WAIT)
-    hooked = HookedStore(
-        served_azure,
-        lambda path: start.wait() if path.startswith("extracts/users/") else None,
-    )
+
+    def is_users_copy(path: str) -> bool:  # the accepted copy, written before the pointer
+        return path.startswith("extracts/users/") and path.endswith(".csv")
+
+    hooked = HookedStore(served_azure, meet_at(start, is_users_copy))
     monkeypatch.setattr(runtime, "app_store", lambda: hooked)
     monkeypatch.setattr(runtime, "app_config", lambda: CONFIG)
     before = read_pointer(served_azure, RECOMMENDATIONS_POINTER)[0]
@@ -595,7 +606,7 @@ def test_a_retrain_while_another_holds_the_lease_exits_busy_at_once(
 
     first = HookedStore(served_azure, pause_when_publishing)
     with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(retrain, first, CONFIG)  # type: ignore[arg-type]
+        running = pool.submit(retrain, first, CONFIG)
         try:
             assert holding.wait(WAIT), "the first retrain never reached its publish step"
             before = pointers(served_azure)
@@ -653,6 +664,28 @@ def publish_then_corrupt(store: BlobStore, file: str, damage: str) -> str:
     version = precompute(store, CONFIG).version
     corrupt(store, f"recommendations/{version}/top.npz", damage)
     return version
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+@pytest.mark.parametrize("file", [NPZ_NAME, "top.npz"])
+def test_loading_a_corrupted_file_raises_model_load_error_naming_its_version(
+    served_root: Path, tmp_path: Path, file: str, damage: str
+) -> None:
+    # The boundary every reader goes through (serving, promote, the CLI): a damaged file
+    # is a ModelLoadError (never a zipfile or zlib error) that names the version.
+    store = LocalFolderStore(Path(shutil.copytree(served_root, tmp_path / "store")))
+    pointer, _ = read_pointer(store, RECOMMENDATIONS_POINTER)
+    if file == NPZ_NAME:
+        version = pointer["model_version"]
+        corrupt(store, f"models/{version}/{NPZ_NAME}", damage)
+        with pytest.raises(ModelLoadError) as failure:
+            load_bundle(store, version)
+    else:
+        version = pointer["version"]
+        corrupt(store, f"recommendations/{version}/top.npz", damage)
+        with pytest.raises(ModelLoadError) as failure:
+            load_recommendations(store, version)
+    assert version in str(failure.value)
 
 
 def on_stores(*cases: tuple[Any, ...]) -> list[Any]:

@@ -188,7 +188,8 @@ def test_unclosed_quote_in_a_large_file_is_an_extract_error() -> None:
     # csv stops at its field size limit where pandas does not: still one clear error.
     data = csv_bytes(TAKEN, "u1,t1,5,", 'u2,"t1,5,' + "x" * 200_000, "u3,t1,4,")
     [problem] = fatal("trainings-taken", data)
-    assert "malformed CSV" in problem.message
+    assert problem.message == "a quoted field opened here is never closed"
+    assert problem.line == 3
 
 
 def test_unknown_kind_is_an_extract_error() -> None:
