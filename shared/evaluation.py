@@ -114,7 +114,7 @@ def ranking_metrics(
     return metrics
 
 
-_RANK_BLOCK = 1 << 22  # scores compared at once while ranking (32 MiB of float64)
+_RANK_BLOCK = 1 << 20  # comparisons made at once while ranking (1 MiB of booleans)
 
 
 def _rank_sums(scores: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
@@ -122,24 +122,34 @@ def _rank_sums(scores: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
 
     A column's rank is the number of scores below its own plus the equal ones to its
     left — what ``scores.argsort(kind="stable").argsort(kind="stable")`` gives — but
-    counted for the few relevant columns only instead of sorting the whole row twice.
+    counted for the few relevant columns only, instead of sorting every row twice.
+    Rows with the same number of relevant columns are compared as one block, each
+    row against its own relevant scores; the equal scores to the left are counted
+    only for the (rare, but for popularity baselines common) relevant scores that
+    are not unique in their row.
     """
     n_rows, n_cols = scores.shape
-    owners = np.repeat(np.arange(n_rows), np.diff(truth.indptr))
-    columns = truth.indices.astype(np.int64)
-    ranks = np.empty(len(owners), dtype=np.int64)
-    step = max(1, _RANK_BLOCK // max(n_cols, 1))
-    for start in range(0, len(owners), step):
-        stop = min(start + step, len(owners))
-        block = scores[owners[start:stop]]
-        own = block[np.arange(stop - start), columns[start:stop], None]
-        ranks[start:stop] = np.count_nonzero(block < own, axis=1)
-        equal = block == own
-        tied = np.flatnonzero(np.count_nonzero(equal, axis=1) > 1)  # more than itself
-        if len(tied):
-            left = np.arange(n_cols) < columns[start:stop][tied, None]
-            ranks[start + tied] += np.count_nonzero(equal[tied] & left, axis=1)
-    return np.bincount(owners, weights=ranks, minlength=n_rows)
+    lengths = np.diff(truth.indptr)
+    sums = np.zeros(n_rows, dtype=np.float64)
+    for length in np.unique(lengths[lengths > 0]).tolist():
+        rows = np.flatnonzero(lengths == length)
+        step = max(1, _RANK_BLOCK // (length * n_cols))
+        for start in range(0, len(rows), step):
+            sub = rows[start : start + step]
+            block = scores[sub]
+            columns = truth.indices[truth.indptr[sub][:, None] + np.arange(length)]
+            own = np.take_along_axis(block, columns, axis=1)[:, :, None]
+            compared = block[:, None, :] < own
+            ranks = np.count_nonzero(compared, axis=2)
+            np.less_equal(block[:, None, :], own, out=compared)
+            tied = np.flatnonzero((np.count_nonzero(compared, axis=2) - ranks).ravel() > 1)
+            if len(tied):  # equal scores: the ones to the left rank below
+                flat = ranks.ravel()
+                for pair in tied.tolist():
+                    i, j = divmod(pair, length)
+                    flat[pair] += np.count_nonzero(block[i, : columns[i, j]] == own[i, j, 0])
+            sums[sub] = ranks.sum(axis=1)
+    return sums
 
 
 def popularity_scorer(train: sp.csr_matrix) -> ScoreFn:

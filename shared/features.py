@@ -47,8 +47,16 @@ class IdMap:
         return np.asarray(self.index.get_indexer(wanted), dtype=np.int64)
 
     def row(self, id_: str) -> int | None:
-        found = int(self.rows([id_])[0])
-        return None if found < 0 else found
+        # One id per HTTP request: a hash lookup, without building an index of one.
+        try:
+            found = self.index.get_loc(str(id_))
+        except KeyError:
+            return None
+        if isinstance(found, int | np.integer):
+            return int(found)
+        if isinstance(found, slice):  # an id listed twice: its first row
+            return int(found.start or 0)
+        return int(np.flatnonzero(found)[0])
 
     def __len__(self) -> int:
         return len(self.ids)

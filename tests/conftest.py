@@ -164,3 +164,21 @@ def store(request: pytest.FixtureRequest) -> BlobStore:
     fixture = "local_store" if request.param == "local" else "azure_store"
     result: BlobStore = request.getfixturevalue(fixture)
     return result
+
+
+@pytest.fixture(scope="session")
+def function_bindings() -> dict[str, list[dict[str, object]]]:
+    """Each function of function_app.py and its bindings, as the Functions host reads them.
+
+    azure-functions 1.26's AsgiFunctionApp.get_functions() may be called once per app
+    (a second call reports the HTTP function as a duplicate), as the host does: so once
+    per test session.
+    """
+    import json
+
+    import function_app
+
+    return {
+        f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]
+        for f in function_app.app.get_functions()
+    }

@@ -205,7 +205,7 @@ def test_a_new_version_is_served_without_restart_and_a_broken_one_never(tmp_path
     assert client.get("/recommendations/777777").status_code == 200
     health = client.get("/health").json()
     assert health["status"] == "degraded"
-    assert "recommendation table cannot be read" in health["last_error"]
+    assert "recommendations/broken/top.npz: not an .npz archive" in health["last_error"]
     assert health["versions"] == after
 
 
