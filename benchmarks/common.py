@@ -36,9 +36,7 @@ class Measure:
     result: Any = None
 
 
-def measure(
-    fn: Callable[[], T], *, memory: str = "same", repeat: int = 1
-) -> tuple[T, Measure]:
+def measure(fn: Callable[[], T], *, memory: str = "same", repeat: int = 1) -> tuple[T, Measure]:
     """Time ``fn()``; ``memory``: ``"same"`` (traced while timed), ``"separate"`` or ``"none"``.
 
     With ``repeat`` > 1 the best wall time is kept (the machine is shared; the best
@@ -90,6 +88,7 @@ class Table:
     rows: list[Row] = field(default_factory=list)
     targets: list[tuple[str, bool, str]] = field(default_factory=list)  # (target, met, detail)
     notes: list[str] = field(default_factory=list)
+    result: Any = None  # what was computed, for the smoke tests to check
 
     def add(
         self,
@@ -138,7 +137,9 @@ class Table:
             if n == 0:
                 out.append("  ".join("-" * w for w in widths))
         for text, met, detail in self.targets:
-            out.append(f"target {text}: {'MET' if met else 'NOT MET'}{f' ({detail})' if detail else ''}")
+            out.append(
+                f"target {text}: {'MET' if met else 'NOT MET'}{f' ({detail})' if detail else ''}"
+            )
         out.extend(self.notes)
         return "\n".join(out)
 
@@ -187,14 +188,14 @@ def log(message: str) -> None:
 
 
 def synthetic_csvs(
-    n_users: int, n_trainings: int, n_interactions: int, seed: int = 0
+    n_users: int, n_trainings: int, n_interactions: int, seed: int = 0, *, root: Path = CACHE
 ) -> dict[str, Path]:
     """The three extracts (and the oracle) of :func:`shared.synthetic.generate`, cached.
 
     Generating 100,000 employees takes a minute or two, so each size is written once
     under ``var/benchmarks/data/`` and reused.
     """
-    folder = CACHE / "data" / f"{n_users}-{n_trainings}-{n_interactions}-{seed}"
+    folder = root / "data" / f"{n_users}-{n_trainings}-{n_interactions}-{seed}"
     kinds = ("users", "trainings", "trainings-taken")
     paths = {kind: folder / f"{kind}.csv" for kind in kinds}
     if not all(p.exists() for p in paths.values()):
@@ -227,7 +228,9 @@ def parse_sizes(argv: Sequence[str] | None, small: dict[str, int], full: dict[st
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", action="store_true", help="quick run at small sizes")
     for name, value in full.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, help=f"default {value:,}")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=int, default=None, help=f"default {value:,}"
+        )
     args = parser.parse_args(argv)
     sizes = dict(small if args.small else full)
     for name in full:

@@ -176,19 +176,28 @@ def run(sizes: dict[str, int], *, extracts: Any = None) -> Table:
     if extracts is None:
         log("reading the synthetic extracts")
         extracts = load_frames(sizes["users"], sizes["trainings"], sizes["interactions"])
-    log("preparing LightFM's inputs (not timed)")
-    inputs = lightfm_inputs(extracts, config)
     table = Table(
         f"interaction and feature matrices from the three frames: {len(extracts.users):,} "
         f"employees, {len(extracts.trainings):,} trainings, {len(extracts.taken):,} taken"
     )
-    log("baseline: lightfm.data.Dataset")
-    baseline, base = measure(lambda: with_lightfm(inputs, config.features), memory="separate")
+    import lightfm.data  # imported before timing: its import is not the baseline's work
+
+    del lightfm
+    log("baseline: frames -> LightFM's inputs -> lightfm.data.Dataset")
+    inputs, prepare = measure(lambda: lightfm_inputs(extracts, config), memory="none", repeat=2)
+    baseline, base = measure(
+        lambda: with_lightfm(inputs, config.features), memory="separate", repeat=3
+    )
     table.add(
         "baseline: lightfm Dataset fit + build_interactions + build_user/item_features",
         base,
-        "input lists prepared beforehand, not timed",
+        "the four calls only; their inputs prepared beforehand",
         baseline=True,
+    )
+    table.add(
+        "  the same from the frames: per-row feature lists first",
+        prepare.seconds + base.seconds,
+        f"+ {prepare.seconds:.3f} s turning the frames into LightFM's inputs (plain Python)",
     )
     log("ours: build_dataset")
 
@@ -197,24 +206,33 @@ def run(sizes: dict[str, int], *, extracts: Any = None) -> Table:
             extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
         )
 
-    dataset, mine = measure(build, memory="separate", repeat=3)
+    dataset, mine = measure(build, memory="separate", repeat=5)
     table.add("ours: shared.features.build_dataset (from the frames)", mine)
     checks = compare(dataset, baseline)
     speedup = base.seconds / mine.seconds
-    table.target(">= 10x faster than lightfm.data.Dataset", speedup >= 10, f"{speedup:,.1f}x")
+    from_frames = (prepare.seconds + base.seconds) / mine.seconds
+    table.target(
+        ">= 10x faster than the four lightfm.data.Dataset calls",
+        speedup >= 10,
+        f"{speedup:,.1f}x",
+    )
+    table.target(
+        ">= 10x faster than lightfm.data.Dataset from the frames",
+        from_frames >= 10,
+        f"{from_frames:,.1f}x",
+    )
     table.target(
         "identical matrices",
         all(checks.values()),
         ", ".join(f"{name} {'identical' if ok else 'DIFFERENT'}" for name, ok in checks.items()),
     )
     table.notes.append(
-        f"shapes: interactions {dataset.interactions.shape} ({dataset.interactions.nnz:,} entries), "
+        f"shapes: interactions {dataset.interactions.shape} "
+        f"({dataset.interactions.nnz:,} entries), "
         f"user features {dataset.user_features.shape}, item features {dataset.item_features.shape}"
     )
-    table.notes.append(
-        "peak MiB: tracemalloc peak of new allocations during a separate traced run"
-    )
-    table.result = {"checks": checks, "ours": dataset}  # type: ignore[attr-defined]
+    table.notes.append("peak MiB: tracemalloc peak of new allocations during a separate traced run")
+    table.result = {"checks": checks, "ours": dataset}
     return table
 
 

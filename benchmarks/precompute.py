@@ -228,7 +228,7 @@ def run(sizes: dict[str, int], *, full_product: bool = True) -> Table:
         "peak MiB: tracemalloc peak of new allocations during the call (BLAS buffers excluded);"
         " the baseline's is from its sampled loop"
     )
-    table.result = {  # type: ignore[attr-defined]
+    table.result = {
         "indices": indices,
         "scores": scores,
         "recommender": recommender,

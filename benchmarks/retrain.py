@@ -13,7 +13,7 @@ counted twice), so the table says where the rest goes.
 
 Target: the whole retrain ≤ 1.5x the bare fitting.
 
-    python -m benchmarks retrain                 # 100,000 employees, 5,000 trainings, 1,000,000 taken
+    python -m benchmarks retrain                 # 100,000 employees x 5,000 trainings
     python -m benchmarks retrain --small         # 10,000 employees
     python -m benchmarks retrain --epochs 10     # cap the epochs (early stopping decides below it)
     python -m benchmarks retrain --profile FILE  # also write a pyinstrument profile (text)
@@ -113,12 +113,12 @@ def instrument(phases: Phases) -> None:
         phases.wrap(owner, attr, label)
 
 
-def prepare_store(sizes: dict[str, int], config: Any, folder: Path) -> Any:
+def prepare_store(sizes: dict[str, int], config: Any, folder: Path, root: Path = CACHE) -> Any:
     """A fresh local-folder store with the three synthetic extracts accepted (not timed)."""
     from shared.pipeline import accept_extract
     from shared.storage import LocalFolderStore
 
-    paths = synthetic_csvs(sizes["users"], sizes["trainings"], sizes["interactions"])
+    paths = synthetic_csvs(sizes["users"], sizes["trainings"], sizes["interactions"], root=root)
     if folder.exists():
         shutil.rmtree(folder)
     store = LocalFolderStore(folder)
@@ -134,7 +134,7 @@ def run(
     *,
     epochs: int | None = None,
     gate: bool = True,
-    folder: Path | None = None,
+    root: Path = CACHE,
     profile: Path | None = None,
     config: Any = None,
 ) -> Table:
@@ -155,9 +155,9 @@ def run(
         f"at most {config.model.epochs} epochs, early stopping "
         f"{'on' if config.model.early_stopping else 'off'}, local-folder store",
     )
-    folder = folder or CACHE / "retrain-store"
+    folder = root / "retrain-store"
     log(f"accepting the extracts into {folder} (not timed)")
-    store = prepare_store(sizes, config, folder)
+    store = prepare_store(sizes, config, folder, root)
 
     phases = Phases()
     instrument(phases)
@@ -222,7 +222,7 @@ def run(
         "seconds of a step exclude the wrapped steps it calls; peak memory not traced here "
         "(tracing would slow the Python parts the table measures)"
     )
-    table.result = {"result": result, "phases": phases, "total": total, "bare": bare}  # type: ignore[attr-defined]
+    table.result = {"result": result, "phases": phases, "total": total, "bare": bare}
     return table
 
 

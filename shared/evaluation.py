@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from shared.scoring import NO_ITEM, top_k
+from shared.scoring import NO_ITEM, row_counts, top_k
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # employee rows -> rows x trainings scores
 METRICS = ("precision", "recall", "ndcg", "auc", "coverage")
@@ -93,12 +93,15 @@ def ranking_metrics(
         scores = np.asarray(score_fn(rows[start:stop]))
         if scores.dtype not in (np.float32, np.float64):
             scores = scores.astype(np.float64)
-        ex, tr = exclude[start:stop], truth[start:stop]
+        ex, tr = exclude[start:stop], truth[start:stop].tocsr()
+        tr.sum_duplicates()
+        tr.eliminate_zeros()  # what counts as relevant: the stored non-zero entries
         best, _ = top_k(scores, k, ex)  # sets excluded scores to -inf in place
         recommended[best[best != NO_ITEM]] = True
-        relevant = tr.toarray().astype(bool)
-        hits = np.take_along_axis(relevant, np.maximum(best, 0), axis=1) & (best != NO_ITEM)
-        n_rel = relevant.sum(axis=1)
+        n_rel = np.diff(tr.indptr)
+        owners = np.repeat(np.arange(stop - start, dtype=np.int64), n_rel)
+        offsets = np.arange(stop - start, dtype=np.int64)[:, None] * n_items
+        hits = np.isin(offsets + best, owners * n_items + tr.indices) & (best != NO_ITEM)
         sums["precision"] += float((hits.sum(axis=1) / k).sum())
         sums["recall"] += float((hits.sum(axis=1) / n_rel).sum())
         ideal = np.cumsum(discounts)[np.minimum(n_rel, k) - 1]
@@ -140,11 +143,11 @@ def _rank_sums(scores: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
             columns = truth.indices[truth.indptr[sub][:, None] + np.arange(length)]
             own = np.take_along_axis(block, columns, axis=1)[:, :, None]
             compared = block[:, None, :] < own
-            ranks = np.count_nonzero(compared, axis=2)
+            ranks = row_counts(compared)
             np.less_equal(block[:, None, :], own, out=compared)
-            tied = np.flatnonzero((np.count_nonzero(compared, axis=2) - ranks).ravel() > 1)
+            tied = np.flatnonzero((row_counts(compared) - ranks).ravel() > 1)
             if len(tied):  # equal scores: the ones to the left rank below
-                flat = ranks.ravel()
+                flat = ranks.reshape(-1)
                 for pair in tied.tolist():
                     i, j = divmod(pair, length)
                     flat[pair] += np.count_nonzero(block[i, : columns[i, j]] == own[i, j, 0])

@@ -20,6 +20,8 @@ from shared.schema import ID, band_labels
 from shared.settings import DataContract, EntityColumns, FeatureOptions
 
 IDENTITY_PREFIX = "id:"
+_FEW_IDS = 16  # looked up one by one below this; through an index above
+_SCAN_IDS = 4096  # a map this short is scanned rather than indexed for a single lookup
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,17 @@ class IdMap:
 
     def rows(self, ids: Sequence[str] | np.ndarray | pd.Series) -> np.ndarray:
         """Rows of ``ids``; -1 for an id the map does not know."""
+        if len(ids) <= _FEW_IDS:  # one API request's few values: no index to build
+            found = [self.row(id_) for id_ in np.asarray(ids, dtype=str).tolist()]
+            return np.asarray([-1 if r is None else r for r in found], dtype=np.int64)
         wanted = pd.Index(np.asarray(ids, dtype=str))
         return np.asarray(self.index.get_indexer(wanted), dtype=np.int64)
 
     def row(self, id_: str) -> int | None:
         # One id per HTTP request: a hash lookup, without building an index of one.
+        if "_index" not in self.__dict__ and len(self.ids) <= _SCAN_IDS:
+            hits = np.flatnonzero(self.ids == str(id_))  # a short map: a scan beats an index
+            return int(hits[0]) if len(hits) else None
         try:
             found = self.index.get_loc(str(id_))
         except KeyError:
@@ -108,6 +116,8 @@ def attribute_codes(
     per row is one hash lookup, not string building.
     """
     n = len(frame)
+    if n <= _FEW_ROWS:
+        return _attribute_codes_of_few(frame, columns, delimiter)
     row_parts: list[np.ndarray] = []
     code_parts: list[np.ndarray] = []
     local_names: list[np.ndarray] = []
@@ -140,16 +150,58 @@ def attribute_codes(
     return rows, codes, vocabulary.astype(str) if len(vocabulary) else np.empty(0, dtype=str)
 
 
-def _normalized(matrix: sp.csr_matrix, normalize: bool) -> sp.csr_matrix:
-    matrix.sum_duplicates()
-    counts = np.diff(matrix.indptr)
+_FEW_ROWS = 32  # below this (one employee posted to the API), plain Python is quicker
+
+
+def _attribute_codes_of_few(
+    frame: pd.DataFrame, columns: EntityColumns, delimiter: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`attribute_codes` of a handful of rows, without pandas' per-call overhead."""
+    rows: list[int] = []
+    names: list[str] = []
+    for column in columns.features:
+        multi = column in columns.multi_valued
+        for row, raw in enumerate(frame[column].tolist()):
+            cell = raw if isinstance(raw, str) else str(raw)
+            for piece in cell.split(delimiter) if multi else (cell,):
+                value = piece.strip()
+                if value:
+                    rows.append(row)
+                    names.append(f"{column}:{value.lower()}")
+    vocabulary = sorted(set(names))
+    code_of = {name: code for code, name in enumerate(vocabulary)}
+    return (
+        np.asarray(rows, dtype=np.int64),
+        np.asarray([code_of[name] for name in names], dtype=np.int64),
+        np.asarray(vocabulary, dtype=str) if vocabulary else np.empty(0, dtype=str),
+    )
+
+
+def _binary_rows(
+    rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int], normalize: bool
+) -> sp.csr_matrix:
+    """CSR matrix with a 1 at each ``(row, col)`` (a pair listed twice still counts once),
+    rows normalized to sum 1 if asked (each entry 1 / entries in its row).
+
+    Built straight from the sorted unique pairs (scipy's COO conversion costs more,
+    and ten times more for the one row of an API request).
+    """
+    n_rows, n_cols = shape
+    keys = np.sort(rows.astype(np.int64) * n_cols + cols)
+    if len(keys):  # np.unique, by hand: numpy 2.4's is many times slower on integers
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+    owner = keys // max(n_cols, 1)
+    counts = np.bincount(owner, minlength=n_rows)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
     if normalize:
-        # A value listed twice in a cell still counts once: every entry weighs
-        # 1 / (entries in its row), as dividing each row by its sum would give.
-        matrix.data = np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32)
+        data = np.repeat(1.0 / np.maximum(counts, 1), counts).astype(np.float32)
     else:
-        matrix.data = np.ones(len(matrix.indices), dtype=np.float32)
-    return matrix
+        data = np.ones(len(keys), dtype=np.float32)
+    index = np.int32 if max(n_cols, len(keys)) < np.iinfo(np.int32).max else np.int64
+    return sp.csr_matrix(
+        (data, (keys - owner * n_cols).astype(index), indptr.astype(index)), shape=shape
+    )
 
 
 def feature_matrix(
@@ -180,12 +232,10 @@ def feature_matrix(
         row_parts.append(rows)
         col_parts.append(codes + offset)
     feature_names = np.concatenate(names_parts) if names_parts else np.empty(0, dtype=str)
-    all_rows = np.concatenate(row_parts)
-    matrix = sp.csr_matrix(
-        (np.ones(len(all_rows), dtype=np.float32), (all_rows, np.concatenate(col_parts))),
-        shape=(n, len(feature_names)),
+    matrix = _binary_rows(
+        np.concatenate(row_parts), np.concatenate(col_parts), (n, len(feature_names)), normalize
     )
-    return _normalized(matrix, normalize), IdMap.of(feature_names)
+    return matrix, IdMap.of(feature_names)
 
 
 def rows_for_new(
@@ -213,11 +263,8 @@ def rows_for_new(
         rows = np.concatenate([np.arange(len(frame)), rows])
         cols = np.concatenate([feature_names.rows(ids), cols])
     known = cols >= 0
-    matrix = sp.csr_matrix(
-        (np.ones(int(known.sum()), dtype=np.float32), (rows[known], cols[known])),
-        shape=(len(frame), len(feature_names)),
-    )
-    return _normalized(matrix, normalize), unknown
+    shape = (len(frame), len(feature_names))
+    return _binary_rows(rows[known], cols[known], shape, normalize), unknown
 
 
 @dataclass(frozen=True)
