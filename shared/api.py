@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import NoModelError, NotFoundError, TrainingRecommenderError
-from shared.rules import UnknownFilterError
+from shared.rules import UnknownFilterError, parse_filters
 from shared.serving import (
     ServingCache,
     Snapshot,
@@ -177,16 +177,9 @@ FilterQuery = Annotated[
 ]
 
 
-def parse_filters(raw: tuple[str, ...]) -> dict[str, list[str]]:
-    """``("provider:internal", "level:beginner,intermediate")`` → attribute -> values."""
-    filters: dict[str, list[str]] = {}
-    for item in raw:
-        name, sep, values = item.partition(":")
-        accepted = [v.strip() for v in values.split(",") if v.strip()]
-        if not sep or not name.strip() or not accepted or len(item) > 600:
-            raise HTTPException(422, f"filter {item[:80]!r}: expected attribute:value[,value…]")
-        filters.setdefault(name.strip(), []).extend(accepted)
-    return filters
+def query_filters(raw: tuple[str, ...]) -> dict[str, list[str]]:
+    """``filter=provider:internal&filter=level:beginner,intermediate`` → attribute -> values."""
+    return parse_filters(raw, ":", "filter")
 
 
 def _age(timestamp: Any) -> float | None:
@@ -381,7 +374,7 @@ def create_app(
         check_n(n)
         snap = snapshot()
         trainings = recommend_known(
-            snap, employee_id, n, filters=parse_filters(filter), explain=explain
+            snap, employee_id, n, filters=query_filters(filter), explain=explain
         )
         return {"employee_id": employee_id, **snap.versions, "trainings": trainings}
 
@@ -437,7 +430,7 @@ def create_app(
         """Trainings closest to a training in the model's space; a new one gets neighbours too."""
         check_n(n)
         snap = snapshot()
-        trainings = similar_trainings(snap, training_id, n, filters=parse_filters(filter))
+        trainings = similar_trainings(snap, training_id, n, filters=query_filters(filter))
         return {"training_id": training_id, **snap.versions, "trainings": trainings}
 
     @app.get("/health", response_model=Health)

@@ -241,16 +241,9 @@ def _snapshot(args: argparse.Namespace, config: Config) -> Any:
 
 
 def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
-    filters: dict[str, list[str]] = {}
-    for pair in pairs:
-        name, sep, values = pair.partition("=")
-        accepted = [v.strip() for v in values.split(",") if v.strip()]
-        if not sep or not name.strip() or not accepted:
-            raise TrainingRecommenderError(
-                f"--filter {pair!r}: expected attribute=value[,value…], e.g. provider=internal"
-            )
-        filters.setdefault(name.strip(), []).extend(accepted)
-    return filters
+    from shared.rules import parse_filters
+
+    return parse_filters(pairs, "=", "--filter")
 
 
 def cmd_recommend(args: argparse.Namespace, config: Config) -> None:

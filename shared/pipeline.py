@@ -58,11 +58,13 @@ from shared.registry import (
     MODELS_POINTER,
     current_version,
     describe_damage,
+    json_bytes,
     load_bundle,
     metadata_of,
     move_pointer,
     publish,
     read_pointer,
+    utc_now,
     write_version,
 )
 from shared.rules import Rules, active_trainings
@@ -87,14 +89,6 @@ EXTRACTS_POINTER = "extracts/current.json"
 RECOMMENDATIONS_POINTER = "recommendations/current.json"
 RETRAIN_LOCK = "locks/retrain"
 POINTER_RETRIES = 5
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _json(data: Any) -> bytes:
-    return json.dumps(data, indent=2, sort_keys=True, default=str).encode()
 
 
 # ---------------------------------------------------------------- accept_extract
@@ -154,12 +148,12 @@ def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = f"extracts/{kind}/{stamp}-{digest[:12]}.csv"
         store.write(path, data, content_type="text/csv")
-        store.write(path.removesuffix(".csv") + ".report.json", _json(report.to_dict()))
+        store.write(path.removesuffix(".csv") + ".report.json", json_bytes(report.to_dict()))
         entry = {
             "path": path,
             "sha256": digest,
             "source": source,
-            "accepted_at": _now(),
+            "accepted_at": utc_now(),
             "rows": report.rows_kept,
         }
         try:
@@ -181,12 +175,12 @@ def _reject(
         "status": "rejected",
         "source": f"{DROP_CONTAINER}/{blob_name}",
         "kind": kind,
-        "rejected_at": _now(),
+        "rejected_at": utc_now(),
         "problems": [p.to_dict() for p in exc.problems],
         "message": str(exc),
     }
     store.write(target, data)
-    store.write(str(PurePosixPath(target).with_suffix("")) + ".error.json", _json(report))
+    store.write(str(PurePosixPath(target).with_suffix("")) + ".error.json", json_bytes(report))
     store.delete(
         f"{DROP_CONTAINER}/{blob_name}"
     )  # moved, not copied: the drop zone holds only news
@@ -268,7 +262,7 @@ def render_card(metadata: dict[str, Any]) -> tuple[bytes, bytes]:
     """``card.json`` and ``card.html`` bytes of a version (matplotlib loads only here)."""
     from shared.card import card_html, card_json
 
-    return _json(card_json(metadata)), card_html(metadata).encode("utf-8")
+    return json_bytes(card_json(metadata)), card_html(metadata).encode("utf-8")
 
 
 def gate_candidate(store: BlobStore, candidate: TrainedModel, config: Config) -> GateDecision:
@@ -379,7 +373,7 @@ def promote(store: BlobStore, version: str, config: Config) -> PrecomputeResult:
             "version": version,
             "previous": pointer.get("version"),
             "promoted": True,
-            "moved_at": _now(),
+            "moved_at": utc_now(),
         }
         move_pointer(store, MODELS_POINTER, content, etag)
         log.info("promoted model %s (was %s)", version, pointer.get("version"))
@@ -513,13 +507,13 @@ def answer_for_row(
     Starts from the precomputed candidates; ranks the whole catalog for this one
     employee only when they run out while more trainings could qualify.
     """
-    mask = rules.active if allowed is None else rules.active & allowed
-    features = table.user_features[row]
+    mask = rules.allowed(allowed)
     pinned: list[tuple[int, float]] = []
-    if len(rules.pinned):
-        pinned_scores = recommender.feature_scores(features)[0, rules.pinned]
+    if len(rules.pinned):  # the feature row is sliced only when it is needed
+        pinned_scores = recommender.feature_scores(table.user_features[row])[0, rules.pinned]
         pinned = list(zip(rules.pinned.tolist(), pinned_scores.tolist(), strict=True))
-    taken = table.taken[row].indices
+    taken_row = table.taken[row]
+    taken = taken_row.indices
     chosen, short = select(
         table.items[row],
         table.scores[row],
@@ -531,7 +525,8 @@ def answer_for_row(
     )
     complete = (table.items[row] == NO_ITEM).any()  # every candidate was already kept
     if short and not complete:
-        ranked, scores = recommender.for_feature_rows(features, len(mask), table.taken[row], mask)
+        features = table.user_features[row]
+        ranked, scores = recommender.for_feature_rows(features, len(mask), taken_row, mask)
         chosen, _ = select(
             ranked[0], scores[0], n, allowed=mask, pinned=pinned, taken=taken, caps=rules.caps
         )
@@ -561,12 +556,14 @@ def export_frame(
     n, k = items.shape
     valid = items != NO_ITEM
     flat = items[valid]
+    owners = np.broadcast_to(np.arange(n)[:, None], (n, k))[valid]
+    # Neutralize each distinct id and title once, then index: not once per output row.
     return pd.DataFrame(
         {
-            "employee_id": _neutralized(np.repeat(table.user_ids, k).reshape(n, k)[valid]),
+            "employee_id": _neutralized(table.user_ids)[owners],
             "rank": np.broadcast_to(np.arange(1, k + 1), (n, k))[valid],
-            "training_id": _neutralized(bundle.item_ids[flat]),
-            "title": _neutralized(bundle.item_titles[flat]),
+            "training_id": _neutralized(bundle.item_ids)[flat],
+            "title": _neutralized(bundle.item_titles)[flat],
             "score": np.round(scores[valid], 6),
         }
     )
@@ -612,13 +609,13 @@ def precompute(
         "model_version": model_version,
         "data_version": data.version,
         "fingerprints": data.fingerprints,
-        "created_at": _now(),
+        "created_at": utc_now(),
         "employees": len(table.user_ids),
         "k": int(table.items.shape[1]),
     }
     prefix = f"recommendations/{version}"
     store.write(f"{prefix}/top.npz", table.to_bytes(), if_none_match=True)
-    store.write(f"{prefix}/meta.json", _json(meta), content_type="application/json")
+    store.write(f"{prefix}/meta.json", json_bytes(meta), content_type="application/json")
     csv_bytes = export.to_csv(index=False).encode("utf-8")
     store.write(f"{prefix}/recommendations.csv", csv_bytes, content_type="text/csv")
     move_pointer(store, RECOMMENDATIONS_POINTER, meta, etag)

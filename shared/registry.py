@@ -32,11 +32,13 @@ REGISTRATION = "registration.json"
 CardRenderer = Callable[[dict[str, Any]], tuple[bytes, bytes]]  # metadata -> (card.json, card.html)
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The time stamps of pointers and reports: UTC, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _json(data: Any) -> bytes:
+def json_bytes(data: Any) -> bytes:
+    """The JSON of pointers, metadata and reports: indented, keys sorted."""
     return json.dumps(data, indent=2, sort_keys=True, default=str).encode()
 
 
@@ -52,7 +54,7 @@ def read_pointer(store: BlobStore, path: str) -> tuple[dict[str, Any], str | Non
 
 def move_pointer(store: BlobStore, path: str, content: dict[str, Any], etag: str | None) -> None:
     """Move a pointer only if nobody moved it since it was read (raises otherwise)."""
-    data = _json(content)
+    data = json_bytes(content)
     if etag is None:
         store.write(path, data, if_none_match=True, content_type="application/json")
     else:
@@ -86,7 +88,7 @@ def publish(store: BlobStore, bundle: ModelBundle, card: CardRenderer | None = N
     """Write a bundle under its version, then move ``models/current.json`` to it."""
     pointer, etag = read_pointer(store, MODELS_POINTER)
     write_version(store, bundle, card=card)
-    content = {"version": bundle.version, "previous": pointer.get("version"), "moved_at": _now()}
+    content = {"version": bundle.version, "previous": pointer.get("version"), "moved_at": utc_now()}
     move_pointer(store, MODELS_POINTER, content, etag)
 
 

@@ -21,7 +21,26 @@ from shared.settings import RulesOptions
 
 
 class UnknownFilterError(TrainingRecommenderError):
-    """A filter names an attribute the trainings do not have."""
+    """A filter names an attribute the trainings do not have, or is not well formed."""
+
+
+def parse_filters(items: Sequence[str], separator: str, shown_as: str) -> dict[str, list[str]]:
+    """``attribute<separator>value[,value…]`` items → attribute -> accepted values.
+
+    ``shown_as`` names the option in the error (``filter`` in the API, ``--filter`` in
+    the CLI); the same attribute given twice accepts the values of both.
+    """
+    filters: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, values = item.partition(separator)
+        accepted = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name.strip() or not accepted or len(item) > 600:
+            raise UnknownFilterError(
+                f"{shown_as} {item[:80]!r}: expected attribute{separator}value[,value…], "
+                f"e.g. provider{separator}internal"
+            )
+        filters.setdefault(name.strip(), []).extend(accepted)
+    return filters
 
 
 def active_trainings(
@@ -84,6 +103,10 @@ class Rules:
         if options.excluded:  # the serving configuration may exclude more than precompute did
             active = active & ~np.isin(bundle.item_ids, np.asarray(options.excluded, dtype=str))
         return cls(active, rows[rows >= 0].astype(np.int64), caps)
+
+    def allowed(self, filtered: np.ndarray | None) -> np.ndarray:
+        """Trainings that may be answered: active ones, within the filters if any."""
+        return self.active if filtered is None else self.active & filtered
 
     @property
     def reorders(self) -> bool:

@@ -297,10 +297,7 @@ def recommend_new(
     features, ignored = new_employee_features(snapshot, attributes, contract)
     rows = snapshot.trainings.rows(list(exclude_training_ids))
     taken = np.unique(rows[rows >= 0])
-    mask = snapshot.rules.active.copy()
-    allowed = snapshot.allowed(filters)
-    if allowed is not None:
-        mask &= allowed
+    mask = snapshot.rules.allowed(snapshot.allowed(filters))
     scores = snapshot.recommender.feature_scores(features)[0]
     ranked = np.argsort(-scores, kind="stable")
     pinned = [(int(r), float(scores[r])) for r in snapshot.rules.pinned]
@@ -323,8 +320,7 @@ def similar_trainings(
     row = snapshot.trainings.row(training_id)
     if row is None:
         raise NotFoundError(f"training {training_id!r} is not in the serving model's catalog")
-    allowed = snapshot.allowed(filters)
-    mask = snapshot.rules.active if allowed is None else snapshot.rules.active & allowed
+    mask = snapshot.rules.allowed(snapshot.allowed(filters))
     items, scores = snapshot.recommender.similar(row, n, mask)
     valid = items != NO_ITEM
     return snapshot.answer(
