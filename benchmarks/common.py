@@ -10,6 +10,7 @@ says that one run is enough (numpy-heavy code, where tracing costs nothing).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import platform
@@ -155,6 +156,27 @@ class Table:
 def _ratio(baseline: float, seconds: float) -> str:
     factor = baseline / seconds
     return f"{factor:,.1f}x faster" if factor >= 1 else f"{1 / factor:,.2f}x slower"
+
+
+def rss_reset(pid: int | str = "self") -> None:
+    """Restart the kernel's peak-RSS record of a process (Linux; a no-op elsewhere)."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5", encoding="ascii")
+
+
+def rss_peak(pid: int | str = "self") -> int | None:
+    """Peak resident memory of a process in bytes since start or :func:`rss_reset` (VmHWM)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if pid == "self":
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return None
 
 
 def machine() -> str:

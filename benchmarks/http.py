@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import shutil
@@ -45,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import CACHE, REPO, Table, header, log, synthetic_csvs
+from benchmarks.common import CACHE, REPO, Table, header, log, rss_peak, rss_reset, synthetic_csvs
 from benchmarks.load import Report, Request, Result, run
 
 FULL = {
@@ -129,6 +128,7 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     started: float
+    peak: int | None = None  # the server's peak RSS during the last measured run
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far (Linux ``/proc``)."""
@@ -405,7 +405,11 @@ def measure_endpoint(
     rate: float | None = None,
     profile: Path | None = None,
 ) -> tuple[Report, float, list[str]]:
-    """One bounded run; returns the report, the server's CPU ms per request, profile lines."""
+    """One bounded run; returns the report, the server's CPU ms per request, profile lines.
+
+    The server's peak RSS during the run is left in ``server.peak``.
+    """
+    rss_reset(server.process.pid)
     cpu_before = server.cpu_seconds()
     spy = None
     if profile is not None:
@@ -416,6 +420,7 @@ def measure_endpoint(
     else:
         report = paced(server.url, requests, rate, concurrency, timeout=30)
     cpu = server.cpu_seconds() - cpu_before
+    server.peak = rss_peak(server.process.pid)
     lines: list[str] = []
     if spy is not None:
         spy.send_signal(signal.SIGINT)
@@ -469,6 +474,7 @@ def run_http(sizes: dict[str, int], *, profile: bool = False, root: Path = CACHE
             closed.elapsed,
             f"{len(closed.results):,} requests; {latency_note(closed)}; server CPU "
             f"{cpu_closed:.2f} ms/request",
+            peak_bytes=server.peak,
         )
         log(f"GET: open loop, {rate} requests/s over {c} connections")
         opened, cpu_open, _ = measure_endpoint(server, first_answer, c, rate=rate)
@@ -477,6 +483,7 @@ def run_http(sizes: dict[str, int], *, profile: bool = False, root: Path = CACHE
             opened.elapsed,
             f"{len(opened.results):,} requests; {latency_note(opened)}; server CPU "
             f"{cpu_open:.2f} ms/request",
+            peak_bytes=server.peak,
         )
         log("GET: one client")
         single, _, _ = measure_endpoint(server, first_answer[:1000], 1)
@@ -484,6 +491,7 @@ def run_http(sizes: dict[str, int], *, profile: bool = False, root: Path = CACHE
             "GET closed loop: 1 client",
             single.elapsed,
             f"{len(single.results):,} requests; {latency_note(single)}",
+            peak_bytes=server.peak,
         )
     finally:
         server.stop()
@@ -506,6 +514,7 @@ def run_http(sizes: dict[str, int], *, profile: bool = False, root: Path = CACHE
             post_single.elapsed,
             f"{len(post_single.results):,} requests; {latency_note(post_single)}; server CPU "
             f"{cpu_post:.2f} ms/request",
+            peak_bytes=server.peak,
         )
         log(f"POST: closed loop, {c} clients")
         post_closed, _, _ = measure_endpoint(server, measured, c)
@@ -513,6 +522,7 @@ def run_http(sizes: dict[str, int], *, profile: bool = False, root: Path = CACHE
             f"POST closed loop: {c} clients back to back",
             post_closed.elapsed,
             f"{len(post_closed.results):,} requests; {latency_note(post_closed)}",
+            peak_bytes=server.peak,
         )
     finally:
         server.stop()
@@ -539,7 +549,8 @@ def run_http(sizes: dict[str, int], *, profile: bool = False, root: Path = CACHE
         f"p99 {_ms(post_single.percentile(99))} ms with one client",
     )
     table.notes += [
-        "seconds: wall time of the bounded run; latencies from the load generator",
+        "seconds: wall time of the bounded run; latencies from the load generator; "
+        "peak MiB: the server process's peak RSS during the run (VmHWM)",
         *profiles,
     ]
     table.result = {
@@ -568,7 +579,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             sizes[name] = value
     table = run_http(sizes, profile=parsed.profile)
     table.print()
-    print(json.dumps({"all_met": table.all_met}))
     return 0
 
 

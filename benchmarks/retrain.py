@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CACHE, Table, header, log, synthetic_csvs
+from benchmarks.common import CACHE, Table, header, log, rss_peak, rss_reset, synthetic_csvs
 
 FULL = {"users": 100_000, "trainings": 5_000, "interactions": 1_000_000}
 SMALL = {"users": 10_000, "trainings": 1_000, "interactions": 100_000}
@@ -44,6 +44,7 @@ class Phases:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.peaks: dict[str, int] = {}  # the process's peak RSS when the step last ended
         self._stack: list[list[Any]] = []
         self._patches: list[tuple[Any, str, Any]] = []
         self._thread = threading.get_ident()
@@ -64,6 +65,7 @@ class Phases:
                 _, children = self._stack.pop()
                 self.seconds[label] = self.seconds.get(label, 0.0) + elapsed - children
                 self.calls[label] = self.calls.get(label, 0) + 1
+                self.peaks[label] = rss_peak() or 0
                 if self._stack:
                     self._stack[-1][1] += elapsed
 
@@ -173,6 +175,7 @@ def run(
 
         profiler = Profiler(interval=0.01)
         profiler.start()
+    rss_reset()
     started = time.perf_counter()
     try:
         result = retrain(store, config, progress=progress)
@@ -192,7 +195,12 @@ def run(
     )
     fits = phases.calls.get(BARE_FIT, 0)
     table.add(BARE_FIT, bare, f"{fits} epochs in all", baseline=True)
-    table.add("retrain total", total, "everything below, end to end")
+    table.add(
+        "retrain total",
+        total,
+        "everything below, end to end; peak MiB: the process's peak RSS during it",
+        peak_bytes=rss_peak(),
+    )
     accounted = 0.0
     for label, seconds in sorted(phases.seconds.items(), key=lambda item: -item[1]):
         if label == BARE_FIT:
@@ -205,6 +213,7 @@ def run(
             seconds,
             f"{seconds / total:.1%} of the total" + (f", {calls} calls" if calls > 1 else ""),
             ratio=False,
+            peak_bytes=phases.peaks.get(label),
         )
     rest = total - accounted
     table.add("  not attributed", rest, f"{rest / total:.1%} of the total", ratio=False)
@@ -219,8 +228,10 @@ def run(
             f"the candidate was {result.status}: no publish nor precompute in this run"
         )
     table.notes.append(
-        "seconds of a step exclude the wrapped steps it calls; peak memory not traced here "
-        "(tracing would slow the Python parts the table measures)"
+        "seconds of a step exclude the wrapped steps it calls; peak MiB is the kernel's record "
+        "of the process's peak RSS (VmHWM) when the step ended — it only grows, so the step "
+        "where it jumps is the one that needed the memory (tracemalloc would slow the Python "
+        "parts measured)"
     )
     table.result = {"result": result, "phases": phases, "total": total, "bare": bare}
     return table

@@ -50,8 +50,10 @@ request = func.HttpRequest(
 response = asyncio.run(function_app.app.middleware.handle_async(request))
 answered = time.perf_counter()
 heavy = sorted(m for m in sys.modules if any(m == h or m.startswith(h + ".") for h in %r))
+peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
+            if line.startswith("VmHWM:"))
 print(json.dumps({"import": imported - started, "first": answered - started,
-                  "status": response.status_code, "heavy": heavy}))
+                  "status": response.status_code, "heavy": heavy, "peak": peak}))
 """
 
 
@@ -124,6 +126,7 @@ def run(sizes: dict[str, int], *, root: Path = CACHE) -> Table:
     firsts: list[float] = []
     processes: list[float] = []
     heavy: set[str] = set()
+    peaks: list[int] = []
     code = _FIRST_ANSWER % (HEAVY,)
     for _ in range(runs):
         out, _, elapsed = _python(code, employee, env=env)
@@ -134,6 +137,7 @@ def run(sizes: dict[str, int], *, root: Path = CACHE) -> Table:
         firsts.append(figures["first"])
         processes.append(elapsed)
         heavy |= set(figures["heavy"])
+        peaks.append(int(figures["peak"]))
     log(f"uvicorn: process start to the first 200, {runs} times")
     uvicorn_firsts: list[float] = []
     for _ in range(runs):
@@ -163,7 +167,9 @@ def run(sizes: dict[str, int], *, root: Path = CACHE) -> Table:
     table.add(
         "import + first GET through the Functions ASGI bridge",
         min(firsts),
-        f"best of {runs}; worst {max(firsts):.3f} s; the version is loaded on this request",
+        f"best of {runs}; worst {max(firsts):.3f} s; the version is loaded on this request; "
+        "peak MiB: the process's peak RSS",
+        peak_bytes=max(peaks),
     )
     table.add(
         "  the same, interpreter start to exit",

@@ -1,7 +1,10 @@
 """Id maps and sparse matrices: interactions, weights, user and item features.
 
-Everything is vectorized (pandas string methods, ``np.unique``, scipy COO): no
-per-row Python loop, so 300,000 employees build in seconds. Feature columns are
+No per-row Python loop: cells are factorized (one hash lookup each) and only the
+distinct values are split, cleaned and named, ids are looked up once per distinct
+id, and the matrices are built from sorted integer keys — 100,000 employees and a
+million trainings taken build in about a third of a second, the same matrices as
+``lightfm.data.Dataset`` (``python -m benchmarks matrices``). Feature columns are
 named ``column:value`` (``skills:python``); identity features ``id:<id>`` come
 first when enabled, so row ``i``'s identity is column ``i`` as in
 ``lightfm.data.Dataset``.

