@@ -512,8 +512,7 @@ def answer_for_row(
     if len(rules.pinned):  # the feature row is sliced only when it is needed
         pinned_scores = recommender.feature_scores(table.user_features[row])[0, rules.pinned]
         pinned = list(zip(rules.pinned.tolist(), pinned_scores.tolist(), strict=True))
-    taken_row = table.taken[row]
-    taken = taken_row.indices
+    taken = table.taken.indices[table.taken.indptr[row] : table.taken.indptr[row + 1]]
     chosen, short = select(
         table.items[row],
         table.scores[row],
@@ -526,7 +525,7 @@ def answer_for_row(
     complete = (table.items[row] == NO_ITEM).any()  # every candidate was already kept
     if short and not complete:
         features = table.user_features[row]
-        ranked, scores = recommender.for_feature_rows(features, len(mask), taken_row, mask)
+        ranked, scores = recommender.for_feature_rows(features, len(mask), table.taken[row], mask)
         chosen, _ = select(
             ranked[0], scores[0], n, allowed=mask, pinned=pinned, taken=taken, caps=rules.caps
         )

@@ -31,7 +31,7 @@ from shared.pipeline import (
 )
 from shared.registry import load_bundle, read_pointer
 from shared.rules import Rules, filter_mask
-from shared.scoring import NO_ITEM, Recommender, select
+from shared.scoring import NO_ITEM, Recommender, select, top_k
 from shared.settings import Config, DataContract, RulesOptions
 from shared.storage import BlobStore
 
@@ -55,6 +55,9 @@ class Snapshot:
     loaded_at: float
     rules: Rules
     options: RulesOptions
+    # Per training row: id, title and attributes as answered (read-only, shared by
+    # every answer). Built once per version, since this is most of an answer's work.
+    catalog: list[tuple[str, str, dict[str, str]]]
 
     @property
     def versions(self) -> dict[str, str]:
@@ -68,15 +71,15 @@ class Snapshot:
         return filter_mask(self.bundle, filters) if filters else None
 
     def training(self, row: int, score: float, rank: int, pinned: bool = False) -> dict[str, Any]:
-        bundle = self.bundle
-        columns = bundle.metadata.get("item_attribute_columns", [])
+        training_id, title, attributes = self.catalog[row]
         return {
             "rank": rank,
-            "training_id": str(bundle.item_ids[row]),
-            "title": str(bundle.item_titles[row]),
-            "attributes": dict(zip(columns, map(str, bundle.item_attributes[row]), strict=True)),
+            "training_id": training_id,
+            "title": title,
+            "attributes": attributes,
             "score": round(float(score), 6),
             "pinned": pinned,
+            "explanation": None,
         }
 
     def answer(
@@ -168,7 +171,22 @@ def load_snapshot(
         time.time(),
         Rules.compile(bundle, table.active, options),
         options,
+        catalog(bundle),
     )
+
+
+def catalog(bundle: ModelBundle) -> list[tuple[str, str, dict[str, str]]]:
+    """Every training's id, title and attributes as an answer shows them."""
+    columns = list(bundle.metadata.get("item_attribute_columns", []))
+    return [
+        (str(training_id), str(title), dict(zip(columns, map(str, values), strict=True)))
+        for training_id, title, values in zip(
+            bundle.item_ids.tolist(),
+            bundle.item_titles.tolist(),
+            bundle.item_attributes.tolist(),
+            strict=True,
+        )
+    ]
 
 
 @dataclass
@@ -204,6 +222,17 @@ class ServingCache:
         if self._snapshot is None:
             raise NoModelError(self.last_error or "no recommendations have been computed yet")
         return self._snapshot
+
+    def ready(self) -> Snapshot | None:
+        """The current snapshot when no pointer check is due, else None; never blocks.
+
+        Lets an async handler answer on the event loop and leave storage I/O (a due
+        pointer check, the first load) to :meth:`current` in a worker thread.
+        """
+        snapshot = self._snapshot
+        if snapshot is None or time.monotonic() - self._checked_at >= self.refresh_seconds:
+            return None
+        return snapshot
 
     def _refresh(self) -> None:
         # Whatever goes wrong here, an instance keeps answering from the version it
@@ -299,17 +328,28 @@ def recommend_new(
     taken = np.unique(rows[rows >= 0])
     mask = snapshot.rules.allowed(snapshot.allowed(filters))
     scores = snapshot.recommender.feature_scores(features)[0]
-    ranked = np.argsort(-scores, kind="stable")
     pinned = [(int(r), float(scores[r])) for r in snapshot.rules.pinned]
-    chosen, _ = select(
-        ranked,
-        scores[ranked],
-        n,
-        allowed=mask,
-        pinned=pinned,
-        taken=taken,
-        caps=snapshot.rules.caps,
-    )
+    candidates = mask.copy()
+    candidates[taken] = False
+
+    def choose(depth: int) -> tuple[list[tuple[int, float, bool]], bool]:
+        ranked, best = top_k(scores[None, :], depth, allowed=candidates)
+        chosen, short = select(
+            ranked[0],
+            best[0],
+            n,
+            allowed=mask,
+            pinned=pinned,
+            taken=taken,
+            caps=snapshot.rules.caps,
+        )
+        return chosen, short and not (ranked[0] == NO_ITEM).any()
+
+    # The best few dozen, found without sorting the catalog, nearly always suffice;
+    # diversity caps may skip enough of them to need the whole ranking.
+    chosen, short = choose(max(4 * n, 64))
+    if short:
+        chosen, _ = choose(len(scores))
     return NewEmployeeAnswer(snapshot.answer(chosen, features if explain else None), ignored)
 
 

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from world import csv_bytes, drop, drop_all, small_config, small_data
 
-from shared.api import create_app
+from shared.api import EmployeeRecommendations, create_app
 from shared.pipeline import RECOMMENDATIONS_POINTER, precompute, retrain
 from shared.registry import read_pointer
 from shared.storage import LocalFolderStore
@@ -71,6 +71,16 @@ def test_known_employee_gets_the_precomputed_list(client: TestClient) -> None:
     title = DATA.trainings.set_index("Training-Id").loc[first["training_id"], "Training Title"]
     assert first["title"] == title
     assert set(first["attributes"]) == set(CONFIG.contract.trainings.features)
+
+
+@pytest.mark.parametrize("query", ["n=5", "n=3&explain=true"])
+def test_the_get_body_is_exactly_its_response_model(client: TestClient, query: str) -> None:
+    # GET /recommendations returns its JSON without FastAPI's re-validation (the hot
+    # path): the body must be what the documented model would have produced.
+    response = client.get(f"/recommendations/{known_employee()}?{query}")
+    body = response.json()
+    assert response.status_code == 200
+    assert body == EmployeeRecommendations.model_validate(body).model_dump(mode="json")
 
 
 def test_unknown_employee_is_a_404_that_says_how_to_score_a_new_one(client: TestClient) -> None:
