@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from shared.schema import ID, band_labels
+from shared.schema import ID, band_labels, positions
 from shared.settings import DataContract, EntityColumns, FeatureOptions
 
 IDENTITY_PREFIX = "id:"
@@ -287,14 +287,17 @@ class Dataset:
 def _rows_of_column(ids: IdMap, column: pd.Series) -> np.ndarray:
     """Rows of a column of ids (-1 for an id the map does not know).
 
-    A million interactions name a hundred thousand employees: the map's ids and the
-    column are factorized together, once, so that each cell costs one hash lookup.
+    A parsed extract's id columns are categorical, encoded against its known ids:
+    only the distinct ids are looked up. Otherwise each cell costs one hash lookup.
     """
-    known = ids.ids.astype(object)
-    codes, uniques = pd.factorize(np.concatenate([known, column.to_numpy(dtype=object)]))
-    row_of_code = np.full(len(uniques), -1, dtype=np.int64)
-    row_of_code[codes[: len(known)][::-1]] = np.arange(len(known) - 1, -1, -1)  # first wins
-    return row_of_code[codes[len(known) :]]
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.cat.codes.to_numpy().astype(np.int64)
+        categories = column.cat.categories
+        if len(categories) == len(ids) and (categories.to_numpy(dtype=object) == ids.ids).all():
+            return codes  # encoded against these very ids (a retrain's own extracts)
+        rows_of_code = positions(ids.ids, categories)
+        return np.where(codes >= 0, rows_of_code[codes], -1)
+    return positions(ids.ids, column)
 
 
 def interaction_matrices(

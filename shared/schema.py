@@ -194,20 +194,33 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+def _distinct(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Codes of a string column into its distinct values, and those values.
+
+    Extract columns repeat a few values (ids, dates, ratings, attributes): cleaning
+    and checks run once per distinct value, then apply to the cells through the codes.
+    """
+    codes, distinct = pd.factorize(values.astype(str).to_numpy(dtype=object))
+    return codes, distinct.tolist()
+
+
+NUMBER = re.compile(r"-?\d+(\.\d+)?")
+
+
 def _formula_problems(
     table: _Table, frame: pd.DataFrame, columns: list[str], keep: pd.Series
 ) -> list[Problem]:
     """Cells a spreadsheet would run as formulas: kept as text, reported, neutralized on export."""
     problems = []
     for name in columns:
-        suspicious = (
-            frame[name].str.startswith(FORMULA_STARTS)
-            & ~frame[name].str.fullmatch(r"-?\d+(\.\d+)?")
-            & keep
+        codes, distinct = _distinct(frame[name])
+        formula = np.array(
+            [v.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(v) for v in distinct], dtype=bool
         )
+        suspicious = formula[codes] & keep.to_numpy()
         if suspicious.any():
             message = "starts like a spreadsheet formula: kept as text, neutralized in exports"
-            problems.append(table.problem(np.flatnonzero(suspicious.to_numpy()), message, name))
+            problems.append(table.problem(np.flatnonzero(suspicious), message, name))
     return problems
 
 
@@ -216,10 +229,10 @@ def _distinct_value_problems(
 ) -> list[Problem]:
     problems = []
     for name in columns.features:
-        values = frame[name]
+        cells = _distinct(frame[name])[1]
         if name in columns.multi_valued:
-            values = values.str.split(delimiter).explode()
-        distinct = values.str.strip().str.lower().nunique()
+            cells = [piece for cell in cells for piece in cell.split(delimiter)]
+        distinct = len({value.strip().lower() for value in cells})
         if distinct > limit:
             message = (
                 f"{distinct} distinct values, over the limit of {limit}: free text is not an "
@@ -275,7 +288,29 @@ def _header_problems(table: _Table, required: list[str]) -> list[Problem]:
 
 
 def _strip(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: frame[c].astype(str).str.strip() for c in columns}, index=frame.index)
+    """The columns with surrounding whitespace removed (each distinct value once)."""
+    stripped = {}
+    for column in columns:
+        codes, distinct = _distinct(frame[column])
+        values = pd.array([value.strip() for value in distinct], dtype="str")
+        stripped[column] = pd.Series(values.take(codes), index=frame.index)
+    return pd.DataFrame(stripped, index=frame.index)
+
+
+def positions(
+    known: pd.Index | np.ndarray, values: pd.Series | pd.Index | np.ndarray
+) -> np.ndarray:
+    """Position of each value among the ``known`` ids (the first, if listed twice); -1
+    for a value not there.
+
+    The known ids and the values are factorized together: one hash lookup per value,
+    cheaper than ``isin`` or ``Index.get_indexer`` over a million interactions.
+    """
+    known = np.asarray(known, dtype=object)
+    codes, uniques = pd.factorize(np.concatenate([known, np.asarray(values, dtype=object)]))
+    position_of_code = np.full(len(uniques), -1, dtype=np.int64)
+    position_of_code[codes[: len(known)][::-1]] = np.arange(len(known) - 1, -1, -1)
+    return position_of_code[codes[len(known) :]]
 
 
 def _blank_id_problem(
@@ -453,27 +488,38 @@ def parse_taken(
     keep, duplicates = _exact_duplicates(table, frame, keep)
     problems += repeated_header + duplicates
 
-    for known, column, what in (
-        (known_users, cols.user_id, "employee"),
-        (known_trainings, cols.training_id, "training"),
+    ids: dict[str, pd.Series | pd.Categorical] = {
+        "user_id": frame[cols.user_id],
+        "training_id": frame[cols.training_id],
+    }
+    for known, column, name, what in (
+        (known_users, cols.user_id, "user_id", "employee"),
+        (known_trainings, cols.training_id, "training_id", "training"),
     ):
         if known is None:
             continue
-        unknown = np.flatnonzero((~frame[column].isin(known) & keep).to_numpy())
+        rows = positions(known, frame[column])
+        unknown = np.flatnonzero((rows < 0) & keep.to_numpy())
         if len(unknown):
             problems.append(table.problem(unknown, f"unknown {what}: row dropped", column))
             keep.iloc[unknown] = False
+        # Encoded against the known ids once, here: building the matrices needs no
+        # second pass over a million strings.
+        ids[name] = pd.Categorical.from_codes(rows, categories=pd.Index(known, dtype=object))
 
     notes: dict[str, int] = {}
     weight = pd.Series(1.0, index=frame.index)
     if cols.weight and cols.weight in frame:
-        raw = frame[cols.weight]
-        parsed = pd.to_numeric(raw.str.replace(",", ".", regex=False), errors="coerce")
-        bad = np.flatnonzero((parsed.isna() & (raw != "") & keep).to_numpy())
+        codes, distinct = _distinct(frame[cols.weight])  # ratings repeat: parse each once
+        numbers = pd.to_numeric(
+            pd.Series([v.replace(",", ".") for v in distinct], dtype=object), errors="coerce"
+        ).to_numpy(dtype=np.float64)
+        parsed = pd.Series(numbers[codes], index=frame.index)
+        blank = np.array([v == "" for v in distinct], dtype=bool)[codes]
+        bad = np.flatnonzero(parsed.isna().to_numpy() & ~blank & keep.to_numpy())
         if len(bad):
             problems.append(table.problem(bad, "weight is not a number: row dropped", cols.weight))
             keep.iloc[bad] = False
-        blank = (raw == "").to_numpy()
         weight = parsed.where(~blank, np.nan if cols.min_weight is not None else 1.0)
     if cols.min_weight is not None:
         below = ~(weight >= cols.min_weight) & keep
@@ -485,8 +531,7 @@ def parse_taken(
     )
     clean = pd.DataFrame(
         {
-            "user_id": frame[cols.user_id],
-            "training_id": frame[cols.training_id],
+            **ids,
             "weight": weight.astype(np.float64),
             "date": date,
         }

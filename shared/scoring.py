@@ -305,8 +305,7 @@ class _OneBlasThread:
     """BLAS limited to one thread while any parallel scoring runs (a process-wide setting).
 
     Counted, so that two overlapping calls (a precompute beside a retrain) restore the
-    original setting once, after the last one. Without threadpoolctl (it comes with
-    scikit-learn, a LightFM dependency) BLAS keeps its threads.
+    original setting once, after the last one.
     """
 
     def __init__(self) -> None:
@@ -317,12 +316,9 @@ class _OneBlasThread:
     def __enter__(self) -> None:
         with self._lock:
             if self._users == 0:
-                try:
-                    from threadpoolctl import threadpool_limits
-                except ImportError:  # pragma: no cover
-                    self._limits = None
-                else:
-                    self._limits = threadpool_limits(limits=1, user_api="blas")
+                from threadpoolctl import threadpool_limits
+
+                self._limits = threadpool_limits(limits=1, user_api="blas")
             self._users += 1
 
     def __exit__(self, *_: object) -> None:
