@@ -14,7 +14,7 @@ import io
 import itertools
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -200,6 +200,9 @@ def _distinct(values: pd.Series) -> tuple[np.ndarray, list[str]]:
     Extract columns repeat a few values (ids, dates, ratings, attributes): cleaning
     and checks run once per distinct value, then apply to the cells through the codes.
     """
+    if isinstance(values.dtype, pd.CategoricalDtype):  # already encoded (see _strip)
+        values = values.cat.remove_unused_categories()
+        return values.cat.codes.to_numpy(), values.cat.categories.tolist()
     codes, distinct = pd.factorize(values.astype(str).to_numpy(dtype=object))
     return codes, distinct.tolist()
 
@@ -287,13 +290,32 @@ def _header_problems(table: _Table, required: list[str]) -> list[Problem]:
     return problems
 
 
-def _strip(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The columns with surrounding whitespace removed (each distinct value once)."""
+def _strip(
+    frame: pd.DataFrame, columns: list[str], categorical: Collection[str] = ()
+) -> pd.DataFrame:
+    """The columns with surrounding whitespace removed (each distinct value once).
+
+    Columns named in ``categorical`` come back as categoricals over their sorted
+    distinct values: attributes, which the checks here and the feature matrices
+    then handle once per value without hashing every cell again.
+    """
     stripped = {}
     for column in columns:
         codes, distinct = _distinct(frame[column])
-        values = pd.array([value.strip() for value in distinct], dtype="str")
-        stripped[column] = pd.Series(values.take(codes), index=frame.index)
+        values = [value.strip() for value in distinct]
+        if column in categorical:
+            # Stripping can merge values (" a" and "a"): categories must be distinct.
+            merged, categories = pd.factorize(np.asarray(values, dtype=object), sort=True)
+            stripped[column] = pd.Series(
+                pd.Categorical.from_codes(
+                    merged[codes], categories=pd.Index(categories, dtype="str")
+                ),
+                index=frame.index,
+            )
+        else:
+            stripped[column] = pd.Series(
+                pd.array(values, dtype="str").take(codes), index=frame.index
+            )
     return pd.DataFrame(stripped, index=frame.index)
 
 
@@ -405,7 +427,8 @@ def parse_entities(
     if fatal:
         raise ExtractError(source, fatal)
 
-    frame = _strip(table.frame, list(dict.fromkeys(wanted)))
+    attributes = [name for name in columns.features if name not in columns.bands]
+    frame = _strip(table.frame, list(dict.fromkeys(wanted)), categorical=attributes)
     for name in columns.extra:  # optional: blank when the file does not have it
         frame[name] = _strip(table.frame, [name])[name] if name in table.frame else ""
     keep, problems = _blank_id_problem(table, frame[columns.id], columns.id)
@@ -452,6 +475,8 @@ def parse_entities(
         columns={columns.id: ID, **({columns.title: "title"} if columns.title else {})}
     )
     clean = clean.reset_index(drop=True)
+    for name in attributes:  # values only dropped rows had are no attribute values
+        clean[name] = clean[name].cat.remove_unused_categories()
     report = ValidationReport(source, kind, len(frame), len(clean), tuple(problems))
     return clean, report
 

@@ -203,6 +203,55 @@ def test_each_row_has_one_feature_per_distinct_value(frame: pd.DataFrame, identi
             assert matrix[row].sum() == pytest.approx(1.0, rel=1e-6)
 
 
+def as_categorical(frame: pd.DataFrame, columns: list[str], reverse: bool = False) -> pd.DataFrame:
+    """The frame with these columns categorical over all their values (as parsing gives them)."""
+    out = frame.copy()
+    for column in columns:
+        categories = sorted(set(frame[column]), reverse=reverse)
+        out[column] = pd.Categorical(frame[column], categories=categories)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(entity_frames(), st.data())
+def test_categorical_attributes_and_row_subsets_build_the_same_matrices(
+    frame: pd.DataFrame, data: st.DataObject
+) -> None:
+    # Parsed extracts hold attributes as categoricals; a subset of their rows (the
+    # cold-start employees) keeps categories no remaining row has, which must not
+    # become feature names.
+    rows = data.draw(st.lists(st.integers(0, max(len(frame) - 1, 0)), unique=True))
+    rows = [r for r in rows if r < len(frame)]
+    categorical = as_categorical(frame, list(USER_COLUMNS.features)).iloc[rows]
+    plain = frame.iloc[rows]
+    for identity in (False, True):
+        expected, expected_names = feature_matrix(
+            plain, USER_COLUMNS, ";", identity=identity, attributes=True, normalize=True
+        )
+        got, names = feature_matrix(
+            categorical, USER_COLUMNS, ";", identity=identity, attributes=True, normalize=True
+        )
+        assert names.ids.tolist() == expected_names.ids.tolist()
+        assert (got != expected).nnz == 0
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_categorical_ids_build_the_same_interactions(reverse: bool) -> None:
+    # Ids encoded against the extract's own ids take a shortcut; encoded in another
+    # order (a bundle's ids) they are looked up: both give the plain frame's matrices.
+    users = IdMap.of(["u1", "00123", "123"])
+    items = IdMap.of(["t1", "t2", "t3", "t4"])
+    expected = interaction_matrices(taken_frame(), users, items)
+    frame = taken_frame()
+    frame = frame[frame["user_id"].isin(users.ids) & frame["training_id"].isin(items.ids)]
+    encoded = frame.assign(
+        user_id=pd.Categorical(frame["user_id"], categories=sorted(users.ids, reverse=reverse)),
+        training_id=pd.Categorical(frame["training_id"], categories=list(items.ids)),
+    )
+    for want, got in zip(expected, interaction_matrices(encoded, users, items), strict=True):
+        assert (want != got).nnz == 0
+
+
 # --- new entities ----------------------------------------------------------------------
 
 
@@ -292,7 +341,8 @@ def test_entity_frame_matches_parse_entities_on_the_same_csv() -> None:
     )
     parsed, _ = parse_entities(csv, BANDED, "new.csv", "users")
     built = entity_frame(records, BANDED, ";")
-    pd.testing.assert_frame_equal(built, parsed, check_dtype=False)
+    # The parsed attributes are categorical (encoded once, at parse time); same values.
+    pd.testing.assert_frame_equal(built, parsed.astype(str), check_dtype=False)
     assert built["los"].tolist() == ["2-4", "10+", "<2", ""]
     # And so they give the same feature rows against a trained map.
     _, names = feature_matrix(parsed, BANDED, ";", identity=False, attributes=True, normalize=True)

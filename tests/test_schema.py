@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import ExtractError, Problem
-from shared.schema import KINDS, parse_all, parse_entities, parse_extract, parse_taken
+from shared.schema import ID, KINDS, parse_all, parse_entities, parse_extract, parse_taken
 from shared.settings import Config, DataContract, EntityColumns, TakenColumns
 
 SOURCE = "hr/extract.csv"
@@ -581,3 +581,25 @@ def test_any_bytes_parse_or_raise_extract_error(kind: str, data: bytes) -> None:
         assert len(frame) == report.rows_kept <= report.rows_read
         assert report.kind == kind
         assert all(p.source == SOURCE for p in report.problems)
+
+
+def test_attributes_are_categorical_stripped_and_only_of_the_kept_rows() -> None:
+    data = (
+        b"User-Id,ou,skills,los\n"
+        b"u1, Sales ,python;sql,3\n"
+        b"u2,Sales,excel,5\n"
+        b",Legal,gdpr,1\n"  # blank id: dropped, and its values with it
+    )
+    columns = EntityColumns(
+        id="User-Id",
+        features=("ou", "skills", "los"),
+        multi_valued=("skills",),
+        bands={"los": (2, 5, 10)},
+    )
+    frame, report = parse_entities(data, columns, "users.csv", "users")
+    assert frame["ou"].tolist() == ["Sales", "Sales"]
+    assert list(frame["ou"].cat.categories) == ["Sales"]  # " Sales " and "Sales" merged
+    assert list(frame["skills"].cat.categories) == ["excel", "python;sql"]
+    assert frame[ID].tolist() == ["u1", "u2"] and frame[ID].dtype == "str"
+    assert frame["los"].tolist() == ["2-4", "5-9"]  # banded: labels, not categories
+    assert report.rows_kept == 2
