@@ -312,6 +312,9 @@ def new_employee_features(
     )
 
 
+NEW_EMPLOYEE_DEPTH, MIN_NEW_EMPLOYEE_DEPTH = 4, 64  # candidates per answer, and at least
+
+
 def recommend_new(
     snapshot: Snapshot,
     attributes: Mapping[str, str | Sequence[str]],
@@ -347,7 +350,7 @@ def recommend_new(
 
     # The best few dozen, found without sorting the catalog, nearly always suffice;
     # diversity caps may skip enough of them to need the whole ranking.
-    chosen, short = choose(max(4 * n, 64))
+    chosen, short = choose(max(NEW_EMPLOYEE_DEPTH * n, MIN_NEW_EMPLOYEE_DEPTH))
     if short:
         chosen, _ = choose(len(scores))
     return NewEmployeeAnswer(snapshot.answer(chosen, features if explain else None), ignored)

@@ -19,6 +19,7 @@ from world import csv_bytes, drop, drop_all, small_config, small_data
 from shared.api import EmployeeRecommendations, create_app
 from shared.pipeline import RECOMMENDATIONS_POINTER, precompute, retrain
 from shared.registry import read_pointer
+from shared.serving import ServingCache
 from shared.storage import LocalFolderStore
 
 CONFIG = small_config()
@@ -217,6 +218,21 @@ def test_a_new_version_is_served_without_restart_and_a_broken_one_never(tmp_path
     assert health["status"] == "degraded"
     assert "recommendations/broken/top.npz: not an .npz archive" in health["last_error"]
     assert health["versions"] == after
+
+
+def test_the_cache_answers_without_storage_io_only_until_a_check_is_due(
+    served: tuple[LocalFolderStore, TestClient],
+) -> None:
+    # GET answers on the event loop only from ready(); anything that needs storage
+    # (the first load, a due pointer check) goes through current() in a thread.
+    store, _ = served
+    patient = ServingCache(store, refresh_seconds=3600)
+    assert patient.ready() is None
+    snapshot = patient.current()
+    assert patient.ready() is snapshot
+    eager = ServingCache(store, refresh_seconds=0)
+    eager.current()
+    assert eager.ready() is None
 
 
 def fetch(url: str) -> str:

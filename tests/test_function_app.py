@@ -171,3 +171,22 @@ def test_the_same_blob_delivered_twice_precomputes_once(app_settings: AzureBlobS
         )
         function_app.extract_dropped(stream)
     assert read_pointer(store, RECOMMENDATIONS_POINTER) == before
+
+
+def test_the_deployment_package_is_the_app_and_nothing_else() -> None:
+    # `func azure functionapp publish` zips the folder minus .funcignore: tests,
+    # benchmarks, the venv, node_modules, local data and local secrets stay home.
+    app_files = {"function_app.py", "shared", "host.json", "requirements.txt"}
+    patterns = {
+        line.strip().rstrip("/")
+        for line in (REPO / ".funcignore").read_text("utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
+    top_level = {path.split("/")[0] for path in tracked}
+    top_level |= {".venv", "node_modules", "var", "local.settings.json", "__pycache__"}
+    assert app_files <= top_level
+    assert not app_files & patterns
+    assert top_level - app_files <= patterns, top_level - app_files - patterns

@@ -12,9 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 from world import csv_bytes, drop, drop_all, small_config, small_data
 
+from shared import serving
 from shared.api import create_app
 from shared.pipeline import RECOMMENDATIONS_POINTER, precompute, retrain
 from shared.registry import read_pointer
+from shared.scoring import select
 from shared.settings import Config
 from shared.storage import LocalFolderStore
 
@@ -126,6 +128,41 @@ def test_post_and_similar_honour_filters(client: TestClient) -> None:
     assert items and {t["attributes"]["level"] for t in items} == {"advanced"}
     similar = trainings(client.get("/trainings/T00001/similar?n=5&filter=provider:internal"))
     assert similar and {t["attributes"]["provider"] for t in similar} == {"internal"}
+
+
+@pytest.mark.parametrize("depth", [(4, 64), (1, 1)])  # (1, 1): the whole-catalog fallback
+@pytest.mark.parametrize("caps", [{}, {"provider": 1}, {"main skill": 1}])
+def test_a_new_employee_s_answer_is_the_head_of_the_whole_catalog_ranking(
+    store: LocalFolderStore,
+    monkeypatch: pytest.MonkeyPatch,
+    depth: tuple[int, int],
+    caps: dict[str, int],
+) -> None:
+    # The answer starts from the best few candidates, not a sort of the catalog: it
+    # must be exactly what the rules would choose from the whole ranking.
+    monkeypatch.setattr(serving, "NEW_EMPLOYEE_DEPTH", depth[0])
+    monkeypatch.setattr(serving, "MIN_NEW_EMPLOYEE_DEPTH", depth[1])
+    config = with_status(rules={"max_per_value": caps, "pinned": ["T00002"]})
+    snap = serving.ServingCache(store, 3600, config.rules).current()
+    contract = serving.contract_of(snap, config)
+    excluded = sorted(TAKEN)[:3]
+    answer = serving.recommend_new(snap, NEW, 8, contract, excluded)
+
+    features, _ = serving.new_employee_features(snap, NEW, contract)
+    scores = snap.recommender.feature_scores(features)[0]
+    ranked = np.argsort(-scores, kind="stable")
+    expected, _ = select(
+        ranked,
+        scores[ranked],
+        8,
+        allowed=snap.rules.allowed(None),
+        pinned=[(int(r), float(scores[r])) for r in snap.rules.pinned],
+        taken=snap.trainings.rows(excluded),
+        caps=snap.rules.caps,
+    )
+    assert ids(answer.trainings) == [str(snap.bundle.item_ids[r]) for r, _, _ in expected]
+    assert answer.trainings[0]["training_id"] == "T00002" and answer.trainings[0]["pinned"]
+    assert len(answer.trainings) == (5 if caps == {"provider": 1} else 8)  # 5 providers
 
 
 def test_a_training_nobody_took_still_gets_neighbours_and_can_be_recommended(
