@@ -328,9 +328,16 @@ def interaction_matrices(
     item_rows = _rows_of_column(items, taken["training_id"])
     known = (user_rows >= 0) & (item_rows >= 0)
     shape = (len(users), len(items))
-    coords = (user_rows[known], item_rows[known])
-    weights = sp.csr_matrix((taken["weight"].to_numpy(np.float32)[known], coords), shape=shape)
-    weights.sum_duplicates()
+    user_rows, item_rows = user_rows[known], item_rows[known]
+    values = taken["weight"].to_numpy(np.float32)[known]
+    pairs = user_rows * len(items) + item_rows
+    if (pairs[1:] > pairs[:-1]).all():  # distinct pairs in row order (a parsed extract)
+        indptr = np.zeros(len(users) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(user_rows, minlength=len(users)), out=indptr[1:])
+        weights = sp.csr_matrix((values, item_rows, indptr), shape=shape)
+    else:
+        weights = sp.csr_matrix((values, (user_rows, item_rows)), shape=shape)
+        weights.sum_duplicates()
     interactions = weights.copy()
     interactions.data[:] = 1.0
     return interactions, weights

@@ -482,7 +482,7 @@ def compute_recommendations(
     taken, _ = interaction_matrices(extracts.taken, user_map, IdMap(bundle.item_ids))
     active = active_trainings(bundle, extracts.trainings, config.rules)
     depth = max(serving.depth, serving.top_k)
-    # Scored a cache-sized block at a time on every core: memory is bounded by
+    # Scored a 16 MiB block at a time on every core: memory is bounded by
     # serving.chunk_size rows of scores, never employees x trainings.
     items, scores = recommender.for_feature_rows(
         feature_rows, depth, taken, active, chunk_size=serving.chunk_size

@@ -494,6 +494,9 @@ def parse_taken(
     the known ids are given) rows naming an unknown employee or training are dropped
     and reported; rows below the configured minimum weight do not count; a pair
     taken several times becomes one interaction with its highest weight.
+
+    Rows keep the file's order; with the known ids given, the ids are categoricals
+    over them and rows are ordered by employee then training, as the ids are known.
     """
     cols = contract.taken
     table = read_table(data, source, contract.limits)
@@ -562,12 +565,18 @@ def parse_taken(
         }
     )[keep]
     rows_before = len(clean)
-    clean = (
-        clean.sort_values(["weight", "date"], ascending=False, kind="stable")
-        .drop_duplicates(["user_id", "training_id"], keep="first")
-        .sort_index()
-        .reset_index(drop=True)
+    clean = clean.sort_values(["weight", "date"], ascending=False, kind="stable").drop_duplicates(
+        ["user_id", "training_id"], keep="first"
     )
+    if all(isinstance(clean[c].dtype, pd.CategoricalDtype) for c in ("user_id", "training_id")):
+        # Grouped by employee, trainings in catalog order (the extracts' orders): the
+        # interaction matrix is then read off the frame without sorting a million pairs.
+        users, trainings = clean["user_id"].cat, clean["training_id"].cat
+        pair = users.codes.to_numpy(np.int64) * len(trainings.categories)
+        clean = clean.iloc[np.argsort(pair + trainings.codes.to_numpy(np.int64), kind="stable")]
+    else:
+        clean = clean.sort_index()  # file order
+    clean = clean.reset_index(drop=True)
     if rows_before > len(clean):
         notes["repeated_pairs_merged"] = rows_before - len(clean)
     report = ValidationReport(

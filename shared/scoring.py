@@ -22,9 +22,11 @@ NO_ITEM = -1  # fills a top-k row when fewer candidates than k remain
 
 # Below this many columns a row is simply sorted; above it, rows are cut into blocks.
 _DIRECT_COLUMNS = 256
-# Rows scored at once inside a chunk: a score block that stays in cache while it is
-# selected from (4 MiB measured best on the 2-core test machine, from 1 to 16 MiB).
-_BLOCK_BYTES = 4 * 1024 * 1024
+# Rows scored at once inside a chunk. Each block costs a fixed few dozen numpy calls
+# and its threads contend for the GIL between them: 16 MiB (two in flight, plus
+# their selection's temporaries: about 45 MiB) measured best on the 2-core test
+# machine, against 1 to 64 MiB (python -m benchmarks precompute).
+_BLOCK_BYTES = 16 * 1024 * 1024
 _WORKERS = 2  # the deployment's cores; BLAS runs one thread per worker meanwhile
 
 
@@ -223,7 +225,7 @@ class Factors:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k trainings of the given user representations (scores never all held).
 
-        Rows are scored a cache-sized block at a time into a reused buffer, the best
+        Rows are scored a 16 MiB block at a time into a reused buffer, the best
         ``k`` of each block selected before the next; big inputs are split between
         the cores. Peak memory is a few ``block x n_items`` buffers, whatever the
         number of rows. Same answer as :func:`top_k` over :meth:`scores`.
@@ -386,7 +388,7 @@ class Recommender:
     def for_all(self, k: int, chunk_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Top-k of every known employee, yielded ``chunk_size`` rows at a time.
 
-        Scores are never all held: peak memory is a few cache-sized score blocks
+        Scores are never all held: peak memory is a few 16 MiB score blocks
         (at most ``chunk_size`` rows each) plus the ``n_users x k`` answer, whatever
         the number of employees. Yields ``(first row, indices, scores)``.
         """

@@ -250,6 +250,14 @@ def test_categorical_ids_build_the_same_interactions(reverse: bool) -> None:
     )
     for want, got in zip(expected, interaction_matrices(encoded, users, items), strict=True):
         assert (want != got).nnz == 0
+        assert got.has_canonical_format
+    # Grouped by employee as parsing leaves them: read off the frame, same matrices.
+    grouped = encoded.assign(
+        row=users.rows(frame["user_id"]), col=items.rows(frame["training_id"])
+    ).sort_values(["row", "col"])
+    for want, got in zip(expected, interaction_matrices(grouped, users, items), strict=True):
+        assert (want != got).nnz == 0
+        assert got.has_canonical_format
 
 
 # --- new entities ----------------------------------------------------------------------

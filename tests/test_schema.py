@@ -219,6 +219,19 @@ def test_interactions_naming_unknown_employees_and_trainings_are_dropped() -> No
     assert_located(training, 4, "Training-Id")
 
 
+def test_with_known_ids_interactions_are_encoded_and_grouped_by_employee() -> None:
+    data = csv_bytes(TAKEN, "u2,t2,1,", "u1,t2,2,", "u2,t1,3,", "u1,t1,4,", "u2,t2,5,")
+    users, trainings = pd.Index(["u2", "u1"]), pd.Index(["t1", "t2"])  # extracts' orders
+    frame, report = parse_taken(data, CONTRACT, SOURCE, users, trainings)
+    rows = list(zip(frame["user_id"], frame["training_id"], frame["weight"], strict=True))
+    assert rows == [("u2", "t1", 3.0), ("u2", "t2", 5.0), ("u1", "t1", 4.0), ("u1", "t2", 2.0)]
+    assert list(frame["user_id"].cat.categories) == ["u2", "u1"]
+    assert report.notes["repeated_pairs_merged"] == 1
+    unknown_ids, _ = parse_taken(data, CONTRACT, SOURCE)
+    assert unknown_ids["user_id"].tolist() == ["u1", "u2", "u1", "u2"]  # file order
+    assert unknown_ids["weight"].tolist() == [2.0, 3.0, 4.0, 5.0]
+
+
 def test_parse_all_cross_checks_ids_across_the_three_extracts() -> None:
     extracts = parse_all(
         csv_bytes(USERS, GOOD_ROWS["users"], "u2,hr,excel,french,G1,finance"),
