@@ -194,17 +194,24 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _distinct(values: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Codes of a string column into its distinct values, and those values.
+def distinct_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of a string column into its distinct values, and those values (objects).
 
-    Extract columns repeat a few values (ids, dates, ratings, attributes): cleaning
-    and checks run once per distinct value, then apply to the cells through the codes.
+    Extract columns repeat a few values (ids, dates, ratings, attributes): cleaning,
+    checks and feature names work once per distinct value, then apply to the cells
+    through the codes. A categorical column (see :func:`_strip`) is encoded already:
+    only the values some cell still holds are returned (a subset of its rows keeps
+    categories nobody in it has).
     """
-    if isinstance(values.dtype, pd.CategoricalDtype):  # already encoded (see _strip)
-        values = values.cat.remove_unused_categories()
-        return values.cat.codes.to_numpy(), values.cat.categories.tolist()
+    if isinstance(values.dtype, pd.CategoricalDtype) and not values.hasnans:
+        codes = values.cat.codes.to_numpy().astype(np.int64)
+        distinct = values.cat.categories.to_numpy(dtype=object)
+        used = np.bincount(codes, minlength=len(distinct)) > 0
+        if not used.all():
+            codes, distinct = (np.cumsum(used) - 1)[codes], distinct[used]
+        return codes, distinct
     codes, distinct = pd.factorize(values.astype(str).to_numpy(dtype=object))
-    return codes, distinct.tolist()
+    return codes, np.asarray(distinct, dtype=object)
 
 
 NUMBER = re.compile(r"-?\d+(\.\d+)?")
@@ -216,7 +223,7 @@ def _formula_problems(
     """Cells a spreadsheet would run as formulas: kept as text, reported, neutralized on export."""
     problems = []
     for name in columns:
-        codes, distinct = _distinct(frame[name])
+        codes, distinct = distinct_codes(frame[name])
         formula = np.array(
             [v.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(v) for v in distinct], dtype=bool
         )
@@ -232,7 +239,7 @@ def _distinct_value_problems(
 ) -> list[Problem]:
     problems = []
     for name in columns.features:
-        cells = _distinct(frame[name])[1]
+        cells: list[str] = distinct_codes(frame[name])[1].tolist()
         if name in columns.multi_valued:
             cells = [piece for cell in cells for piece in cell.split(delimiter)]
         distinct = len({value.strip().lower() for value in cells})
@@ -301,7 +308,7 @@ def _strip(
     """
     stripped = {}
     for column in columns:
-        codes, distinct = _distinct(frame[column])
+        codes, distinct = distinct_codes(frame[column])
         values = [value.strip() for value in distinct]
         if column in categorical:
             # Stripping can merge values (" a" and "a"): categories must be distinct.
@@ -538,7 +545,7 @@ def parse_taken(
     notes: dict[str, int] = {}
     weight = pd.Series(1.0, index=frame.index)
     if cols.weight and cols.weight in frame:
-        codes, distinct = _distinct(frame[cols.weight])  # ratings repeat: parse each once
+        codes, distinct = distinct_codes(frame[cols.weight])  # ratings repeat: parse each once
         numbers = pd.to_numeric(
             pd.Series([v.replace(",", ".") for v in distinct], dtype=object), errors="coerce"
         ).to_numpy(dtype=np.float64)
