@@ -25,6 +25,7 @@ from shared.serving import (
     ServingCache,
     Snapshot,
     contract_of,
+    has_history,
     rank_trainings,
     recommend_known,
     recommend_new,
@@ -44,10 +45,19 @@ class Contribution(BaseModel):
     contribution: float
 
 
+class TrainingTaken(BaseModel):
+    training_id: str
+    title: str
+    contribution: float
+
+
 class Explanation(BaseModel):
     text: str = Field(description="the reason in plain words")
     employee_attributes: list[Contribution]
     training_attributes: list[Contribution]
+    trainings_taken: list[TrainingTaken] = Field(
+        default_factory=list, description="trainings the employee took that led to this one"
+    )
 
 
 class Training(BaseModel):
@@ -89,8 +99,17 @@ class Versions(BaseModel):
     recommendations_version: str
 
 
+SCORER_DESCRIPTION = (
+    "what ranked this answer: 'model', the model with a popularity prior ('model + "
+    "popularity', 'model + department popularity'), or a baseline alone ('popularity', "
+    "'department popularity'), as chosen on held-out data for employees with a history "
+    "and for new employees"
+)
+
+
 class EmployeeRecommendations(Versions):
     employee_id: str
+    scorer: str = Field(description=SCORER_DESCRIPTION)
     trainings: list[Training]
 
 
@@ -118,8 +137,18 @@ class NewEmployee(BaseModel):
 
     attributes: AttributeValues = Field(max_length=MAX_ATTRIBUTES)
     n: int = Field(10, ge=1)
+    taken_training_ids: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="trainings the employee already took: they shape the list and are never "
+        "recommended (an employee of the extracts posted with their attributes and these "
+        "gets their precomputed list)",
+    )
     exclude_training_ids: list[Annotated[str, Field(max_length=64)]] = Field(
-        default_factory=list, max_length=1000, description="trainings already taken"
+        default_factory=list,
+        max_length=1000,
+        description="trainings never to recommend (e.g. already assigned); they do not shape "
+        "the list (use taken_training_ids for what the employee took)",
     )
     filters: Filters = Field(default_factory=dict)
     explain: bool = Field(False, description="add the reasons of each recommendation")
@@ -145,24 +174,36 @@ class RankRequest(BaseModel):
 
 
 class RankResponse(Versions):
+    scorer: str = Field(description=SCORER_DESCRIPTION)
     trainings: list[RankedTraining]
     unknown_training_ids: list[str] = Field(description="ids not in the model's catalog")
     ignored_values: list[str]
 
 
 class NewEmployeeRecommendations(Versions):
+    scorer: str = Field(description=SCORER_DESCRIPTION)
     trainings: list[Training]
     ignored_values: list[str] = Field(description="attribute values the model has never seen")
+    unknown_training_ids: list[str] = Field(
+        default_factory=list, description="taken trainings not in the model's catalog (ignored)"
+    )
 
 
 class SimilarTrainings(Versions):
     training_id: str
+    scorer: str = Field("similarity", description="cosine of the trainings' representations")
     trainings: list[Training]
+
+
+class Scorers(BaseModel):
+    known: str = Field(description="the scorer of employees with a history")
+    new: str = Field(description="the scorer of new employees (no training taken yet)")
 
 
 class Health(BaseModel):
     status: str
     versions: Versions | None = None
+    scorers: Scorers | None = None
     model_age_seconds: float | None = None
     recommendations_age_seconds: float | None = None
     last_error: str | None = None
@@ -383,11 +424,15 @@ def create_app(
         trainings = recommend_known(
             snap, employee_id, n, filters=query_filters(filter), explain=explain
         )
-        return JSONResponse({"employee_id": employee_id, **snap.versions, "trainings": trainings})
+        scorer = snap.scorer(has_history(snap, employee_id))
+        return JSONResponse(
+            {"employee_id": employee_id, **snap.versions, "scorer": scorer, "trainings": trainings}
+        )
 
     @app.post("/recommendations", response_model=NewEmployeeRecommendations)
     def post_recommendations(body: NewEmployee) -> dict[str, Any]:
-        """Recommendations for an employee the model has never seen, from their attributes."""
+        """Recommendations for an employee described by their attributes and the trainings
+        they took: a new hire, or anyone the precomputed lists do not hold yet."""
         check_n(body.n)
         snap = snapshot()
         contract = check_attributes(snap, body.attributes)
@@ -397,13 +442,16 @@ def create_app(
             body.n,
             contract,
             body.exclude_training_ids,
+            taken_training_ids=body.taken_training_ids,
             filters=body.filters,
             explain=body.explain,
         )
         return {
             **snap.versions,
+            "scorer": answer.scorer,
             "trainings": answer.trainings,
             "ignored_values": answer.ignored_values,
+            "unknown_training_ids": answer.unknown_training_ids,
         }
 
     @app.post("/rank", response_model=RankResponse)
@@ -423,6 +471,7 @@ def create_app(
         )
         return {
             **snap.versions,
+            "scorer": answer.scorer,
             "trainings": answer.trainings,
             "unknown_training_ids": answer.unknown_training_ids,
             "ignored_values": answer.ignored_values,
@@ -451,6 +500,7 @@ def create_app(
         return {
             "status": "degraded" if serving.last_error else "ok",
             "versions": snap.versions,
+            "scorers": {"known": snap.scorers["known"], "new": snap.scorers["cold-start"]},
             "model_age_seconds": _age(snap.bundle.metadata.get("created_at")),
             "recommendations_age_seconds": _age(snap.pointer.get("created_at")),
             "last_error": serving.last_error,

@@ -70,7 +70,7 @@ MAX_TAG_KEY = 100
 MAX_TAG_VALUE = 1000
 # Tag keys stay within letters, digits and . _ - @ (spaces in scorer names become _).
 _TAG_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9._@-]+")
-_HYBRID = "hybrid model"
+_SERVED = ("served", "hybrid model")  # the row of what is served ("hybrid model": older)
 _MAX_DETAIL = 1000
 
 
@@ -256,9 +256,10 @@ def tags_for(metadata: dict[str, Any]) -> dict[str, str]:
 
     Keys, in order of importance (the least important are dropped past ``MAX_TAGS``):
     ``bundle_version``, ``created_at``; ``gate.decision``, ``gate.compared_with``,
-    ``gate.tolerance``, ``gate.reasons``; ``metric.<population>.<metric>[@k]`` for
-    the hybrid model and ``metric.<population>.<baseline>.precision@k`` for every
-    other scorer; ``data.<extract>`` fingerprints; ``count.<name>``;
+    ``gate.tolerance``, ``gate.reasons``; ``served.<population>``, the scorer serving
+    it; ``metric.<population>.<metric>[@k]`` for what is served and
+    ``metric.<population>.<scorer>.precision@k`` for every other scorer (the model
+    alone, the baselines); ``data.<extract>`` fingerprints; ``count.<name>``;
     ``hp.<hyperparameter>``.
 
     Parameters
@@ -290,16 +291,21 @@ def tags_for(metadata: dict[str, Any]) -> dict[str, str]:
             if field in gate:
                 put(_key("gate", field), _text(gate[field]))
 
+    for population, served in (metadata.get("serving") or {}).items():
+        name = ((served or {}).get("scorer") or {}).get("name")
+        if name:
+            put(_key("served", population), _text(name))
+
     metrics = metadata.get("metrics")
     if isinstance(metrics, dict):
         k = metrics.get("k")
         k = k if isinstance(k, int) else None
         for population, scorers in (metrics.get("results") or {}).items():
-            hybrid = scorers.get(_HYBRID) or {}
-            for name, value in hybrid.items():
+            main: dict[str, Any] = next((scorers[row] for row in _SERVED if row in scorers), {})
+            for name, value in main.items():
                 put(_key("metric", population, _metric_label(name, k)), _metric(value))
             for scorer, values in scorers.items():
-                if scorer != _HYBRID and "precision" in values:
+                if scorer not in _SERVED and "precision" in values:
                     label = _metric_label("precision", k)
                     put(_key("metric", population, scorer, label), _metric(values["precision"]))
 

@@ -3,8 +3,9 @@
 A bundle carries the factors with the id and feature maps that give them meaning
 (lightfm#698 shows the cost of shipping one without the other), the employees'
 feature rows and taken trainings (to score and exclude), the trainings' titles and
-attributes (to answer with them), and metadata: configuration, data fingerprints,
-counts, metrics, training history and library versions.
+attributes (to answer with them), the popularity priors of the fallback scorers,
+and metadata: configuration, data fingerprints, counts, metrics, the scorer serving
+each population, training history and library versions.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import scipy.sparse as sp
 
 from shared.errors import ModelLoadError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # format 1: no priors, no history features; the model serves all
 NPZ_NAME = "model.npz"
 JSON_NAME = "model.json"
 
@@ -38,8 +40,10 @@ _DENSE = (
     "user_feature_biases",
     "item_feature_embeddings",
     "item_feature_biases",
+    "popularity",
+    "department_columns",
 )
-_SPARSE = ("user_features", "item_features", "taken")
+_SPARSE = ("user_features", "item_features", "taken", "department_popularity")
 
 
 def sparse_arrays(name: str, matrix: sp.csr_matrix) -> dict[str, np.ndarray]:
@@ -94,11 +98,38 @@ class ModelBundle:
     user_features: sp.csr_matrix  # n_users x n_user_features
     item_features: sp.csr_matrix  # n_items x n_item_features
     taken: sp.csr_matrix  # n_users x n_items, trainings each employee already took
+    # Priors of the popularity scorers: log(1 + successes) of each training, overall
+    # and per department (rows: the attribute feature columns naming a department).
+    popularity: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    department_columns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    department_popularity: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0)))
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n_items = len(self.item_ids)
+        if not len(self.popularity):
+            self.popularity = np.zeros(n_items, np.float32)
+        if self.department_popularity.shape == (0, 0):
+            self.department_popularity = sp.csr_matrix((0, n_items), dtype=np.float32)
 
     @property
     def version(self) -> str:
         return str(self.metadata.get("version", "unversioned"))
+
+    @property
+    def history(self) -> bool:
+        """Whether employees are described by their history too (features after attributes)."""
+        return bool(self.metadata.get("config", {}).get("features", {}).get("history", False))
+
+    @property
+    def normalize(self) -> bool:
+        """Whether attribute weights sum to 1 per employee (as when it was trained)."""
+        return bool(self.metadata.get("config", {}).get("features", {}).get("normalize", True))
+
+    @property
+    def n_attributes(self) -> int:
+        """How many of the employee feature columns are attributes (the history follows)."""
+        return len(self.user_feature_names) - (len(self.item_ids) if self.history else 0)
 
     def check(self) -> None:
         """Raise :class:`ModelLoadError` unless every array agrees with the others."""
@@ -123,6 +154,9 @@ class ModelBundle:
             "item_feature_biases": (n_item_features,),
             "item_titles": (n_items,),
             "item_attributes": (n_items, None),
+            "popularity": (n_items,),
+            "department_columns": (len(self.department_columns),),
+            "department_popularity": (len(self.department_columns), n_items),
         }
         for name, shape in expected.items():
             actual = getattr(self, name).shape
@@ -135,11 +169,20 @@ class ModelBundle:
                 )
         if self.user_feature_embeddings.shape[1] != self.item_feature_embeddings.shape[1]:
             raise ModelLoadError(f"bundle {self.version}: user and item factors differ in size")
+        if self.n_attributes < 0 or (
+            len(self.department_columns)
+            and not 0
+            <= int(self.department_columns.min())
+            <= int(self.department_columns.max())
+            < self.n_attributes
+        ):
+            raise ModelLoadError(f"bundle {self.version}: feature columns do not match its maps")
         for name in (
             "user_feature_embeddings",
             "item_feature_embeddings",
             "user_feature_biases",
             "item_feature_biases",
+            "popularity",
         ):
             array = getattr(self, name)
             if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
@@ -161,13 +204,24 @@ class ModelBundle:
         """Load a bundle; anything unreadable or inconsistent raises :class:`ModelLoadError`."""
         try:
             metadata = json.loads(meta)
-            if metadata.get("format_version") != FORMAT_VERSION:
+            format_version = metadata.get("format_version")
+            if format_version not in READABLE_FORMATS:
                 raise ModelLoadError(
-                    f"bundle format {metadata.get('format_version')!r} is not {FORMAT_VERSION}"
+                    f"bundle format {format_version!r} is not one of {READABLE_FORMATS}"
                 )
             with np.load(io.BytesIO(npz), allow_pickle=False) as archive:
-                dense = {name: archive[name] for name in _DENSE}
-                sparse = {name: sparse_from(name, archive) for name in _SPARSE}
+                present = set(archive.files)
+                dense = {name: archive[name] for name in _DENSE if name in present}
+                sparse = {
+                    name: sparse_from(name, archive)
+                    for name in _SPARSE
+                    if f"{name}_shape" in present
+                }
+            if format_version == FORMAT_VERSION and len(dense) + len(sparse) < len(
+                _DENSE + _SPARSE
+            ):
+                missing = [n for n in (*_DENSE, *_SPARSE) if n not in dense and n not in sparse]
+                raise ModelLoadError(f"bundle lacks {', '.join(missing)}")
         except ModelLoadError:
             raise
         except (

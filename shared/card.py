@@ -21,6 +21,8 @@ POPULATIONS = {  # key: (in a sentence, as a heading)
     "cold-start": ("new employees", "New employees (no history: known by their attributes only)"),
 }
 SCORERS = {
+    "served": "what these employees are served",
+    "model": "this model alone",
     "hybrid model": "this model",
     "popularity": "baseline: the most-taken trainings",
     "department popularity": "baseline: most taken in the department",
@@ -130,23 +132,34 @@ def _concentration(counts: list[Any], points: int = 51) -> list[float]:
     return [round(float(v), 4) for v in at]
 
 
-def _verdict(results: dict[str, Any], k: Any) -> list[str]:
-    """A sentence per population: the model's precision against the oracle and popularity."""
+def _served_name(served: dict[str, Any], population: str) -> str:
+    """The scorer serving a population ("model" for versions older than the choice)."""
+    return str(_dict(_dict(served.get(population)).get("scorer")).get("name", "model"))
+
+
+def _verdict(results: dict[str, Any], served: dict[str, Any], k: Any) -> list[str]:
+    """A sentence per population: who serves it, against the oracle and the baselines."""
     lines = []
     for population in _ordered(results, POPULATIONS):
         scorers = _dict(results[population])
-        ours, parts = _dict(scorers.get("hybrid model")).get("precision"), []
+        row = "served" if "served" in scorers else "hybrid model"
+        ours, parts = _dict(scorers.get(row)).get("precision"), []
         for reference, text in [
             ("oracle", "{:.0%} of the best achievable (oracle)"),
-            ("popularity", "{:.1f}× the popularity baseline"),
+            ("popularity", "{:.2f}× the popularity baseline"),
+            ("department popularity", "{:.2f}× the department baseline"),
         ]:
             theirs = _dict(scorers.get(reference)).get("precision")
             if _number(ours) and _number(theirs) and theirs > 0:
                 parts.append(text.format(ours / theirs))
         if _number(ours):
             name = POPULATIONS.get(population, (population,))[0]
-            summary = " and ".join(parts) or f"{ours:.1%}"
-            lines.append(f"For {name}, precision@{k or 'k'} is {summary}.")
+            by = _served_name(served, population)
+            summary = ", ".join(parts) or f"{ours:.1%}"
+            lines.append(
+                f"{name[0].upper()}{name[1:]} are served by {by}: precision@{k or 'k'} is "
+                f"{summary}."
+            )
     return lines
 
 
@@ -162,9 +175,11 @@ def card_json(metadata: dict[str, Any]) -> dict[str, Any]:
     -------
     dict
         ``version``, ``created_at``, ``verdict`` (sentences), ``gate`` (None when the
-        version was not gated), ``metrics`` (``k``, a row per population and scorer,
-        ``counts``, ``evaluation`` settings), ``training`` (validation ``curve``,
-        ``best_epoch``, ``final_epochs``, ``final_seconds``), ``recommendations``
+        version was not gated), ``served`` (per population: the scorer's name and why
+        it was chosen), ``metrics`` (``k``, ``repeats``, a row per population and
+        scorer with its ``ci95``, ``counts``, ``evaluation`` settings), ``training``
+        (validation ``curve``, ``best_epoch``, ``final_epochs``, ``final_seconds``),
+        ``recommendations``
         (spread statistics and 51-point ``concentration`` curves of recommendations
         and takes), ``data`` (``counts``, ``fingerprints``, a ``validation`` summary
         per extract), ``hyperparameters`` and ``libraries``.
@@ -172,8 +187,12 @@ def card_json(metadata: dict[str, Any]) -> dict[str, Any]:
     get = {key: _dict(metadata.get(key)) for key in ("metrics", "training", "config", "gate")}
     metrics, training, spread = get["metrics"], get["training"], metadata.get("recommendations")
     results, spread, counts = _dict(metrics.get("results")), _dict(spread), metadata.get("counts")
+    intervals = _dict(metrics.get("intervals"))
+    served = _dict(metadata.get("serving")) or _dict(metrics.get("served"))
+    notes = _dict(metrics.get("served"))
     rows = [
         {"population": population, "scorer": scorer, **_dict(_dict(results[population])[scorer])}
+        | {"ci95": _dict(intervals.get(population)).get(scorer)}
         for population in _ordered(results, POPULATIONS)
         for scorer in _ordered(_dict(results[population]), SCORERS)
     ]
@@ -195,9 +214,17 @@ def card_json(metadata: dict[str, Any]) -> dict[str, Any]:
     return {
         "version": metadata.get("version"),
         "created_at": metadata.get("created_at"),
-        "verdict": _verdict(results, metrics.get("k")),
+        "verdict": _verdict(results, served, metrics.get("k")),
         "gate": {key: get["gate"].get(key) for key in gate_keys} if get["gate"] else None,
-        "metrics": {"k": metrics.get("k"), "rows": rows, "counts": _dict(metrics.get("counts"))}
+        "served": {
+            population: {
+                "scorer": _served_name(served, population),
+                "note": _dict(notes.get(population)).get("note"),
+            }
+            for population in _ordered(served, POPULATIONS)
+        },
+        "metrics": {"k": metrics.get("k"), "repeats": metrics.get("repeats"), "rows": rows}
+        | {"counts": _dict(metrics.get("counts"))}
         | {"evaluation": _dict(get["config"].get("evaluation"))},
         "training": {"curve": curve}
         | {key: training.get(key) for key in ("best_epoch", "final_epochs", "final_seconds")},
@@ -270,19 +297,32 @@ def _date(value: Any) -> str:
         return str(value or "an unknown date")
 
 
-def _verdict_html(gate: dict[str, Any] | None, verdict: list[str]) -> str:
+def _verdict_html(gate: dict[str, Any] | None, verdict: list[str], served: dict[str, Any]) -> str:
     html = "".join(f"<p>{escape(v)}</p>" for v in verdict) or "<p>No evaluation recorded.</p>"
+    why = [
+        f"{POPULATIONS.get(p, (p,))[0]}: {escape(str(v['note']))}"
+        for p, v in served.items()
+        if v.get("note")
+    ]
+    if why:
+        html += f"<small>Why:<ul>{''.join(f'<li>{w}</li>' for w in why)}</ul></small>"
     if gate is None:
         return f'<div class="verdict">{html}</div>'
     decision, compared, tolerance = (
         gate[key] for key in ("decision", "compared_with", "tolerance")
     )
+    if decision == "not checked":
+        return (
+            '<div class="verdict"><p><b>Quality gate: off (not checked)</b> — this version '
+            f"was published without comparing it with the serving one.</p>{html}</div>"
+        )
     meaning = {"accepted": " (fit to serve)", "rejected": " (not put in service)"}
-    against = (
-        f"the serving model {compared}" if compared else "the baselines (no model was serving yet)"
-    )
+    against = f"the serving model {compared}" if compared else "nothing (no model was serving yet)"
     if compared and _number(tolerance):
-        against += f", allowing it to be at most {tolerance:.0%} worse"
+        against += (
+            f"; refused only if worse for every population, by more than {tolerance:.0%} "
+            "and more than the figures' noise"
+        )
     reasons = "".join(f"<li>{escape(str(r))}</li>" for r in _list(gate["reasons"]))
     checks = "".join(f"<li>{escape(str(c))}</li>" for c in _list(gate["checks"]))
     return (
@@ -293,7 +333,7 @@ def _verdict_html(gate: dict[str, Any] | None, verdict: list[str]) -> str:
     )
 
 
-def _evaluation_html(metrics: dict[str, Any], k: Any) -> str:
+def _evaluation_html(metrics: dict[str, Any], served: dict[str, Any], k: Any) -> str:
     if not metrics["rows"]:
         return "<p>No evaluation was recorded for this version.</p>"
     counts, share = metrics["counts"], _fmt(metrics["evaluation"].get("test_share"), ".0%")
@@ -304,17 +344,31 @@ def _evaluation_html(metrics: dict[str, Any], k: Any) -> str:
         f"<p>The model was tested on trainings hidden from it while it learned: {share} of the "
         f"history of {known} employees it knows, and the whole history of {cold} employees it "
         "never saw. Only hidden trainings count as hits, so even a perfect model stays far below "
-        "100%: compare the rows, not the absolute values.</p>"
+        "100%: compare the rows, not the absolute values. Everything the employee took is left "
+        "out of every list, the baselines' too.</p>"
     )
+    if _number(metrics.get("repeats")):
+        html += (
+            f"<p>Figures are means over {metrics['repeats']} splits; ± is a 95% interval. "
+            "Each population is served by whichever did best on separate validation data: the "
+            "model, the model with a popularity prior, or a popularity baseline.</p>"
+        )
     header = ["Method", "", *(title.format(k=k) for title, _, _ in METRICS.values())]
     for population in dict.fromkeys(row["population"] for row in metrics["rows"]):
         rows = [row for row in metrics["rows"] if row["population"] == population]
-        cells = [
-            [escape(row["scorer"]), f"<small>{escape(SCORERS.get(row['scorer'], ''))}</small>"]
-            + [_fmt(row.get(key), spec) for key, (_, _, spec) in METRICS.items()]
-            for row in rows
-        ]
-        ours = next((i for i, row in enumerate(rows) if row["scorer"] == "hybrid model"), None)
+        cells = []
+        for row in rows:
+            name = row["scorer"]
+            if name == "served":
+                name = f"served: {served.get(population, {}).get('scorer', 'model')}"
+            figures = [_fmt(row.get(key), spec) for key, (_, _, spec) in METRICS.items()]
+            if _number(row.get("ci95")):
+                figures[0] += f" ± {row['ci95']:.1%}"
+            description = f"<small>{escape(SCORERS.get(row['scorer'], ''))}</small>"
+            cells.append([escape(name), description, *figures])
+        ours = next(
+            (i for i, row in enumerate(rows) if row["scorer"] in ("served", "hybrid model")), None
+        )
         heading = POPULATIONS.get(population, ("", population))[1]
         html += f"<h3>{escape(heading)}</h3>{_table(header, cells, ours)}"
     explained = [f"<b>{t.format(k=k)}</b>: {escape(e.format(k=k))}" for t, e, _ in METRICS.values()]
@@ -375,8 +429,8 @@ def card_html(metadata: dict[str, Any]) -> str:
         css=CSS,
         version=_fmt(card["version"]),
         created=escape(_date(card["created_at"])),
-        verdict=_verdict_html(card["gate"], card["verdict"]),
-        evaluation=_evaluation_html(card["metrics"], k),
+        verdict=_verdict_html(card["gate"], card["verdict"], card["served"]),
+        evaluation=_evaluation_html(card["metrics"], card["served"], k),
         k=_fmt(k),
         training={key: _fmt(value) for key, value in training.items() if key != "curve"},
         curve=curve,

@@ -20,8 +20,11 @@ from shared.settings import Config, load_config
 from shared.storage import BlobStore
 
 DEFAULT_STORE = Path("var/store")
+REGIME_NAMES = ("attributes", "history", "weak")  # shared.synthetic.REGIMES (Faker: dev only)
 EXIT_BAD_INPUT = 2
-EXIT_REJECTED = 3  # the quality gate refused the candidate
+EXIT_REJECTED = 3  # the quality gate refused the candidate: nothing published
+EXIT_BUSY = 4  # another retrain holds the lock: nothing published
+POPULATION_NAMES = {"known": "employees with a history", "cold-start": "new employees"}
 EXAMPLE_NEW_EMPLOYEE = {
     "ou": "development",
     "skills": "python;sql",
@@ -50,6 +53,11 @@ def _progress(record: Any, total: int) -> None:
         score = record.validation_precision
         extra = f"  validation precision {score:.4f}" if score is not None else ""
         print(f"  epoch {record.epoch}/{total}  {record.seconds:.1f}s{extra}", file=sys.stderr)
+
+
+def _served(served_by: dict[str, str]) -> str:
+    """``employees with a history: model; new employees: department popularity``."""
+    return "; ".join(f"{POPULATION_NAMES.get(p, p)}: {name}" for p, name in served_by.items())
 
 
 def _trainings_table(items: list[dict[str, Any]]) -> str:
@@ -83,7 +91,7 @@ def _attributes(pairs: Sequence[str]) -> dict[str, str]:
 def cmd_generate(args: argparse.Namespace, config: Config) -> None:
     from shared.synthetic import generate, write_csvs
 
-    data = generate(args.users, args.trainings, args.interactions, args.seed)
+    data = generate(args.users, args.trainings, args.interactions, args.seed, args.regime)
     paths = write_csvs(data, Path(args.out))
     _print(
         args,
@@ -141,12 +149,13 @@ def cmd_train(args: argparse.Namespace, config: Config) -> None:
         store, config, oracle=_oracle_from(args.oracle, store, config), progress=_progress
     )
     if result.status == "busy":
-        _print(args, {"status": "busy"}, "another retrain is running: nothing done")
-        return
+        _print(args, {"status": "busy"}, "another retrain is running: nothing published")
+        raise SystemExit(EXIT_BUSY)
     from shared.evaluation import EvaluationReport
 
     table = EvaluationReport.from_dict(result.evaluation).to_table() if result.evaluation else ""
-    human = f"published model {result.version}\n{table}"
+    served = f" ({_served(result.served_by)})" if result.served_by else ""
+    human = f"{result.status} model {result.version}{served}\n{table}"
     if result.precompute:
         done = result.precompute
         human += f"\nrecommendations {done.version} for {done.employees} employees"
@@ -163,9 +172,14 @@ def cmd_train(args: argparse.Namespace, config: Config) -> None:
             "evaluation": result.evaluation,
             "gate": result.gate,
             "registrations": result.registrations,
+            "served_by": result.served_by,
         },
         human,
     )
+    if result.status == "rejected":
+        reasons = "; ".join((result.gate or {}).get("reasons", [])) or "see the model card"
+        print(f"rejected: {reasons}", file=sys.stderr)
+        raise SystemExit(EXIT_REJECTED)
 
 
 def cmd_evaluate(args: argparse.Namespace, config: Config) -> None:
@@ -179,31 +193,29 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> None:
     dataset = build_dataset(
         extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
     )
-    report, _ = evaluate_candidate(
-        dataset,
-        extracts,
-        config,
-        oracle=_oracle_from(args.oracle, store, config),
-        progress=_progress,
-    )
-    _print(args, report.to_dict(), report.to_table())
+    report = evaluate_candidate(
+        dataset, config, oracle=_oracle_from(args.oracle, store, config), progress=_progress
+    ).report
+    served = {p: report.served_name(p) for p in report.served}
+    _print(args, report.to_dict(), f"{report.to_table()}\nserved by: {_served(served)}")
 
 
 def cmd_tune(args: argparse.Namespace, config: Config) -> None:
-    from shared.tuning import read_raw_extracts, tune, write_config
+    from shared.pipeline import load_current_data
+    from shared.tuning import tune, write_config
 
     store = _store(args)
 
     def show(t: Any) -> None:
         if not args.json:
             print(
-                f"  trial {t.number}: known {t.known_precision:.4f}  cold {t.cold_precision:.4f}  "
+                f"  trial {t.number}: known {t.known_precision:.4f}  new {t.cold_precision:.4f}  "
                 f"objective {t.objective:.4f}  {t.seconds:.0f}s  {t.overrides or 'base'}",
                 file=sys.stderr,
             )
 
     result = tune(
-        read_raw_extracts(store),
+        load_current_data(store, config).extracts,
         config,
         budget=args.budget,
         seed=args.seed,
@@ -247,7 +259,7 @@ def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
-    from shared.serving import contract_of, recommend_known, recommend_new
+    from shared.serving import contract_of, has_history, recommend_known, recommend_new
 
     attributes = _attributes(args.attr) if args.attr else dict(EXAMPLE_NEW_EMPLOYEE)
     filters = _filters(args.filter)
@@ -256,21 +268,30 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
         items = recommend_known(
             snapshot, args.employee_id, args.n, filters=filters, explain=args.explain
         )
+        scorer = snapshot.scorer(has_history(snapshot, args.employee_id))
         _print(
             args,
-            {"employee_id": args.employee_id, **snapshot.versions, "trainings": items},
-            f"employee {args.employee_id}:\n{_trainings_table(items)}",
+            {
+                "employee_id": args.employee_id,
+                **snapshot.versions,
+                "scorer": scorer,
+                "trainings": items,
+            },
+            f"employee {args.employee_id} (ranked by {scorer}):\n{_trainings_table(items)}",
         )
         return
+    taken = [t.strip() for t in ",".join(args.taken).split(",") if t.strip()]
     answer = recommend_new(
         snapshot,
         attributes,
         args.n,
         contract_of(snapshot, config),
+        taken_training_ids=taken,
         filters=filters,
         explain=args.explain,
     )
-    human = f"new employee {attributes}:\n{_trainings_table(answer.trainings)}"
+    who = f"employee {attributes}" + (f", took {', '.join(taken)}" if taken else "")
+    human = f"{who} (ranked by {answer.scorer}):\n{_trainings_table(answer.trainings)}"
     if answer.ignored_values:
         human += (
             f"\n  (values the model has never seen, ignored: {', '.join(answer.ignored_values)})"
@@ -279,9 +300,12 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
         args,
         {
             "attributes": attributes,
+            "taken_training_ids": taken,
             **snapshot.versions,
+            "scorer": answer.scorer,
             "trainings": answer.trainings,
             "ignored_values": answer.ignored_values,
+            "unknown_training_ids": answer.unknown_training_ids,
         },
         human,
     )
@@ -360,9 +384,9 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     say = (lambda *a: None) if args.json else print
     say(
         f"1/4 generating {args.users} employees, {args.trainings} trainings, "
-        f"{args.interactions} trainings taken (seed {args.seed})"
+        f"{args.interactions} trainings taken (seed {args.seed}, regime {args.regime})"
     )
-    data = generate(args.users, args.trainings, args.interactions, args.seed)
+    data = generate(args.users, args.trainings, args.interactions, args.seed, args.regime)
     paths = write_csvs(data, Path(args.out))
     say(f"2/4 dropping the extracts into {store.describe}")
     for kind in ("users", "trainings", "trainings-taken"):
@@ -378,7 +402,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     report = EvaluationReport.from_dict(result.evaluation or {"k": config.evaluation.k})
     say(report.to_table())
     say(
-        f"    model {result.version}; recommendations for "
+        f"    model {result.version} ({_served(result.served_by)}); recommendations for "
         f"{result.precompute.employees if result.precompute else 0} employees"
     )
     snapshot = _snapshot(args, config)
@@ -390,9 +414,13 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     )
     say("4/4 recommendations")
     row = data.users[data.users["User-Id"] == known_id].iloc[0]
+    took = snapshot.bundle.item_titles[
+        snapshot.bundle.taken[int(np.argmax(taken_counts > 3))].indices
+    ]
     say(
         f"known employee {known_id} ({row['ou']}; skills {row['skills']}; "
-        f"interests {row['career interests']}):\n{_trainings_table(known)}"
+        f"interests {row['career interests']}; took {len(took)} trainings, e.g. "
+        f"{'; '.join(map(str, took[:3]))}):\n{_trainings_table(known)}"
     )
     say(f"new employee {EXAMPLE_NEW_EMPLOYEE}:\n{_trainings_table(new.trainings)}")
     if args.json:
@@ -444,6 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--interactions", type=int, default=100_000)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", default="var/synthetic", help="folder for the CSV files")
+        p.add_argument(
+            "--regime",
+            choices=tuple(REGIME_NAMES),
+            default="history",
+            help="what shapes the synthetic choices: attributes only; attributes, hidden "
+            "tastes and level progressions (history); or weak attributes and long-tailed "
+            "popularity (weak). Default: %(default)s",
+        )
 
     p = sub.add_parser("generate", help="write synthetic HR extracts (and oracle.json)")
     sizes(p)
@@ -479,6 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="COLUMN=VALUE",
         help="a new employee's attribute, repeatable: --attr skills=python;sql",
+    )
+    p.add_argument(
+        "--taken",
+        action="append",
+        default=[],
+        metavar="TRAINING_ID[,TRAINING_ID]",
+        help="with --attr: trainings the employee already took (shape the list, never shown)",
     )
     p.add_argument("-n", type=int, default=10)
     p.add_argument(

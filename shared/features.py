@@ -8,6 +8,12 @@ trainings taken build in about 0.12 s, the same matrices as ``lightfm.data.Datas
 (``python -m benchmarks matrices``). Feature columns are named ``column:value``
 (``skills:python``); identity features ``id:<id>`` come first when enabled, so row
 ``i``'s identity is column ``i`` as in ``lightfm.data.Dataset``.
+
+An employee is described by their attributes and, after them, by the trainings they
+took: one feature ``taken:<training id>`` per training of the catalog, in catalog
+order, the history's weights summing to 1 (:func:`describe_employees`). The same
+description serves the fit, the precomputed lists and a new employee posted to the
+API, so that the same attributes and history always get the same list.
 """
 
 from __future__ import annotations
@@ -19,10 +25,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from shared.bundle import ModelBundle
 from shared.schema import ID, band_labels, distinct_codes, positions
 from shared.settings import DataContract, EntityColumns, FeatureOptions
 
 IDENTITY_PREFIX = "id:"
+HISTORY_PREFIX = "taken:"
 _FEW_IDS = 16  # looked up one by one below this; through an index above
 _SCAN_IDS = 4096  # a map this short is scanned rather than indexed for a single lookup
 
@@ -250,27 +258,70 @@ def rows_for_new(
     delimiter: str,
     feature_names: IdMap,
     normalize: bool,
-    *,
-    identity: bool = False,
 ) -> tuple[sp.csr_matrix, list[str]]:
-    """Feature rows of entities described by attributes, against a trained feature map.
+    """Attribute rows of entities, against a trained map of attribute feature names.
 
     Attribute values the model does not know are ignored and returned, so that the
-    caller can report them; they are not an error. With ``identity``, an entity the
-    model knows also gets its identity feature (``id:<id>``) when the map has it;
-    a new one simply has none.
+    caller can report them; they are not an error.
     """
     rows, codes, vocabulary = attribute_codes(frame, columns, delimiter)
     found = feature_names.rows(vocabulary)  # one lookup per distinct value, not per pair
     unknown = vocabulary[found < 0].tolist()  # sorted: the vocabulary is
     cols = found[codes]
-    if identity:
-        ids = np.char.add(IDENTITY_PREFIX, frame[ID].to_numpy(dtype=str))
-        rows = np.concatenate([np.arange(len(frame)), rows])
-        cols = np.concatenate([feature_names.rows(ids), cols])
     known = cols >= 0
     shape = (len(frame), len(feature_names))
     return _binary_rows(rows[known], cols[known], shape, normalize), unknown
+
+
+def history_rows(taken: sp.csr_matrix) -> sp.csr_matrix:
+    """Each row's trainings taken as feature weights summing to 1 (none: an empty row).
+
+    Weights sum to 1 whatever the history's length, so that a long history does not
+    drown the attributes (with 1/sqrt(n), measured, fits overfit within a few epochs
+    on histories of a hundred trainings).
+    """
+    matrix = sp.csr_matrix(taken, dtype=np.float32, copy=True)
+    matrix.sum_duplicates()
+    matrix.eliminate_zeros()
+    counts = np.diff(matrix.indptr)
+    matrix.data = np.repeat((1.0 / np.maximum(counts, 1)).astype(np.float32), counts)
+    return matrix
+
+
+def describe_employees(attributes: sp.csr_matrix, taken: sp.csr_matrix | None) -> sp.csr_matrix:
+    """Employees' feature rows: attribute columns, then (with ``taken``) history columns.
+
+    ``taken`` holds each employee's trainings (any weight), columns in catalog order;
+    None when the model has no history features.
+    """
+    if taken is None:
+        return attributes.tocsr()
+    return sp.hstack([attributes, history_rows(taken)], format="csr", dtype=np.float32)
+
+
+def contract_of(bundle: ModelBundle, fallback: DataContract) -> DataContract:
+    """The data contract a model was trained with (employees are read the same way)."""
+    stored = bundle.metadata.get("config", {}).get("contract")
+    return DataContract.model_validate(stored) if stored else fallback
+
+
+def employee_rows(
+    bundle: ModelBundle,
+    frame: pd.DataFrame,
+    contract: DataContract,
+    taken: sp.csr_matrix,
+) -> tuple[sp.csr_matrix, list[str]]:
+    """Feature rows of employees against a trained model: their attributes (``frame``)
+    and, when the model uses history, what they took (``taken``: rows x the model's
+    trainings). The one description used for precomputed lists and posted employees.
+
+    Returns the rows and the attribute values the model does not know (ignored).
+    """
+    names = IdMap(bundle.user_feature_names[: bundle.n_attributes])
+    attributes, unknown = rows_for_new(
+        frame, contract.users, contract.value_delimiter, names, bundle.normalize
+    )
+    return describe_employees(attributes, taken if bundle.history else None), unknown
 
 
 @dataclass(frozen=True)
@@ -279,12 +330,28 @@ class Dataset:
 
     users: IdMap
     items: IdMap
-    user_feature_names: IdMap
+    attribute_names: IdMap  # the employees' attribute features
     item_feature_names: IdMap
-    interactions: sp.csr_matrix  # 1 where an employee took a training
-    weights: sp.csr_matrix  # the interaction's weight (rating), same pattern
-    user_features: sp.csr_matrix
+    interactions: sp.csr_matrix  # 1 where a training taken counts as a success (min_weight)
+    taken: sp.csr_matrix  # 1 for every training taken, whatever its weight
+    weights: sp.csr_matrix  # the weight (rating) of every training taken
+    user_attributes: sp.csr_matrix  # employees x attribute features
     item_features: sp.csr_matrix
+    history: bool  # whether employees are also described by the trainings they took
+
+    @property
+    def user_feature_names(self) -> IdMap:
+        """Attribute features, then one history feature per training (with history)."""
+        if not self.history:
+            return self.attribute_names
+        history = np.char.add(HISTORY_PREFIX, self.items.ids.astype(str))
+        return IdMap.of(np.concatenate([self.attribute_names.ids, history]))
+
+    def user_features(self, taken: sp.csr_matrix | None = None) -> sp.csr_matrix:
+        """Every employee's feature rows, with ``taken`` (default: all of it) as history."""
+        if not self.history:
+            return self.user_attributes
+        return describe_employees(self.user_attributes, self.taken if taken is None else taken)
 
 
 def _rows_of_column(ids: IdMap, column: pd.Series) -> np.ndarray:
@@ -305,8 +372,9 @@ def _rows_of_column(ids: IdMap, column: pd.Series) -> np.ndarray:
 
 def interaction_matrices(
     taken: pd.DataFrame, users: IdMap, items: IdMap
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """Binary interaction matrix and weight matrix of clean trainings-taken rows."""
+) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """Every training taken (binary), the successes among them (binary: ``positive``
+    rows), and the weights, from clean trainings-taken rows."""
     user_rows = _rows_of_column(users, taken["user_id"])
     item_rows = _rows_of_column(items, taken["training_id"])
     known = (user_rows >= 0) & (item_rows >= 0)
@@ -321,9 +389,16 @@ def interaction_matrices(
     else:
         weights = sp.csr_matrix((values, (user_rows, item_rows)), shape=shape)
         weights.sum_duplicates()
-    interactions = weights.copy()
-    interactions.data[:] = 1.0
-    return interactions, weights
+    every = weights.copy()
+    every.data[:] = 1.0
+    successes = every.copy()
+    if "positive" in taken and not (positive := taken["positive"].to_numpy(bool)).all():
+        flags = sp.csr_matrix(
+            (positive[known].astype(np.float32), (user_rows, item_rows)), shape=shape
+        )
+        successes = every.multiply(flags > 0).tocsr()
+        successes.eliminate_zeros()
+    return every, successes, weights
 
 
 def build_dataset(
@@ -336,16 +411,19 @@ def build_dataset(
     """Id maps and matrices from the clean frames of :mod:`shared.schema`."""
     user_map = IdMap.of(users[ID].to_numpy(dtype=str))
     item_map = IdMap.of(trainings[ID].to_numpy(dtype=str))
-    interactions, weights = interaction_matrices(taken, user_map, item_map)
+    every, successes, weights = interaction_matrices(taken, user_map, item_map)
     delimiter = contract.value_delimiter
-    user_features, user_names = feature_matrix(
-        users,
-        contract.users,
-        delimiter,
-        identity=options.user_identity,
-        attributes=options.user_features,
-        normalize=options.normalize,
-    )
+    if options.user_features:
+        attributes, attribute_names = feature_matrix(
+            users,
+            contract.users,
+            delimiter,
+            identity=False,
+            attributes=True,
+            normalize=options.normalize,
+        )
+    else:  # known by their history alone (the settings require one or the other)
+        attributes, attribute_names = sp.csr_matrix((len(users), 0), dtype=np.float32), IdMap.of([])
     item_features, item_names = feature_matrix(
         trainings,
         contract.trainings,
@@ -357,12 +435,14 @@ def build_dataset(
     return Dataset(
         user_map,
         item_map,
-        user_names,
+        attribute_names,
         item_names,
-        interactions,
+        successes,
+        every,
         weights,
-        user_features,
+        attributes,
         item_features,
+        options.history,
     )
 
 

@@ -1,4 +1,14 @@
-"""Clean extracts → evaluated model bundle (pure: no storage, no Azure)."""
+"""Clean extracts → evaluated model bundle (pure: no storage, no Azure).
+
+One evaluation procedure, used by ``retrain``, ``evaluate`` and ``tune``
+(:func:`evaluate_candidate`): the split is repeated over several seeds; each time
+the model is fit on known employees' histories with early stopping, then every
+candidate scorer (the model, the model blended with a popularity prior, the
+popularity baselines) is measured on validation data, for known and for new
+employees separately. Each population is served by the candidate best on
+validation; the figures reported are on test data the choice never saw, as
+served: everything the employee took excluded, baselines excluded the same way.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +20,51 @@ from importlib import metadata as importlib_metadata
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import scipy.sparse as sp
 
 from shared.bundle import ModelBundle, new_version
 from shared.errors import ExtractError, Problem
 from shared.evaluation import (
+    BASELINES,
+    MODEL_ROW,
+    ORACLE,
+    SERVED,
+    Estimate,
     EvaluationReport,
+    Measured,
+    Split,
+    baseline_spec,
+    candidate_specs,
     distribution,
-    group_popularity_scorer,
-    holdout,
-    popularity_scorer,
-    ranking_metrics,
+    measure,
     split,
 )
-from shared.features import Dataset, build_dataset, rows_for_new
+from shared.features import Dataset, build_dataset
 from shared.schema import Extracts
-from shared.scoring import NO_ITEM, Factors, Recommender
+from shared.scoring import (
+    MODEL,
+    NO_ITEM,
+    POPULATIONS,
+    Factors,
+    Priors,
+    Recommender,
+    Scorer,
+    ScorerSpec,
+)
 from shared.settings import Config
-from shared.training import FitResult, ProgressFn, factors_of, fit
+from shared.training import FitResult, ProgressFn, Validation, fit, fold_out
 
-OracleFn = Callable[
-    [Sequence[str], Sequence[str]], np.ndarray
-]  # (user ids, training ids) -> scores
+# (user ids, training ids, what each user is known to have taken or None for new
+# employees) -> scores; the synthetic data's oracle.
+OracleFn = Callable[[Sequence[str], Sequence[str], sp.csr_matrix | None], np.ndarray]
+
+# Pseudo-employees per employee in a fit with history features (training.fold_out).
+# Measured on the synthetic regimes: 3 parts learn as well as 5 and better than 2.
+FOLDS = 3
+# Employees measured per population and repeat (a fixed random sample when there are
+# more): the figures' intervals are already narrow at this size.
+EVALUATED_USERS = 25_000
+SCALE_SAMPLE = 1_000  # employees whose scores set the model's scale in a blend
 
 
 @dataclass
@@ -51,89 +84,369 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
+def department_columns(dataset: Dataset, config: Config) -> np.ndarray:
+    """The attribute features that name a department (``ou:sales``), if it is a feature."""
+    contract = config.contract
+    if contract.department not in contract.users.features or not len(dataset.attribute_names):
+        return np.empty(0, np.int64)
+    names = dataset.attribute_names.ids.astype(str)
+    return np.flatnonzero(np.char.startswith(names, f"{contract.department}:")).astype(np.int64)
+
+
+def training_rows(
+    dataset: Dataset, taken: sp.csr_matrix, successes: sp.csr_matrix, seed: int
+) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix | None]:
+    """Interactions, user features and weights to fit on, given what was taken."""
+    weights = dataset.weights.multiply(successes).tocsr()
+    if dataset.history:
+        return fold_out(taken, successes, dataset.user_attributes, FOLDS, seed, weights)
+    return successes, dataset.user_attributes, weights
+
+
+def model_scale(factors: Factors, seed: int) -> float:
+    """The spread of the model's scores (over a sample of employees and every training):
+    a blend adds popularity on this scale."""
+    n = len(factors.user_vectors)
+    rows = np.random.default_rng(seed).choice(n, size=min(n, SCALE_SAMPLE), replace=False)
+    return float(factors.user_scores(np.sort(rows)).std()) if n else 1.0
+
+
+@dataclass(frozen=True)
+class _Population:
+    """One population's employees in one repeat: how the model sees them, what is
+    excluded and what is to be found."""
+
+    rows: np.ndarray  # dataset rows
+    factors: Factors  # one row per employee of ``rows``
+    groups: np.ndarray  # departments
+    exclude: sp.csr_matrix
+    truth: sp.csr_matrix
+    history: sp.csr_matrix | None  # what the oracle may know they took (None: new)
+
+    def measure(self, scorer: Scorer, k: int, *, auc: bool) -> Measured:
+        factors = self.factors
+
+        def scores(positions: np.ndarray) -> np.ndarray:
+            return scorer.scores(
+                factors.user_vectors[positions],
+                factors.user_biases[positions],
+                self.groups[positions],
+            )
+
+        return measure(scores, np.arange(len(self.rows)), self.exclude, self.truth, k, auc=auc)
+
+    def measure_oracle(self, oracle: OracleFn, dataset: Dataset, k: int) -> Measured:
+        user_ids, item_ids = dataset.users.ids, list(dataset.items.ids)
+
+        def scores(positions: np.ndarray) -> np.ndarray:
+            history = None if self.history is None else self.history[positions]
+            return oracle(list(user_ids[self.rows[positions]]), item_ids, history)
+
+        return measure(scores, np.arange(len(self.rows)), self.exclude, self.truth, k)
+
+
+@dataclass(frozen=True)
+class _Repeat:
+    """One repeat of the split: the fitted model's populations and candidates."""
+
+    fitted: FitResult
+    candidates: dict[str, ScorerSpec]
+    priors: Priors
+    validation: dict[str, _Population]
+    test: dict[str, _Population]
+
+
+def _sample(rows: np.ndarray, truth: sp.csr_matrix, seed: int) -> np.ndarray:
+    """Rows with some truth, at most :data:`EVALUATED_USERS` of them (a random sample)."""
+    rows = rows[np.diff(truth.tocsr()[rows].indptr) > 0]
+    if len(rows) > EVALUATED_USERS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, EVALUATED_USERS, replace=False))
+    return rows
+
+
+def _population(
+    fitted: FitResult,
+    dataset: Dataset,
+    priors: Priors,
+    rows: np.ndarray,
+    history: sp.csr_matrix,
+    truth: sp.csr_matrix,
+    *,
+    new: bool,
+) -> _Population:
+    """Employees ``rows`` described with ``history`` (all of it excluded), against ``truth``."""
+    features = dataset.user_features(history)[rows]
+    model = fitted.model
+    factors = Factors.from_features(
+        features,
+        model.user_embeddings,
+        model.user_biases,
+        dataset.item_features,
+        model.item_embeddings,
+        model.item_biases,
+    )
+    return _Population(
+        rows,
+        factors,
+        priors.groups(features),
+        history[rows],
+        truth[rows],
+        None if new else history[rows],
+    )
+
+
+def _repeat(dataset: Dataset, config: Config, number: int, progress: ProgressFn | None) -> _Repeat:
+    """Split with seed ``evaluation.seed + number``, fit, and gather the populations."""
+    opts, hp = config.evaluation, config.model
+    seed = opts.seed + number
+    parts: Split = split(
+        dataset.taken, opts.test_share, hp.validation_share, opts.cold_start_share, seed
+    )
+    successes = dataset.interactions
+    fit_successes = successes.multiply(parts.fit).tocsr()
+    interactions, features, weights = training_rows(dataset, parts.fit, fit_successes, seed)
+    validation = Validation(
+        dataset.user_features(parts.fit), parts.fit, successes.multiply(parts.validation).tocsr()
+    )
+    params = hp.model_copy(update={"random_state": hp.random_state + number})
+    fitted = fit(
+        interactions,
+        features,
+        dataset.item_features,
+        params,
+        weights=weights,
+        validation=validation,
+        k=opts.k,
+        progress=progress,
+    )
+    priors = Priors.count(
+        fit_successes, dataset.user_attributes, department_columns(dataset, config)
+    )
+    nobody = sp.csr_matrix(dataset.taken.shape, dtype=np.float32)
+    everyone = np.arange(dataset.taken.shape[0])
+    known_validation = _sample(everyone, validation.truth, seed)
+    test_truth = successes.multiply(parts.test).tocsr()
+    known_test = _sample(everyone, test_truth, seed)
+    val = {
+        "known": _population(
+            fitted, dataset, priors, known_validation, parts.fit, validation.truth, new=False
+        ),
+        "cold-start": _population(
+            fitted,
+            dataset,
+            priors,
+            _sample(parts.cold_validation, successes, seed),
+            nobody,
+            successes,
+            new=True,
+        ),
+    }
+    test = {
+        "known": _population(
+            fitted, dataset, priors, known_test, parts.train, test_truth, new=False
+        ),
+        "cold-start": _population(
+            fitted,
+            dataset,
+            priors,
+            _sample(parts.cold_test, successes, seed),
+            nobody,
+            successes,
+            new=True,
+        ),
+    }
+    scale = model_scale(val["known"].factors, seed)
+    candidates = candidate_specs(scale, priors, config.gate.baselines)
+    return _Repeat(fitted, candidates, priors, val, test)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """How a population is served, and the validation figures that decided it."""
+
+    key: str  # a label of candidate_specs
+    figures: dict[str, float]  # candidate label -> mean validation precision
+    margin: Estimate | None  # best model-based candidate minus best baseline, paired
+
+    @property
+    def note(self) -> str:
+        """Why, in one sentence."""
+        baselines = {k: v for k, v in self.figures.items() if k in BASELINES}
+        model_based = {k: v for k, v in self.figures.items() if k not in BASELINES}
+        margin = self.margin
+        if not baselines or not model_based or margin is None:
+            return f"{self.key} did best on validation data ({self.figures.get(self.key, 0):.4f})"
+        best_baseline = max(baselines, key=baselines.__getitem__)
+        best_model = max(model_based, key=model_based.__getitem__)
+        versus = (
+            f"{best_model} {model_based[best_model]:.4f} vs {best_baseline} "
+            f"{baselines[best_baseline]:.4f}: {margin.mean:+.4f} ± {margin.ci95:.4f}"
+        )
+        if self.key in BASELINES:
+            return (
+                f"the model, alone or blended, does not beat {best_baseline} beyond the noise "
+                f"on validation data ({versus}); served by {self.key}"
+            )
+        return f"{self.key} beats the baselines on validation data ({versus})"
+
+
+def _choose(repeats: list[_Repeat], population: str, k: int) -> _Choice:
+    """The scorer of a population, on validation data.
+
+    The best model-based candidate (the model, or a blend) serves only if it beats the
+    best baseline by more than the 95 % interval of their difference, measured on the
+    same employees; otherwise the best baseline serves: a population is never served
+    worse than the obvious on the strength of noise.
+    """
+    per_row: dict[str, list[np.ndarray]] = {}
+    for r in repeats:
+        validation = r.validation[population]
+        if not len(validation.rows):
+            continue
+        for key, spec in r.candidates.items():
+            scorer = Scorer(validation.factors, spec, r.priors)
+            per_row.setdefault(key, []).append(validation.measure(scorer, k, auc=False).precision)
+    complete = {key: v for key, v in per_row.items() if len(v) == len(per_row[MODEL.name])}
+    if not complete:
+        return _Choice(MODEL.name, {}, None)
+    figures = {key: float(np.mean([v.mean() for v in values])) for key, values in complete.items()}
+    baselines = [key for key in figures if key in BASELINES]
+    model_based = [key for key in figures if key not in BASELINES]
+    best_model = max(model_based, key=figures.__getitem__)  # the first of equal ones
+    if not baselines:
+        return _Choice(best_model, figures, None)
+    best_baseline = max(baselines, key=figures.__getitem__)
+    margin = Estimate.of(
+        [a - b for a, b in zip(complete[best_model], complete[best_baseline], strict=True)]
+    )
+    chosen = best_model if margin.mean > margin.ci95 else best_baseline
+    return _Choice(chosen, figures, margin)
+
+
+def _measure_test(
+    repeats: list[_Repeat],
+    population: str,
+    choice: str,
+    k: int,
+    oracle: OracleFn | None,
+    dataset: Dataset,
+) -> dict[str, list[Measured]]:
+    """Test figures of the served scorer, the model alone, the baselines and the oracle,
+    one per repeat."""
+    rows: dict[str, list[Measured]] = {}
+    for r in repeats:
+        test = r.test[population]
+        if not len(test.rows):
+            continue
+        specs = {SERVED: r.candidates.get(choice, MODEL), MODEL_ROW: MODEL}
+        specs |= {b: baseline_spec(b, r.priors) for b in r.candidates if b in BASELINES}
+        for name, spec in specs.items():
+            rows.setdefault(name, []).append(
+                test.measure(Scorer(test.factors, spec, r.priors), k, auc=True)
+            )
+        if oracle is not None:
+            rows.setdefault(ORACLE, []).append(test.measure_oracle(oracle, dataset, k))
+    return rows
+
+
+def _summarize(report: EvaluationReport, population: str, rows: dict[str, list[Measured]]) -> None:
+    """Means, spreads and intervals over the repeats; the served scorer against each
+    baseline, paired on the same employees."""
+    for name, per_repeat in rows.items():
+        names = list(per_repeat[0].metrics)
+        values = {m: [x.metrics[m] for x in per_repeat] for m in names}
+        report.add(
+            population,
+            name,
+            {m: float(np.mean(v)) for m, v in values.items()},
+            {m: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for m, v in values.items()},
+            Estimate.of([x.precision for x in per_repeat]).ci95,
+        )
+    for baseline in (b for b in BASELINES if b in rows):
+        paired = [
+            served.precision - other.precision
+            for served, other in zip(rows[SERVED], rows[baseline], strict=True)
+        ]
+        estimate = Estimate.of(paired)
+        report.comparisons.setdefault(population, {})[baseline] = {
+            "difference": estimate.mean,
+            "ci95": estimate.ci95,
+        }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`evaluate_candidate` measured.
+
+    ``report``: each population's served scorer (chosen on validation data) and the
+    test figures of it, of the model alone, of the baselines and of the oracle.
+    ``fits``: each repeat's fit (its best epoch and validation curve). ``served``:
+    per population, each repeat's per-employee precision of the served scorer, so
+    that two configurations evaluated with the same splits compare paired.
+    """
+
+    report: EvaluationReport
+    fits: list[FitResult]
+    served: dict[str, list[np.ndarray]]
+
+    def objective(self) -> tuple[float, dict[str, float]]:
+        """Mean served precision over the populations, and each population's."""
+        each = {p: self.report.served_precision(p) for p in POPULATIONS}
+        figures = {p: v[0] for p, v in each.items() if v is not None}
+        return float(np.mean(list(figures.values()))) if figures else 0.0, figures
+
+    def gain_over(self, other: Evaluation) -> Estimate:
+        """The objective of this evaluation minus ``other``'s, paired on the same employees
+        (both must come from the same splits: same data and evaluation settings)."""
+        gains = [
+            Estimate.of([a - b for a, b in zip(self.served[p], other.served[p], strict=True)])
+            for p in POPULATIONS
+            if p in self.served and p in other.served
+        ]
+        if not gains:
+            return Estimate(0.0, 0.0, 0.0)
+        n = len(gains)
+        return Estimate(
+            float(np.mean([g.mean for g in gains])),
+            float(np.hypot.reduce([g.spread for g in gains]) / n),
+            float(np.hypot.reduce([g.ci95 for g in gains]) / n),
+        )
+
+
 def evaluate_candidate(
     dataset: Dataset,
-    extracts: Extracts,
     config: Config,
     *,
     oracle: OracleFn | None = None,
     progress: ProgressFn | None = None,
-) -> tuple[EvaluationReport, FitResult]:
-    """Fit on a split and measure known and cold-start employees against the baselines."""
-    opts, hp = config.evaluation, config.model
-    parts = split(dataset.interactions, opts.test_share, opts.cold_start_share, opts.seed)
-    fit_train, validation = holdout(
-        parts.train, hp.validation_share, np.random.default_rng(opts.seed + 1)
-    )
-    result = fit(
-        fit_train,
-        dataset.user_features,
-        dataset.item_features,
-        hp,
-        weights=dataset.weights,
-        validation=validation if hp.early_stopping else None,
-        k=opts.k,
-        progress=progress,
-    )
-    factors = factors_of(result.model, dataset.user_features, dataset.item_features)
-    contract = config.contract
-    cold_rows, _ = rows_for_new(
-        extracts.users.iloc[parts.cold_users],
-        contract.users,
-        contract.value_delimiter,
-        dataset.user_feature_names,
-        config.features.normalize,
-    )
-    cold_factors = Factors(
-        np.asarray(cold_rows @ result.model.user_embeddings, dtype=np.float32),
-        np.asarray(cold_rows @ result.model.user_biases, dtype=np.float32),
-        factors.item_vectors,
-        factors.item_biases,
-    )
-    position_of_cold = {int(row): i for i, row in enumerate(parts.cold_users)}
-
-    def cold_model(rows: np.ndarray) -> np.ndarray:
-        return cold_factors.user_scores(
-            np.asarray([position_of_cold[int(r)] for r in rows], dtype=np.int64)
-        )
-
-    scorers: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "popularity": popularity_scorer(parts.train),
-    }
-    if contract.department in extracts.users.columns:
-        codes, _ = pd.factorize(extracts.users[contract.department].replace("", np.nan))
-        scorers["department popularity"] = group_popularity_scorer(parts.train, np.asarray(codes))
-    if oracle is not None:
-        user_ids, item_ids = dataset.users.ids, dataset.items.ids
-
-        def oracle_scores(rows: np.ndarray) -> np.ndarray:
-            return oracle(list(user_ids[rows]), list(item_ids))
-
-        scorers["oracle"] = oracle_scores
-
-    report = EvaluationReport(opts.k)
-    known_rows = np.arange(dataset.interactions.shape[0])
-    empty = parts.cold_test.copy()
-    empty.data[:] = 0
-    empty.eliminate_zeros()
-    populations = {
-        "known": (factors.user_scores, known_rows, parts.train, parts.test),
-        "cold-start": (cold_model, parts.cold_users, empty, parts.cold_test),
-    }
-    for population, (model_fn, rows, exclude, truth) in populations.items():
-        report.add(
-            population, "hybrid model", ranking_metrics(model_fn, rows, exclude, truth, opts.k)
-        )
-        for name, scorer in scorers.items():
-            report.add(population, name, ranking_metrics(scorer, rows, exclude, truth, opts.k))
+) -> Evaluation:
+    """Measure a configuration over ``evaluation.repeats`` splits, known and new employees apart."""
+    opts, k = config.evaluation, config.evaluation.k
+    repeats = [_repeat(dataset, config, number, progress) for number in range(opts.repeats)]
+    report = EvaluationReport(k, opts.repeats)
+    served: dict[str, list[np.ndarray]] = {}
+    for population in POPULATIONS:
+        choice = _choose(repeats, population, k)
+        report.served[population] = {
+            "choice": choice.key,
+            "scorer": repeats[0].candidates.get(choice.key, MODEL).to_dict(),
+            "validation": choice.figures,
+            "margin": choice.margin.to_dict() if choice.margin else None,
+            "note": choice.note,
+        }
+        measured = _measure_test(repeats, population, choice.key, k, oracle, dataset)
+        _summarize(report, population, measured)
+        if SERVED in measured:
+            served[population] = [m.precision for m in measured[SERVED]]
+    last = repeats[-1]
     report.counts = {
-        "known_employees_evaluated": int((np.diff(parts.test.indptr) > 0).sum()),
-        "cold_start_employees_evaluated": len(parts.cold_users),
-        "train_interactions": int(parts.train.nnz),
-        "test_interactions": int(parts.test.nnz),
-        "cold_start_interactions": int(parts.cold_test.nnz),
+        "known_employees_evaluated": len(last.test["known"].rows),
+        "cold_start_employees_evaluated": len(last.test["cold-start"].rows),
+        "cold_start_employees_to_choose": len(last.validation["cold-start"].rows),
+        "interactions": int(dataset.taken.nnz),
+        "successes": int(dataset.interactions.nnz),
     }
-    return report, result
+    return Evaluation(report, [r.fitted for r in repeats], served)
 
 
 def bundle_from_fit(
@@ -144,12 +457,18 @@ def bundle_from_fit(
     *,
     fingerprints: dict[str, str],
     evaluation: EvaluationReport | None,
+    priors: Priors | None = None,
+    serving: dict[str, dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> ModelBundle:
-    """Export a fitted model with its maps, catalog and metadata."""
+    """Export a fitted model with its maps, catalog, priors and metadata.
+
+    ``serving`` names each population's scorer (default: the model for everyone).
+    """
     model = result.model
     trainings = extracts.trainings
     columns = list(config.contract.trainings.features)
+    priors = priors or Priors.none(len(dataset.items))
     combined = "-".join(fingerprints[k] for k in sorted(fingerprints)) or "nodata"
     metadata: dict[str, Any] = {
         "version": new_version(combined.replace("-", "")),
@@ -159,12 +478,15 @@ def bundle_from_fit(
         "counts": {
             "employees": len(dataset.users),
             "trainings": len(dataset.items),
-            "interactions": int(dataset.interactions.nnz),
-            "employees_with_history": int((np.diff(dataset.interactions.indptr) > 0).sum()),
+            "interactions": int(dataset.taken.nnz),
+            "successes": int(dataset.interactions.nnz),
+            "employees_with_history": int((np.diff(dataset.taken.indptr) > 0).sum()),
             "user_features": len(dataset.user_feature_names),
             "item_features": len(dataset.item_feature_names),
         },
         "metrics": evaluation.to_dict() if evaluation else None,
+        "serving": serving
+        or {p: {"choice": MODEL.name, "scorer": MODEL.to_dict()} for p in POPULATIONS},
         "training": {
             "final_epochs": len(result.history),
             "final_seconds": round(sum(r.seconds for r in result.history), 3),
@@ -187,9 +509,12 @@ def bundle_from_fit(
         user_feature_biases=model.user_biases.astype(np.float32),
         item_feature_embeddings=model.item_embeddings.astype(np.float32),
         item_feature_biases=model.item_biases.astype(np.float32),
-        user_features=dataset.user_features.tocsr(),
+        user_features=dataset.user_features().tocsr(),
         item_features=dataset.item_features.tocsr(),
-        taken=dataset.interactions.tocsr(),
+        taken=dataset.taken.tocsr(),
+        popularity=priors.popularity,
+        department_columns=priors.department_columns,
+        department_popularity=priors.department,
         metadata=metadata,
     )
     bundle.metadata["recommendations"] = _distribution_of(bundle, config)
@@ -214,12 +539,13 @@ def train_model(
     oracle: OracleFn | None = None,
     progress: ProgressFn | None = None,
 ) -> TrainedModel:
-    """Evaluate on held-out data, then refit on all the data for the epochs found best.
+    """Evaluate over repeated splits, then refit on all the data for the epochs found best.
 
-    The published model is refit on everything: the evaluation split hides a fifth
-    of the history and a tenth of the employees, which serving should not lose;
-    the held-out metrics describe the procedure, and the refit reuses its best
-    epoch count, so it does not overfit more than the evaluated fit did.
+    The published model is refit on everything: the evaluation splits hide part of
+    the history and of the employees, which serving should not lose. The refit runs
+    the median of the repeats' best epoch counts, so it does not overfit more than
+    the evaluated fits did, and each population keeps the scorer chosen for it (its
+    weights rescaled to the refit model's scores and the priors counted on all data).
     """
     dataset = build_dataset(
         extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
@@ -231,24 +557,66 @@ def train_model(
         )
     report = None
     epochs = config.model.epochs
-    curve: list[dict[str, Any]] = []
+    curves: list[list[dict[str, Any]]] = []
+    best_epochs: list[int] = []
     if evaluate:
-        report, evaluated = evaluate_candidate(
-            dataset, extracts, config, oracle=oracle, progress=progress
-        )
-        epochs = max(evaluated.best_epoch, 1)
-        curve = [record.__dict__ for record in evaluated.history]
+        evaluated = evaluate_candidate(dataset, config, oracle=oracle, progress=progress)
+        report, fits = evaluated.report, evaluated.fits
+        best_epochs = [max(f.best_epoch, 1) for f in fits]
+        epochs = int(np.median(best_epochs))
+        curves = [[record.__dict__ for record in f.history] for f in fits]
+    seed = config.evaluation.seed
+    interactions, features, weights = training_rows(
+        dataset, dataset.taken, dataset.interactions, seed
+    )
     final = fit(
-        dataset.interactions,
-        dataset.user_features,
+        interactions,
+        features,
         dataset.item_features,
         config.model,
-        weights=dataset.weights,
+        weights=weights,
         epochs=epochs,
         progress=progress,
     )
-    bundle = bundle_from_fit(
-        final, dataset, extracts, config, fingerprints=fingerprints, evaluation=report
+    priors = Priors.count(
+        dataset.interactions, dataset.user_attributes, department_columns(dataset, config)
     )
-    bundle.metadata["training"].update(validation_curve=curve, best_epoch=epochs)
+    serving = None
+    if report is not None:
+        factors = Factors.from_features(
+            dataset.user_features(),
+            final.model.user_embeddings,
+            final.model.user_biases,
+            dataset.item_features,
+            final.model.item_embeddings,
+            final.model.item_biases,
+        )
+        candidates = candidate_specs(model_scale(factors, seed), priors, config.gate.baselines)
+        serving = {}
+        for population in POPULATIONS:
+            choice = report.served[population]["choice"]
+            spec = candidates.get(choice, MODEL)
+            serving[population] = {"choice": choice, "scorer": spec.to_dict()}
+            report.served[population]["scorer"] = spec.to_dict()
+    bundle = bundle_from_fit(
+        final,
+        dataset,
+        extracts,
+        config,
+        fingerprints=fingerprints,
+        evaluation=report,
+        priors=priors,
+        serving=serving,
+    )
+    bundle.metadata["training"].update(
+        validation_curve=curves[0] if curves else [],
+        validation_curves=curves,
+        best_epochs=best_epochs,
+        best_epoch=epochs,
+    )
     return TrainedModel(bundle, report, dataset)
+
+
+def served_by(report: EvaluationReport) -> dict[str, str]:
+    """Population -> the name of its scorer."""
+    return {population: report.served_name(population) for population in POPULATIONS}

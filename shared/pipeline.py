@@ -52,8 +52,8 @@ from shared.errors import (
     TrainingRecommenderError,
 )
 from shared.evaluation import EvaluationReport, GateDecision, quality_gate
-from shared.features import IdMap, interaction_matrices, rows_for_new
-from shared.modeling import OracleFn, TrainedModel, train_model
+from shared.features import IdMap, employee_rows, interaction_matrices
+from shared.modeling import OracleFn, TrainedModel, served_by, train_model
 from shared.registry import (
     MODELS_POINTER,
     current_version,
@@ -231,6 +231,7 @@ class RetrainResult:
     reports: list[dict[str, Any]] = field(default_factory=list)
     gate: dict[str, Any] | None = None
     registrations: list[dict[str, str]] = field(default_factory=list)
+    served_by: dict[str, str] = field(default_factory=dict)  # population -> scorer name
 
 
 LEASE_SECONDS = 60
@@ -266,10 +267,12 @@ def render_card(metadata: dict[str, Any]) -> tuple[bytes, bytes]:
 
 
 def gate_candidate(store: BlobStore, candidate: TrainedModel, config: Config) -> GateDecision:
-    """The quality gate against the baselines and the serving model's recorded metrics."""
+    """The quality gate against the serving version's recorded figures."""
     options = config.gate
     if not options.enabled or candidate.evaluation is None:
-        return GateDecision(True, ["gate disabled"], [], None, options.tolerance)
+        return GateDecision(
+            True, ["gate off: not checked"], [], None, options.tolerance, enabled=False
+        )
     serving: EvaluationReport | None = None
     serving_version: str | None = None
     try:
@@ -283,7 +286,6 @@ def gate_candidate(store: BlobStore, candidate: TrainedModel, config: Config) ->
         serving,
         serving_version=serving_version,
         tolerance=options.tolerance,
-        baselines=options.baselines,
     )
 
 
@@ -314,8 +316,9 @@ def retrain(
 
     One run at a time: a second retrain while one runs returns ``status="busy"`` at
     once (the timer comes back; two fits on two cores would only slow both down).
-    A candidate the quality gate refuses is kept under ``models/rejected/`` and
-    the serving version stays.
+    A candidate the quality gate refuses (worse than the serving version for known
+    and new employees alike) is kept under ``models/rejected/`` and the serving
+    version stays.
     """
     try:
         with store.lease(RETRAIN_LOCK, seconds=LEASE_SECONDS) as lease, _kept_alive(lease):
@@ -332,6 +335,7 @@ def retrain(
             bundle.metadata["gate"] = decision.to_dict()
             evaluation = trained.evaluation.to_dict() if trained.evaluation else None
             reports = [r.to_dict() for r in data.extracts.reports]
+            served = served_by(trained.evaluation) if trained.evaluation else {}
             if not decision.accepted:
                 write_version(store, bundle, rejected=True, card=render_card)
                 log.error(
@@ -340,17 +344,34 @@ def retrain(
                     "; ".join(decision.reasons),
                 )
                 return RetrainResult(
-                    "rejected", bundle.version, evaluation, None, reports, decision.to_dict()
+                    "rejected",
+                    bundle.version,
+                    evaluation,
+                    None,
+                    reports,
+                    decision.to_dict(),
+                    served_by=served,
                 )
             publish(store, bundle, card=render_card)
-            log.info("published model %s", bundle.version)
+            log.info(
+                "published model %s (%s)",
+                bundle.version,
+                ", ".join(f"{p}: {name}" for p, name in served.items()) or "not evaluated",
+            )
             result = precompute(store, config, bundle=bundle, data=data)
     except LeaseUnavailableError:
         log.warning("another retrain holds %s: this one exits without training", RETRAIN_LOCK)
         return RetrainResult("busy")
     registrations = register_published(store)
     return RetrainResult(
-        "published", bundle.version, evaluation, result, reports, decision.to_dict(), registrations
+        "published",
+        bundle.version,
+        evaluation,
+        result,
+        reports,
+        decision.to_dict(),
+        registrations,
+        served,
     )
 
 
@@ -404,8 +425,10 @@ class RecommendationTable:
     user_ids: np.ndarray
     items: np.ndarray  # employees x depth, rows of the model's catalog (NO_ITEM = none)
     scores: np.ndarray
-    from_history: np.ndarray  # bool: the employee had history (else attributes only)
-    user_features: sp.csr_matrix  # employees x the model's user features
+    # bool: the employee took a training of the model's catalog, so is served as a
+    # known employee (else as a new one)
+    from_history: np.ndarray
+    user_features: sp.csr_matrix  # employees x the model's user features (with history)
     taken: sp.csr_matrix  # employees x the model's trainings
     active: np.ndarray  # bool per training of the model: may be recommended today
     metadata: dict[str, Any]
@@ -462,33 +485,27 @@ def compute_recommendations(
 ) -> tuple[RecommendationTable, pd.DataFrame]:
     """Ranked candidates of every employee of the current extracts with the given model.
 
-    Employees the model knows keep their identity feature when the model has one;
-    everyone is described by their current attributes, so a new employee is
-    scored from attributes alone. Trainings taken (current extract), retired or
-    excluded trainings are never candidates.
+    Everyone is described by their current attributes and the trainings they took
+    in the current extract (so a completion since the last retrain moves their list
+    now), exactly as a posted employee would be. Trainings taken (any weight),
+    retired or excluded trainings are never candidates.
     """
-    contract, serving = config.contract, config.serving
+    serving = config.serving
     recommender = Recommender(bundle)
     users = extracts.users
-    feature_rows, _ = rows_for_new(
-        users,
-        contract.users,
-        contract.value_delimiter,
-        IdMap(bundle.user_feature_names),
-        bool(bundle.metadata.get("config", {}).get("features", {}).get("normalize", True)),
-        identity=True,
-    )
     user_map = IdMap.of(users[ID].to_numpy(dtype=str))
-    taken, _ = interaction_matrices(extracts.taken, user_map, IdMap(bundle.item_ids))
+    taken, _, _ = interaction_matrices(extracts.taken, user_map, IdMap(bundle.item_ids))
+    feature_rows, _ = employee_rows(bundle, users, config.contract, taken)
+    has_history = np.diff(taken.indptr) > 0
     active = active_trainings(bundle, extracts.trainings, config.rules)
     depth = max(serving.depth, serving.top_k)
     # Scored a 16 MiB block at a time on every core: memory is bounded by
     # serving.chunk_size rows of scores, never employees x trainings.
     items, scores = recommender.for_feature_rows(
-        feature_rows, depth, taken, active, chunk_size=serving.chunk_size
+        feature_rows, has_history, depth, taken, active, chunk_size=serving.chunk_size
     )
     table = RecommendationTable(
-        user_map.ids, items, scores, np.diff(taken.indptr) > 0, feature_rows, taken, active, {}
+        user_map.ids, items, scores, has_history, feature_rows, taken, active, {}
     )
     rules = Rules.compile(bundle, active, config.rules)
     return table, export_frame(table, recommender, rules, serving.top_k)
@@ -508,9 +525,11 @@ def answer_for_row(
     employee only when they run out while more trainings could qualify.
     """
     mask = rules.allowed(allowed)
+    known = bool(table.from_history[row])
     pinned: list[tuple[int, float]] = []
     if len(rules.pinned):  # the feature row is sliced only when it is needed
-        pinned_scores = recommender.feature_scores(table.user_features[row])[0, rules.pinned]
+        scores = recommender.feature_scores(table.user_features[row], known)
+        pinned_scores = scores[0, rules.pinned]
         pinned = list(zip(rules.pinned.tolist(), pinned_scores.tolist(), strict=True))
     taken = table.taken.indices[table.taken.indptr[row] : table.taken.indptr[row + 1]]
     chosen, short = select(
@@ -525,7 +544,9 @@ def answer_for_row(
     complete = (table.items[row] == NO_ITEM).any()  # every candidate was already kept
     if short and not complete:
         features = table.user_features[row]
-        ranked, scores = recommender.for_feature_rows(features, len(mask), table.taken[row], mask)
+        ranked, scores = recommender.for_feature_rows(
+            features, np.array([known]), len(mask), table.taken[row], mask
+        )
         chosen, _ = select(
             ranked[0], scores[0], n, allowed=mask, pinned=pinned, taken=taken, caps=rules.caps
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -140,21 +140,33 @@ class VersionInfo:
     version: str
     status: str  # "serving", "published" or "rejected"
     created_at: str
-    known_precision: float | None
-    cold_start_precision: float | None
+    known_precision: float | None  # what employees with a history are served
+    cold_start_precision: float | None  # what new employees are served
     gate: str | None
     fingerprints: dict[str, str]
     registered: bool
+    served_by: dict[str, str] = field(default_factory=dict)  # population -> scorer name
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 def _precision(meta: dict[str, Any], population: str) -> float | None:
-    try:
-        return float(meta["metrics"]["results"][population]["hybrid model"]["precision"])
-    except (KeyError, TypeError):
-        return None
+    """The served precision (versions older than the per-population choice: the model's)."""
+    rows = ((meta.get("metrics") or {}).get("results") or {}).get(population) or {}
+    for row in ("served", "hybrid model"):
+        if row in rows:
+            return float(rows[row]["precision"])
+    return None
+
+
+def _served_by(meta: dict[str, Any]) -> dict[str, str]:
+    """Population -> the scorer serving it ("model" for versions older than the choice)."""
+    serving = meta.get("serving") or {}
+    return {
+        population: str(((serving.get(population) or {}).get("scorer") or {}).get("name", "model"))
+        for population in ("known", "cold-start")
+    }
 
 
 def list_versions(store: BlobStore) -> list[VersionInfo]:
@@ -180,6 +192,7 @@ def list_versions(store: BlobStore) -> list[VersionInfo]:
                 (meta.get("gate") or {}).get("decision"),
                 dict(meta.get("fingerprints", {})),
                 f"{folder(version, rejected=rejected)}/{REGISTRATION}" in blobs,
+                _served_by(meta),
             )
         )
     return sorted(found, key=lambda info: info.version)
@@ -198,7 +211,8 @@ def versions_table(infos: list[VersionInfo]) -> str:
             "version",
             "status",
             "p@k known",
-            "p@k cold",
+            "p@k new",
+            "serves known / new",
             "gate",
             "azure ml",
             "data (users/trainings/taken)",
@@ -214,6 +228,7 @@ def versions_table(infos: list[VersionInfo]) -> str:
                 i.status,
                 fmt(i.known_precision),
                 fmt(i.cold_start_precision),
+                " / ".join(i.served_by.get(p, "-") for p in ("known", "cold-start")),
                 i.gate or "-",
                 "yes" if i.registered else "no",
                 data,

@@ -495,12 +495,15 @@ def parse_taken(
     known_users: pd.Index | None = None,
     known_trainings: pd.Index | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
-    """Parse the trainings-taken extract into ``user_id``, ``training_id``, ``weight``, ``date``.
+    """Parse the trainings-taken extract into ``user_id``, ``training_id``, ``weight``,
+    ``date`` and ``positive``.
 
     Repairs: rows with a blank id, exact duplicate rows, non-numeric weights and (when
     the known ids are given) rows naming an unknown employee or training are dropped
-    and reported; rows below the configured minimum weight do not count; a pair
-    taken several times becomes one interaction with its highest weight.
+    and reported; a pair taken several times becomes one row with its highest weight.
+    Rows below the configured minimum weight (or without a weight, when there is a
+    minimum) are kept with ``positive`` False: they are no success to learn from, but
+    the employee took the training, so it is still never recommended to them.
 
     Rows keep the file's order; with the known ids given, the ids are categoricals
     over them and rows are ordered by employee then training, as the ids are known.
@@ -556,10 +559,9 @@ def parse_taken(
             problems.append(table.problem(bad, "weight is not a number: row dropped", cols.weight))
             keep.iloc[bad] = False
         weight = parsed.where(~blank, np.nan if cols.min_weight is not None else 1.0)
+    positive = pd.Series(True, index=frame.index)
     if cols.min_weight is not None:
-        below = ~(weight >= cols.min_weight) & keep
-        notes["below_min_weight"] = int(below.sum())
-        keep &= ~below
+        positive = weight >= cols.min_weight  # NaN (no weight) is below any minimum
 
     date = (
         frame[cols.date] if cols.date and cols.date in frame else pd.Series("", index=frame.index)
@@ -569,12 +571,15 @@ def parse_taken(
             **ids,
             "weight": weight.astype(np.float64),
             "date": date,
+            "positive": positive.to_numpy(dtype=bool),
         }
     )[keep]
     rows_before = len(clean)
     clean = clean.sort_values(["weight", "date"], ascending=False, kind="stable").drop_duplicates(
         ["user_id", "training_id"], keep="first"
     )
+    if cols.min_weight is not None:
+        notes["below_min_weight"] = int((~clean["positive"]).sum())
     if all(isinstance(clean[c].dtype, pd.CategoricalDtype) for c in ("user_id", "training_id")):
         # Grouped by employee, trainings in catalog order (the extracts' orders): the
         # interaction matrix is then read off the frame without sorting a million pairs.

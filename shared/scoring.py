@@ -165,6 +165,90 @@ def row_counts(mask: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class ScorerSpec:
+    """How one population is ranked: the model's score plus popularity priors, weighted.
+
+    ``score = model * (U·V + b_user + b_item) + popularity * P[item]
+    + department * D[department, item]``, where ``P`` and ``D`` are the logs of one plus
+    the successes of each training, overall and within each department (:class:`Priors`).
+    ``model = 0`` is a popularity baseline alone.
+    """
+
+    name: str  # "model", "model + popularity", "popularity", "department popularity"...
+    model: float = 1.0
+    popularity: float = 0.0
+    department: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.model,
+            "popularity": self.popularity,
+            "department": self.department,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScorerSpec:
+        return cls(
+            str(data["name"]),
+            float(data.get("model", 1.0)),
+            float(data.get("popularity", 0.0)),
+            float(data.get("department", 0.0)),
+        )
+
+
+MODEL = ScorerSpec("model")
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Popularity of each training, overall and within each department, as ``log(1 + n)``.
+
+    ``department_columns`` are the attribute feature columns that name a department
+    (``ou:sales``): an employee's department is the first of them in their feature row.
+    """
+
+    popularity: np.ndarray  # trainings, float32
+    department_columns: np.ndarray  # int64 attribute feature columns, one per department
+    department: sp.csr_matrix  # departments x trainings, float32
+
+    @classmethod
+    def none(cls, n_items: int) -> Priors:
+        return cls(
+            np.zeros(n_items, np.float32),
+            np.empty(0, np.int64),
+            sp.csr_matrix((0, n_items), dtype=np.float32),
+        )
+
+    @classmethod
+    def count(
+        cls, successes: sp.csr_matrix, attributes: sp.csr_matrix, department_columns: np.ndarray
+    ) -> Priors:
+        """Priors from the successes (employees x trainings) and the employees' attributes."""
+        successes = sp.csr_matrix(successes, dtype=np.float32)
+        popularity = np.log1p(np.asarray(successes.sum(axis=0)).ravel()).astype(np.float32)
+        member = (attributes.tocsc()[:, department_columns] > 0).astype(np.float32).T.tocsr()
+        department = (member @ successes).tocsr()
+        department.data = np.log1p(department.data).astype(np.float32)
+        return cls(popularity, np.asarray(department_columns, np.int64), department)
+
+    def groups(self, attribute_rows: sp.csr_matrix) -> np.ndarray:
+        """Each row's department (a row of :attr:`department`), -1 when it names none."""
+        rows = attribute_rows.tocsr()
+        group = np.full(rows.shape[0], -1, dtype=np.int64)
+        if not len(self.department_columns):
+            return group
+        lookup = np.full(max(rows.shape[1], int(self.department_columns.max()) + 1), -1, np.int64)
+        lookup[self.department_columns] = np.arange(len(self.department_columns))
+        found = lookup[rows.indices[rows.indices < len(lookup)]]
+        owners = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+        owners = owners[rows.indices < len(lookup)]
+        hit = found >= 0
+        group[owners[hit][::-1]] = found[hit][::-1]  # the first department column wins
+        return group
+
+
+@dataclass(frozen=True)
 class Factors:
     """Per-row representations and biases (employees and trainings)."""
 
@@ -191,25 +275,17 @@ class Factors:
         )
 
     @property
-    def items_augmented(self) -> np.ndarray:
-        """``[V, 1, b_item]`` per training, so that one product gives ``U·V + b_u + b_i``.
-
-        Built once per instance. With :func:`augmented` users, the biases ride in the
-        matrix product instead of costing two passes over every score block.
-        """
-        cached: np.ndarray | None = self.__dict__.get("_items_augmented")
+    def model(self) -> Scorer:
+        """The model's own score (no prior), built once per instance."""
+        cached: Scorer | None = self.__dict__.get("_model")
         if cached is None:
-            n_items, n_factors = self.item_vectors.shape
-            cached = np.empty((n_items, n_factors + 2), dtype=np.float32)
-            cached[:, :n_factors] = self.item_vectors
-            cached[:, n_factors] = 1.0
-            cached[:, n_factors + 1] = self.item_biases
-            object.__setattr__(self, "_items_augmented", cached)
+            cached = Scorer(self, MODEL, Priors.none(len(self.item_vectors)))
+            object.__setattr__(self, "_model", cached)
         return cached
 
     def scores(self, vectors: np.ndarray, biases: np.ndarray) -> np.ndarray:
-        """Scores of the given user representations against every training."""
-        return _product(augmented(vectors, biases), self.items_augmented)
+        """The model's scores of the given user representations against every training."""
+        return self.model.scores(vectors, biases)
 
     def user_scores(self, rows: np.ndarray | slice) -> np.ndarray:
         return self.scores(self.user_vectors[rows], self.user_biases[rows])
@@ -223,6 +299,75 @@ class Factors:
         allowed: np.ndarray | None = None,
         chunk_size: int = 2048,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """The model's top-k (see :meth:`Scorer.top_k`)."""
+        return self.model.top_k(vectors, biases, None, k, exclude, allowed, chunk_size)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A :class:`ScorerSpec` over a model's factors and the popularity priors.
+
+    Without ``user_bias``, scores leave out the employee's bias: it is the same for
+    every training (ranks do not change), and LightFM lets it drift to large values
+    (-150 seen) that would only cost the float32 scores their precision.
+    """
+
+    factors: Factors
+    spec: ScorerSpec
+    priors: Priors
+    user_bias: bool = True
+
+    @property
+    def items_augmented(self) -> np.ndarray:
+        """``[m V, m, m b_item + p P]`` per training, so that one product with
+        :func:`augmented` users gives ``m (U·V + b_u + b_i) + p P``.
+
+        Built once per instance. With the biases and the global prior in the matrix
+        product, they cost no pass over the score blocks.
+        """
+        cached: np.ndarray | None = self.__dict__.get("_items_augmented")
+        if cached is None:
+            factors, spec = self.factors, self.spec
+            n_items, n_factors = factors.item_vectors.shape
+            cached = np.empty((n_items, n_factors + 2), dtype=np.float32)
+            cached[:, :n_factors] = spec.model * factors.item_vectors
+            cached[:, n_factors] = spec.model
+            cached[:, n_factors + 1] = (
+                spec.model * factors.item_biases + spec.popularity * self.priors.popularity
+            )
+            object.__setattr__(self, "_items_augmented", cached)
+        return cached
+
+    def _add_department(self, scores: np.ndarray, groups: np.ndarray | None) -> None:
+        """Add ``department * D[group]`` to each row of a score block, in place."""
+        if not self.spec.department or groups is None or not self.priors.department.nnz:
+            return
+        rows = np.flatnonzero(groups >= 0)
+        prior = self.priors.department[groups[rows]]
+        owners = np.repeat(rows, np.diff(prior.indptr))
+        scores[owners, prior.indices] += self.spec.department * prior.data
+
+    def _users(self, vectors: np.ndarray, biases: np.ndarray) -> np.ndarray:
+        return augmented(vectors, biases if self.user_bias else np.zeros_like(biases))
+
+    def scores(
+        self, vectors: np.ndarray, biases: np.ndarray, groups: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Scores of the given user representations (and departments) against every training."""
+        out = _product(self._users(vectors, biases), self.items_augmented)
+        self._add_department(out, groups)
+        return out
+
+    def top_k(
+        self,
+        vectors: np.ndarray,
+        biases: np.ndarray,
+        groups: np.ndarray | None,
+        k: int,
+        exclude: sp.csr_matrix | None = None,
+        allowed: np.ndarray | None = None,
+        chunk_size: int = 2048,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k trainings of the given user representations (scores never all held).
 
         Rows are scored a 16 MiB block at a time into a reused buffer, the best
@@ -231,7 +376,7 @@ class Factors:
         number of rows. Same answer as :func:`top_k` over :meth:`scores`.
         """
         n_rows = len(vectors)
-        n_items = len(self.item_vectors)
+        n_items = len(self.factors.item_vectors)
         k = min(k, n_items)
         indices = np.full((n_rows, max(k, 0)), NO_ITEM, dtype=np.int32)
         best = np.full(indices.shape, -np.inf, dtype=np.float32)
@@ -249,7 +394,8 @@ class Factors:
             if buffer is None:
                 buffer = buffers.scores = np.empty((block, n_items), dtype=np.float32)
             scores = buffer[: stop - start]
-            _product(augmented(vectors[start:stop], biases[start:stop]), items, out=scores)
+            _product(self._users(vectors[start:stop], biases[start:stop]), items, out=scores)
+            self._add_department(scores, None if groups is None else groups[start:stop])
             if taken is not None:  # the block's rows of the CSR, without scipy's slicing
                 first, last = taken.indptr[start], taken.indptr[stop]
                 owners = np.repeat(np.arange(stop - start), np.diff(taken.indptr[start : stop + 1]))
@@ -334,8 +480,36 @@ class _OneBlasThread:
 _one_blas_thread = _OneBlasThread()
 
 
+POPULATIONS = ("known", "cold-start")  # employees with a history; new employees
+
+
+def population_of(has_history: bool) -> str:
+    """The population an employee is served as: ``known`` once they took a training
+    of the catalog, ``cold-start`` (a new employee) before."""
+    return POPULATIONS[0] if has_history else POPULATIONS[1]
+
+
+def serving_specs(metadata: dict[str, Any]) -> dict[str, ScorerSpec]:
+    """The scorer serving each population, as a bundle's metadata records it
+    (a model published before scorers were recorded serves everyone itself)."""
+    recorded = metadata.get("serving") or {}
+    return {
+        population: ScorerSpec.from_dict(recorded[population]["scorer"])
+        if population in recorded
+        else MODEL
+        for population in POPULATIONS
+    }
+
+
 class Recommender:
-    """Top-k, new-employee and similar-training answers from one model bundle."""
+    """Top-k, new-employee and similar-training answers from one model bundle.
+
+    Each population (employees with a history, new employees) is ranked by the
+    scorer the evaluation chose for it (:class:`ScorerSpec`: the model, the model with
+    a popularity prior, or a popularity baseline); which one is decided by whether
+    the employee took any training of the catalog, for precomputed lists and posted
+    employees alike.
+    """
 
     def __init__(self, bundle: ModelBundle) -> None:
         self.bundle = bundle
@@ -347,17 +521,22 @@ class Recommender:
             bundle.item_feature_embeddings,
             bundle.item_feature_biases,
         )
+        self.priors = Priors(
+            bundle.popularity, bundle.department_columns, bundle.department_popularity
+        )
+        self.specs = serving_specs(bundle.metadata)
+        self.scorers = {
+            population: Scorer(self.factors, spec, self.priors, user_bias=False)
+            for population, spec in self.specs.items()
+        }
         norms = np.linalg.norm(self.factors.item_vectors, axis=1, keepdims=True)
         self._unit_items = self.factors.item_vectors / np.maximum(norms, 1e-12)
 
     def for_known(self, user_rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of known employees (by row), trainings they took excluded."""
-        factors = self.factors
-        return factors.top_k(
-            factors.user_vectors[user_rows],
-            factors.user_biases[user_rows],
-            k,
-            self.bundle.taken[user_rows],
+        """Top-k of the bundle's own employees (by row), trainings they took excluded."""
+        taken = self.bundle.taken[user_rows]
+        return self.for_feature_rows(
+            self.bundle.user_features[user_rows], np.diff(taken.indptr) > 0, k, taken
         )
 
     def feature_vectors(self, feature_rows: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -366,36 +545,59 @@ class Recommender:
         biases = np.asarray(feature_rows @ self.bundle.user_feature_biases, dtype=np.float32)
         return vectors, biases
 
-    def feature_scores(self, feature_rows: sp.csr_matrix) -> np.ndarray:
-        """Scores of employees described by feature rows against every training."""
-        return self.factors.scores(*self.feature_vectors(feature_rows))
+    def feature_scores(self, feature_rows: sp.csr_matrix, has_history: bool) -> np.ndarray:
+        """Scores of employees of one population, described by feature rows."""
+        scorer = self.scorers[population_of(has_history)]
+        return scorer.scores(*self.feature_vectors(feature_rows), self.priors.groups(feature_rows))
 
     def for_feature_rows(
         self,
         feature_rows: sp.csr_matrix,
+        has_history: np.ndarray,
         k: int,
         exclude: sp.csr_matrix | None = None,
         allowed: np.ndarray | None = None,
         chunk_size: int = 2048,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k of employees described by feature rows (new employees: attributes only).
+        """Top-k of employees described by feature rows, each by their population's scorer.
 
-        Any number of rows: they are scored a block at a time (see :meth:`Factors.top_k`).
+        Any number of rows: they are scored a block at a time (see :meth:`Scorer.top_k`).
         """
         vectors, biases = self.feature_vectors(feature_rows)
-        return self.factors.top_k(vectors, biases, k, exclude, allowed, chunk_size)
+        groups = self.priors.groups(feature_rows)
+        n_rows = feature_rows.shape[0]
+        k = min(k, len(self.bundle.item_ids))
+        indices = np.full((n_rows, max(k, 0)), NO_ITEM, dtype=np.int32)
+        scores = np.full(indices.shape, -np.inf, dtype=np.float32)
+        history = np.asarray(has_history, dtype=bool)
+        for population, members in ((POPULATIONS[0], history), (POPULATIONS[1], ~history)):
+            rows = np.flatnonzero(members)
+            if not len(rows):
+                continue
+            whole = len(rows) == n_rows  # the usual case: no copies
+            pick: np.ndarray | slice = slice(None) if whole else rows
+            indices[pick], scores[pick] = self.scorers[population].top_k(
+                vectors[pick],
+                biases[pick],
+                groups[pick],
+                k,
+                None if exclude is None else (exclude if whole else exclude.tocsr()[rows]),
+                allowed,
+                chunk_size,
+            )
+        return indices, scores
 
     def for_all(self, k: int, chunk_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Top-k of every known employee, yielded ``chunk_size`` rows at a time.
+        """Top-k of every employee of the bundle, yielded ``chunk_size`` rows at a time.
 
         Scores are never all held: peak memory is a few 16 MiB score blocks
         (at most ``chunk_size`` rows each) plus the ``n_users x k`` answer, whatever
         the number of employees. Yields ``(first row, indices, scores)``.
         """
         n_users = len(self.bundle.user_ids)
-        factors = self.factors
-        indices, scores = factors.top_k(
-            factors.user_vectors, factors.user_biases, k, self.bundle.taken, None, chunk_size
+        taken = self.bundle.taken
+        indices, scores = self.for_feature_rows(
+            self.bundle.user_features, np.diff(taken.indptr) > 0, k, taken, None, chunk_size
         )
         for start in range(0, n_users, chunk_size):
             yield start, indices[start : start + chunk_size], scores[start : start + chunk_size]

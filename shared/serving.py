@@ -22,7 +22,8 @@ import scipy.sparse as sp
 
 from shared.bundle import ModelBundle
 from shared.errors import ModelLoadError, NoModelError, NotFoundError
-from shared.features import IdMap, entity_frame, rows_for_new
+from shared.features import IdMap, employee_rows, entity_frame
+from shared.features import contract_of as bundle_contract
 from shared.pipeline import (
     RECOMMENDATIONS_POINTER,
     RecommendationTable,
@@ -31,7 +32,7 @@ from shared.pipeline import (
 )
 from shared.registry import load_bundle, read_pointer
 from shared.rules import Rules, filter_mask
-from shared.scoring import NO_ITEM, Recommender, select, top_k
+from shared.scoring import NO_ITEM, Recommender, population_of, select, top_k
 from shared.settings import Config, DataContract, RulesOptions
 from shared.storage import BlobStore
 
@@ -67,6 +68,15 @@ class Snapshot:
             "recommendations_version": str(self.pointer.get("version")),
         }
 
+    @property
+    def scorers(self) -> dict[str, str]:
+        """Population ("known", "cold-start") -> the name of the scorer serving it."""
+        return {p: spec.name for p, spec in self.recommender.specs.items()}
+
+    def scorer(self, has_history: bool) -> str:
+        """The name of the scorer that ranks an employee with or without a history."""
+        return self.recommender.specs[population_of(has_history)].name
+
     def allowed(self, filters: Filters | None) -> np.ndarray | None:
         return filter_mask(self.bundle, filters) if filters else None
 
@@ -83,14 +93,31 @@ class Snapshot:
         }
 
     def answer(
-        self, chosen: list[tuple[int, float, bool]], features: sp.csr_matrix | None = None
+        self,
+        chosen: list[tuple[int, float, bool]],
+        features: sp.csr_matrix | None = None,
+        has_history: bool = False,
     ) -> list[dict[str, Any]]:
-        """Chosen ``(row, score, pinned)`` as JSON-ready trainings, explained if ``features``."""
+        """Chosen ``(row, score, pinned)`` as JSON-ready trainings, explained if ``features``
+        (those of an employee with or without a history: their scorer explains)."""
         answers = [
             self.training(row, score, rank, pinned)
             for rank, (row, score, pinned) in enumerate(chosen, start=1)
         ]
         if features is not None and chosen:
+            spec = self.recommender.specs[population_of(has_history)]
+            if not spec.model:  # a popularity baseline: nothing personal to explain
+                text = "Among the most taken trainings" + (
+                    " in your department." if spec.department else "."
+                )
+                for item in answers:
+                    item["explanation"] = {
+                        "text": text,
+                        "employee_attributes": [],
+                        "training_attributes": [],
+                        "trainings_taken": [],
+                    }
+                return answers
             rows = np.asarray([row for row, _, _ in chosen], dtype=np.int64)
             n_user = max(self.options.explanations, 1)
             reasons = self.recommender.explain(features, rows, n_user, 2)
@@ -120,8 +147,16 @@ def _split(name: str) -> tuple[str, str]:
 def explanation(
     bundle: ModelBundle, user_terms: list[tuple[int, float]], item_terms: list[tuple[int, float]]
 ) -> dict[str, Any]:
-    """Factor contributions as plain words and as data."""
-    employee = [_split(str(bundle.user_feature_names[col])) for col, _ in user_terms]
+    """Factor contributions as plain words and as data.
+
+    Employee features are attributes (``skills:python``) or trainings taken (the
+    history columns, after the attributes): "Because you took “Intro to SQL”; people
+    in sales with the skill python took this; its level is beginner."
+    """
+    n_attributes = bundle.n_attributes
+    took = [(col - n_attributes, t) for col, t in user_terms if col >= n_attributes]
+    attributes = [(col, t) for col, t in user_terms if col < n_attributes]
+    employee = [_split(str(bundle.user_feature_names[col])) for col, _ in attributes]
     training = [_split(str(bundle.item_feature_names[col])) for col, _ in item_terms]
     phrases = [
         PHRASES.get(column, f"with {column} {{}}").format(value) for column, value in employee
@@ -130,7 +165,13 @@ def explanation(
     where = [p for p in phrases if p.startswith("in ")]
     rest = [p for p in phrases if not p.startswith("in ")]
     who = " ".join([*where, " and ".join(rest)]).strip()
-    text = f"People {who} took this" if who else "Popular with everyone"
+    parts = []
+    if took:
+        titles = " and ".join(f"“{bundle.item_titles[row]}”" for row, _ in took[:2])
+        parts.append(f"Because you took {titles}")
+    if who:
+        parts.append(f"{'people' if parts else 'People'} {who} took this")
+    text = "; ".join(parts) or "Popular with everyone"
     if training:
         column, value = training[0]
         text += f"; its {column} is {value}"
@@ -138,11 +179,19 @@ def explanation(
         "text": text + ".",
         "employee_attributes": [
             {"attribute": c, "value": v, "contribution": round(t, 4)}
-            for (c, v), (_, t) in zip(employee, user_terms, strict=True)
+            for (c, v), (_, t) in zip(employee, attributes, strict=True)
         ],
         "training_attributes": [
             {"attribute": c, "value": v, "contribution": round(t, 4)}
             for (c, v), (_, t) in zip(training, item_terms, strict=True)
+        ],
+        "trainings_taken": [
+            {
+                "training_id": str(bundle.item_ids[row]),
+                "title": str(bundle.item_titles[row]),
+                "contribution": round(t, 4),
+            }
+            for row, t in took
         ],
     }
 
@@ -286,30 +335,38 @@ def recommend_known(
     chosen = answer_for_row(
         snapshot.table, snapshot.recommender, snapshot.rules, row, n, snapshot.allowed(filters)
     )
-    return snapshot.answer(chosen, snapshot.table.user_features[row] if explain else None)
+    features = snapshot.table.user_features[row] if explain else None
+    return snapshot.answer(chosen, features, bool(snapshot.table.from_history[row]))
+
+
+def has_history(snapshot: Snapshot, employee_id: str) -> bool:
+    """Whether an employee of the current extracts is served as a known employee."""
+    return bool(snapshot.table.from_history[_employee_row(snapshot, employee_id)])
 
 
 @dataclass(frozen=True)
 class NewEmployeeAnswer:
     trainings: list[dict[str, Any]]
     ignored_values: list[str]  # attribute values the model has never seen
+    unknown_training_ids: list[str]  # trainings taken that the model's catalog lacks
+    scorer: str  # the scorer that ranked them
 
 
 def new_employee_features(
-    snapshot: Snapshot, attributes: Mapping[str, str | Sequence[str]], contract: DataContract
+    snapshot: Snapshot,
+    attributes: Mapping[str, str | Sequence[str]],
+    contract: DataContract,
+    taken_rows: np.ndarray | None = None,
 ) -> tuple[sp.csr_matrix, list[str]]:
-    """Feature row of an employee the model has never seen, and the values it ignored."""
+    """Feature row of an employee described by attributes and the trainings they took
+    (rows of the model's catalog), and the attribute values it ignored."""
     frame = entity_frame([attributes], contract.users, contract.value_delimiter)
-    normalize = bool(
-        snapshot.bundle.metadata.get("config", {}).get("features", {}).get("normalize", True)
+    rows = np.unique(taken_rows) if taken_rows is not None else np.empty(0, np.int64)
+    n_items = len(snapshot.bundle.item_ids)
+    taken = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), rows, np.array([0, len(rows)])), shape=(1, n_items)
     )
-    return rows_for_new(
-        frame,
-        contract.users,
-        contract.value_delimiter,
-        IdMap(snapshot.bundle.user_feature_names),
-        normalize,
-    )
+    return employee_rows(snapshot.bundle, frame, contract, taken)
 
 
 NEW_EMPLOYEE_DEPTH, MIN_NEW_EMPLOYEE_DEPTH = 4, 64  # candidates per answer, and at least
@@ -322,15 +379,26 @@ def recommend_new(
     contract: DataContract,
     exclude_training_ids: Sequence[str] = (),
     *,
+    taken_training_ids: Sequence[str] = (),
     filters: Filters | None = None,
     explain: bool = False,
 ) -> NewEmployeeAnswer:
-    """Score an employee the model has never seen from their attributes alone."""
-    features, ignored = new_employee_features(snapshot, attributes, contract)
+    """Score an employee from their attributes and the trainings they took.
+
+    The same description and scorer as a precomputed list: an employee of the
+    extracts posted with their attributes and history gets their precomputed list.
+    ``taken_training_ids`` shape the list and are never recommended;
+    ``exclude_training_ids`` are only never recommended (e.g. already assigned).
+    """
+    history = snapshot.trainings.rows(list(taken_training_ids))
+    unknown = [t for t, r in zip(taken_training_ids, history, strict=True) if r < 0]
+    history = history[history >= 0]
+    features, ignored = new_employee_features(snapshot, attributes, contract, history)
     rows = snapshot.trainings.rows(list(exclude_training_ids))
-    taken = np.unique(rows[rows >= 0])
+    taken = np.unique(np.concatenate([rows[rows >= 0], history]))
+    known = len(history) > 0
     mask = snapshot.rules.allowed(snapshot.allowed(filters))
-    scores = snapshot.recommender.feature_scores(features)[0]
+    scores = snapshot.recommender.feature_scores(features, known)[0]
     pinned = [(int(r), float(scores[r])) for r in snapshot.rules.pinned]
     candidates = mask.copy()
     candidates[taken] = False
@@ -353,7 +421,10 @@ def recommend_new(
     chosen, short = choose(max(NEW_EMPLOYEE_DEPTH * n, MIN_NEW_EMPLOYEE_DEPTH))
     if short:
         chosen, _ = choose(len(scores))
-    return NewEmployeeAnswer(snapshot.answer(chosen, features if explain else None), ignored)
+    trainings = snapshot.answer(chosen, features if explain else None, known)
+    return NewEmployeeAnswer(
+        trainings, ignored, list(dict.fromkeys(unknown)), snapshot.scorer(known)
+    )
 
 
 def similar_trainings(
@@ -376,6 +447,7 @@ class RankAnswer:
     trainings: list[dict[str, Any]]
     unknown_training_ids: list[str]
     ignored_values: list[str]
+    scorer: str
 
 
 def rank_trainings(
@@ -395,27 +467,28 @@ def rank_trainings(
     """
     ignored: list[str] = []
     taken: set[int] = set()
+    with_history = False
     if employee_id is not None:
         row = _employee_row(snapshot, employee_id)
         features = snapshot.table.user_features[row]
         taken = set(snapshot.table.taken[row].indices.tolist())
+        with_history = bool(snapshot.table.from_history[row])
     else:
         features, ignored = new_employee_features(snapshot, attributes or {}, contract)
     unique_ids = list(dict.fromkeys(training_ids))
     rows = snapshot.trainings.rows(unique_ids)
     unknown = [tid for tid, r in zip(unique_ids, rows, strict=True) if r < 0]
     known = rows[rows >= 0]
-    scores = snapshot.recommender.feature_scores(features)[0, known]
+    scores = snapshot.recommender.feature_scores(features, with_history)[0, known]
     order = np.argsort(-scores, kind="stable")
     chosen = [(int(known[i]), float(scores[i]), False) for i in order]
-    answers = snapshot.answer(chosen, features if explain else None)
+    answers = snapshot.answer(chosen, features if explain else None, with_history)
     for item, (row, _, _) in zip(answers, chosen, strict=True):
         item["taken"] = row in taken
         item["recommendable"] = bool(snapshot.rules.active[row]) and row not in taken
-    return RankAnswer(answers, unknown, ignored)
+    return RankAnswer(answers, unknown, ignored, snapshot.scorer(with_history))
 
 
 def contract_of(snapshot: Snapshot, fallback: Config) -> DataContract:
     """The data contract the model was trained with (new employees are read the same way)."""
-    stored = snapshot.bundle.metadata.get("config", {}).get("contract")
-    return DataContract.model_validate(stored) if stored else fallback.contract
+    return bundle_contract(snapshot.bundle, fallback.contract)

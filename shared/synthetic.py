@@ -6,15 +6,32 @@ of the preference that produced the interactions. Because the "true" preference 
 known, a trained model can be scored against the best achievable ranking (the oracle)
 and against naive baselines such as global popularity.
 
+Three regimes (:data:`REGIMES`), so that the data does not simply share the model's
+assumptions:
+
+``attributes``
+    Preferences are a function of the attributes (skills, interests, department,
+    language, grade) plus a training's popularity: what an attributes-only model assumes.
+``history``
+    Each employee also has hidden favourite skills, visible in nothing but what they
+    take, and trainings follow level progressions (having taken the beginner training
+    of a skill makes its intermediate ones likelier, and so on); the attributes only
+    partly inform.
+``weak``
+    Attributes barely predict anything; popularity is long-tailed (Zipf); hidden
+    favourites and progressions are what a history reveals. Closest to the public
+    data sets where demographics predict little and past choices a lot.
+
 Everything is deterministic for a seed: the same seed gives the same frames, and the
 same bytes once written with :func:`write_csvs`.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,6 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import scipy.sparse as sp
 from faker import Faker
 
 FloatArray = npt.NDArray[np.float64]
@@ -188,9 +206,60 @@ class PreferenceWeights:
     language: float = 1.0
     level: float = 0.6
     popularity: float = 1.0
+    taste: float = 0.0  # the training's main skill is one of the employee's hidden favourites
+    progression: float = 0.0  # the employee took the previous level of the training's skill
 
 
 DEFAULT_WEIGHTS = PreferenceWeights()
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How a synthetic world is made: the preference's weights and popularity's shape."""
+
+    name: str
+    weights: PreferenceWeights
+    favourites: int = 0  # hidden favourite skills per employee (the taste term)
+    # Popularity of a training: "normal" draws N(0, 1); "zipf" gives the training of
+    # rank r the value -zipf_exponent * TEMPERATURE * log(r), so that a training's odds
+    # of being picked fall as r ** -zipf_exponent: a long tail.
+    popularity: str = "normal"
+    zipf_exponent: float = 1.0
+
+
+REGIMES: dict[str, Regime] = {
+    "attributes": Regime("attributes", DEFAULT_WEIGHTS),
+    "history": Regime(
+        "history",
+        PreferenceWeights(
+            skill=0.8,
+            interest=0.6,
+            dept=0.5,
+            language=0.6,
+            level=0.3,
+            popularity=1.0,
+            taste=2.0,
+            progression=2.0,
+        ),
+        favourites=2,
+    ),
+    "weak": Regime(
+        "weak",
+        PreferenceWeights(
+            skill=0.25,
+            interest=0.2,
+            dept=0.15,
+            language=0.2,
+            level=0.1,
+            popularity=1.0,
+            taste=1.6,
+            progression=1.2,
+        ),
+        favourites=2,
+        popularity="zipf",
+        zipf_exponent=1.0,
+    ),
+}
 # Sampling is proportional to exp(pref / TEMPERATURE). At 0.7 a matching skill makes a
 # training ~17x likelier, yet about a third of the picks match none of the user's skills,
 # so the data is learnable but noisy (oracle precision@10 ~0.12, popularity ~0.035).
@@ -214,12 +283,19 @@ class OracleParams:
     levels: tuple[str, ...]
     level_fit: tuple[tuple[float, ...], ...]
     popularity: Mapping[str, float]
+    regime: str = "attributes"
+    # Hidden favourite skills of each employee (the taste term), drawn without
+    # replacement among the skills they do not list, with these weights.
+    favourites: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    favourite_weights: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as plain JSON-ready values."""
         out = asdict(self)
         out["skill_categories"] = {k: list(v) for k, v in self.skill_categories.items()}
         out["popularity"] = dict(self.popularity)
+        out["favourites"] = {k: list(v) for k, v in self.favourites.items()}
+        out["favourite_weights"] = dict(self.favourite_weights)
         return out
 
     @classmethod
@@ -241,6 +317,13 @@ class OracleParams:
                 levels=tuple(str(lv) for lv in raw["levels"]),
                 level_fit=tuple(tuple(float(x) for x in row) for row in raw["level_fit"]),
                 popularity={str(k): float(v) for k, v in raw["popularity"].items()},
+                regime=str(raw.get("regime", "attributes")),
+                favourites={
+                    str(k): tuple(str(s) for s in v) for k, v in raw.get("favourites", {}).items()
+                },
+                favourite_weights={
+                    str(k): float(v) for k, v in raw.get("favourite_weights", {}).items()
+                },
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"malformed oracle parameters: {exc!r}") from exc
@@ -308,7 +391,17 @@ class Oracle:
 
     ``pref(u, t) = w_skill*[t.main skill in u.skills] + w_interest*[t.category in
     u.career interests] + w_dept*affinity[u.ou, t.category] + w_lang*[t.language ==
-    u.language] + w_level*level_fit[u.grade, t.level] + w_pop*popularity[t]``.
+    u.language] + w_level*level_fit[u.grade, t.level] + w_pop*popularity[t]
+    + w_taste*[t.main skill in u.favourites] + w_progression*[u took a training of
+    t's main skill at the level before t's]``.
+
+    The last two terms depend on what is known of the employee, since the oracle is
+    the best ranking anyone could make from what a recommender observes. The
+    favourites are hidden: the oracle weighs every possible set of favourites by its
+    posterior probability given the observed history (the generator's own prior and
+    likelihood), and ranks by the resulting chance of each training being picked next.
+    The progression term follows the observed history. A new employee has no history:
+    the posterior is the prior, and there is no progression.
 
     Values are stripped and lowercased before comparison. Skills, interests and languages
     are compared as strings; a department, category, grade or level outside the
@@ -349,6 +442,32 @@ class Oracle:
         self._t_popularity = (
             popularity.reindex(self._training_index).fillna(0.0).to_numpy(dtype=np.float64)
         )
+        main_skill = _normalized(trainings["main skill"])
+        # Taste: favourite sets are combinations of the skills with a prior weight.
+        taste_skills = tuple(params.favourite_weights)
+        self._t_taste_skill = _codes(main_skill, taste_skills)
+        listed, columns = _multi_hot(users["skills"], np.asarray(taste_skills, dtype=object))
+        self._u_may_favour = ~listed[:, columns]
+        self._favourite_weights = np.asarray(list(params.favourite_weights.values()))
+        n_favourites = max((len(v) for v in params.favourites.values()), default=0)
+        combinations = itertools.combinations(range(len(taste_skills)), n_favourites)
+        self._favourite_sets = (
+            np.asarray(list(combinations), dtype=np.int64).reshape(-1, n_favourites)
+            if n_favourites
+            else np.empty((0, 0), dtype=np.int64)
+        )
+        true_sets = np.zeros((len(self._user_index), len(taste_skills) + 1), dtype=bool)
+        position = {name: i for i, name in enumerate(taste_skills)}
+        for row, user in enumerate(self._user_index):
+            true_sets[row, [position[f] for f in params.favourites.get(user, ())]] = True
+        self._u_favourites = true_sets
+        # Progression: a training's (skill, level) group, and the group of the level before.
+        level = _codes(_normalized(trainings["level"]), params.levels)
+        skill_codes, _ = pd.factorize(pd.Series(main_skill))
+        n_levels = len(params.levels)
+        known = (level >= 0) & (skill_codes >= 0)
+        self._t_group = np.where(known, skill_codes * n_levels + level, -1)
+        self._t_previous = np.where(known & (level > 0), self._t_group - 1, -1)
 
     @property
     def user_ids(self) -> list[str]:
@@ -360,13 +479,23 @@ class Oracle:
         """The training ids the oracle knows, in frame order."""
         return [str(t) for t in self._training_index]
 
-    def scores(self, user_ids: Sequence[str], training_ids: Sequence[str]) -> FloatArray:
+    def scores(
+        self,
+        user_ids: Sequence[str],
+        training_ids: Sequence[str],
+        history: sp.spmatrix | npt.NDArray[Any] | None = None,
+    ) -> FloatArray:
         """Planted preference of each user for each training.
 
         Parameters
         ----------
         user_ids, training_ids
             Ids as in the frames (surrounding whitespace ignored).
+        history
+            What each user is known to have taken: a ``len(user_ids) x
+            len(training_ids)`` matrix, non-zero where taken (pass every training as
+            ``training_ids``, since a progression's previous level may be any of them).
+            None: nothing is known but the attributes (a new employee).
 
         Returns
         -------
@@ -380,15 +509,27 @@ class Oracle:
         """
         users = self._positions(self._user_index, user_ids, "user")
         trainings = self._positions(self._training_index, training_ids, "training")
-        return self.scores_at(users, trainings)
+        return self.scores_at(users, trainings, history)
 
-    def scores_at(self, user_rows: npt.ArrayLike, training_rows: npt.ArrayLike) -> FloatArray:
+    def scores_at(
+        self,
+        user_rows: npt.ArrayLike,
+        training_rows: npt.ArrayLike,
+        history: sp.spmatrix | npt.NDArray[Any] | None = None,
+        *,
+        true_taste: bool = False,
+    ) -> FloatArray:
         """Planted preference by row positions in the frames (no id look-up).
 
         Parameters
         ----------
         user_rows, training_rows
             Integer positions of the users and trainings in the frames given to the oracle.
+        history
+            As for :meth:`scores`, aligned with these rows and columns.
+        true_taste
+            Use each user's actual favourites (what the generator draws from) instead of
+            their posterior given ``history``.
 
         Returns
         -------
@@ -408,7 +549,94 @@ class Oracle:
         same_language = self._u_language[u][:, None] == self._t_language[t][None, :]
         same_language &= self._u_language[u][:, None] != _OUT_OF_VOCABULARY
         out += w.language * same_language
+        if w.progression and history is not None:
+            out += w.progression * self._progressed(history, t)
+        if w.taste and len(self._favourite_sets):
+            if true_taste:
+                out += w.taste * self._u_favourites[u][:, self._t_taste_skill[t]]
+            else:
+                out += self._expected_taste(u, t, out, history)
         return out
+
+    def _expected_taste(
+        self,
+        u: IntArray,
+        t: IntArray,
+        base: FloatArray,
+        history: sp.spmatrix | npt.NDArray[Any] | None,
+    ) -> FloatArray:
+        """The taste term as a posterior over favourite sets, on the preference's scale.
+
+        A pick is drawn with odds ``exp(pref / T)``, and a favourite multiplies a
+        training's odds by ``e = exp(w_taste / T)``. With ``S[u, s]`` the summed odds of
+        skill ``s``'s trainings without taste, a favourite set ``F`` gives the total
+        ``Z_F = Z_0 + (e - 1) * sum(S[u, F])``; the observed history (``n`` picks,
+        ``c[u, s]`` of skill ``s``) has likelihood about ``e ** sum(c[u, F]) / Z_F ** n``.
+        The chance of training ``t`` next is then proportional to
+        ``sum_F post(F) * (1 + (e - 1) [skill(t) in F]) / Z_F``, returned as
+        ``T * log`` of it, so that the oracle ranks by that chance.
+        """
+        w, temperature = self.params.weights.taste, self.params.temperature
+        boost = np.exp(w / temperature) - 1.0
+        sets = self._favourite_sets  # combinations x favourites, codes of taste skills
+        n_skills = len(self._favourite_weights)
+        skill = self._t_taste_skill[t]
+        onehot = sp.csr_matrix(
+            (np.ones(int((skill >= 0).sum())), (np.flatnonzero(skill >= 0), skill[skill >= 0])),
+            shape=(len(t), n_skills),
+        )
+        odds = np.exp((base - base.max(axis=1, keepdims=True)) / temperature)
+        per_skill = np.asarray(onehot.T @ odds.T).T  # users x skills
+        totals = odds.sum(axis=1)[:, None] + boost * per_skill[:, sets].sum(axis=2)  # users x sets
+        if history is None:
+            counts, n_picks = np.zeros((len(u), n_skills)), np.zeros(len(u))
+        else:
+            taken = sp.csr_matrix(history, dtype=np.float64)
+            counts = np.asarray((taken @ onehot).todense())
+            n_picks = np.asarray(taken.sum(axis=1)).ravel()
+        log_post = self._log_prior(u) + (w / temperature) * counts[:, sets].sum(axis=2)
+        log_post -= n_picks[:, None] * np.log(totals)
+        log_post -= log_post.max(axis=1, keepdims=True)
+        weight = np.exp(log_post) / totals
+        weight /= weight.sum(axis=1, keepdims=True)
+        in_set = np.zeros((len(sets), n_skills))
+        in_set[np.repeat(np.arange(len(sets)), sets.shape[1]), sets.ravel()] = 1.0
+        chance = np.concatenate([weight @ in_set, np.zeros((len(u), 1))], axis=1)
+        return np.asarray(temperature * np.log1p(boost * chance[:, skill]), dtype=np.float64)
+
+    def _log_prior(self, u: IntArray) -> FloatArray:
+        """Log-probability of each favourite set: drawn in turn, without replacement,
+        among the skills each user does not list (any order)."""
+        sets = self._favourite_sets
+        allowed = self._u_may_favour[u]
+        weights = np.where(allowed, self._favourite_weights[None, :], 0.0)
+        total = weights.sum(axis=1, keepdims=True)
+        probability = np.zeros((len(u), len(sets)))
+        for order in itertools.permutations(range(sets.shape[1])):
+            remaining, chance = total.copy(), np.ones((len(u), len(sets)))
+            for position in order:
+                picked = weights[:, sets[:, position]]
+                chance *= picked / np.maximum(remaining, 1e-300)
+                remaining = remaining - picked
+            probability += chance
+        with np.errstate(divide="ignore"):
+            return np.log(probability)
+
+    def _progressed(self, history: sp.spmatrix | npt.NDArray[Any], t: IntArray) -> FloatArray:
+        """1 where the user took a training of the same skill at the level before."""
+        taken = sp.csr_matrix(history, dtype=np.float64)
+        if taken.shape[1] != len(t):
+            raise ValueError(f"history has {taken.shape[1]} columns for {len(t)} trainings")
+        groups = self._t_group[t]
+        n_groups = int(max(self._t_group.max(), 0)) + 1
+        known = groups >= 0
+        membership = sp.csr_matrix(
+            (np.ones(int(known.sum())), (np.flatnonzero(known), groups[known])),
+            shape=(len(t), n_groups),
+        )
+        reached = np.asarray((taken @ membership).todense()) > 0  # users x groups
+        reached = np.concatenate([reached, np.zeros((len(reached), 1), dtype=bool)], axis=1)
+        return reached[:, self._t_previous[t]].astype(np.float64)  # -1: the zero column
 
     def to_json(self) -> str:
         """Serialize the hidden parameters (not the frames) as JSON."""
@@ -651,28 +879,42 @@ def _make_taken(
 ) -> pd.DataFrame:
     n_trainings = len(trainings)
     chunk = 1024
+    # With progressions, a history is drawn in stages, each knowing what the previous
+    # ones took (and dated after them); otherwise in one draw.
+    stages = 3 if oracle.params.weights.progression else 1
     user_parts: list[IntArray] = []
     item_parts: list[IntArray] = []
     pref_parts: list[FloatArray] = []
+    stage_parts: list[IntArray] = []
     all_trainings = np.arange(n_trainings)
     for start in range(0, len(users), chunk):
         rows = np.arange(start, min(start + chunk, len(users)))
         k = counts[rows]
         if k.sum() == 0:
             continue
-        pref = oracle.scores_at(rows, all_trainings)
-        # Gumbel-top-k: the k largest pref + T*Gumbel are a draw without replacement
-        # proportional to exp(pref / T).
-        items = _top_k_per_row(pref + temperature * rng.gumbel(size=pref.shape), k)
-        user_rows = np.repeat(rows, k)
-        user_parts.append(user_rows)
-        item_parts.append(items)
-        pref_parts.append(pref[user_rows - start, items])
+        taken = np.zeros((len(rows), n_trainings), dtype=bool)
+        for stage in range(stages):
+            k_stage = (stage + 1) * k // stages - stage * k // stages
+            if k_stage.sum() == 0:
+                continue
+            pref = oracle.scores_at(rows, all_trainings, taken, true_taste=True)
+            # Gumbel-top-k: the k largest pref + T*Gumbel are a draw without replacement
+            # proportional to exp(pref / T).
+            keys = pref + temperature * rng.gumbel(size=pref.shape)
+            keys[taken] = -np.inf
+            items = _top_k_per_row(keys, k_stage)
+            user_rows = np.repeat(rows, k_stage)
+            taken[user_rows - start, items] = True
+            user_parts.append(user_rows)
+            item_parts.append(items)
+            pref_parts.append(pref[user_rows - start, items])
+            stage_parts.append(np.full(len(items), stage, dtype=np.int64))
     if not user_parts:
         return pd.DataFrame({c: pd.Series([], dtype=str) for c in TAKEN_COLUMNS})
     u = np.concatenate(user_parts)
     t = np.concatenate(item_parts)
     pref = np.concatenate(pref_parts)
+    stage_of = np.concatenate(stage_parts)
 
     # Ratings rise with the preference; a per-user leniency and noise keep them imperfect.
     z = (pref - pref.mean()) / (pref.std() or 1.0)
@@ -686,6 +928,12 @@ def _make_taken(
     service_days = np.floor((los + rng.random(len(users))) * 365.25)
     days_back_max = np.minimum(service_days, window)[u]
     days_back = np.floor(rng.random(len(u)) * (days_back_max + 1)).astype(np.int64)
+    if stages > 1:  # each employee's earliest dates go to their first stage's picks
+        by_stage = np.lexsort((stage_of, u))
+        by_date = np.lexsort((-days_back, u))
+        dated = np.empty_like(days_back)
+        dated[by_stage] = days_back[by_date]
+        days_back = dated
     day = (as_of - days_back.astype("timedelta64[D]")).astype(str)
 
     order = np.lexsort((t, u, day))
@@ -700,11 +948,36 @@ def _make_taken(
     ).astype(str)
 
 
+def _favourites(
+    rng: np.random.Generator, users: pd.DataFrame, prevalence: FloatArray, n: int
+) -> dict[str, tuple[str, ...]]:
+    """``n`` hidden favourite skills per employee, among the skills they do not list."""
+    if n == 0:
+        return {}
+    listed, columns = _multi_hot(users["skills"], np.asarray(SKILLS, dtype=object))
+    logits = np.where(listed[:, columns], -np.inf, np.log(prevalence)[None, :])
+    picks = _sample_lists(rng, logits, np.full(len(users), n, dtype=np.int64))
+    names = np.asarray(SKILLS, dtype=object)[picks].reshape(len(users), n)
+    return {
+        str(user): tuple(str(skill) for skill in row)
+        for user, row in zip(users["User-Id"], names, strict=True)
+    }
+
+
+def _popularity(rng: np.random.Generator, n_trainings: int, regime: Regime) -> FloatArray:
+    if regime.popularity == "zipf":
+        rank = rng.permutation(n_trainings) + 1.0
+        values = -regime.zipf_exponent * TEMPERATURE * np.log(rank)
+        return np.asarray(values - values.mean(), dtype=np.float64)
+    return rng.normal(0.0, 1.0, n_trainings)
+
+
 def generate(
     n_users: int = 10_000,
     n_trainings: int = 500,
     n_interactions: int = 100_000,
     seed: int = 0,
+    regime: str = "attributes",
 ) -> SyntheticData:
     """Generate synthetic users, trainings and trainings taken with a planted preference.
 
@@ -717,6 +990,9 @@ def generate(
         cannot take that many distinct trainings, in which case all of them take all.
     seed
         Seed of every random draw (numpy and Faker).
+    regime
+        One of :data:`REGIMES`: how much attributes, hidden tastes, level progressions
+        and popularity each shape what employees take.
 
     Returns
     -------
@@ -729,10 +1005,12 @@ def generate(
             f"need n_users >= 1, n_trainings >= 1 and n_interactions >= 0, "
             f"got {n_users}, {n_trainings}, {n_interactions}"
         )
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}; expected one of {', '.join(REGIMES)}")
+    spec = REGIMES[regime]
     # Independent streams, so that changing one part does not reshuffle the others.
-    params_rng, users_rng, trainings_rng, counts_rng, taken_rng = np.random.default_rng(seed).spawn(
-        5
-    )
+    streams = np.random.default_rng(seed).spawn(6)
+    params_rng, users_rng, trainings_rng, counts_rng, taken_rng, taste_rng = streams
     affinity = _affinity(params_rng)
     skill_prevalence = params_rng.dirichlet(np.full(len(SKILLS), 4.0))
     counts = _interaction_counts(counts_rng, n_users, n_trainings, n_interactions)
@@ -745,9 +1023,10 @@ def generate(
         new_employee=counts == 0,
     )
     trainings = _make_trainings(trainings_rng, seed, n_trainings, skill_prevalence)
-    popularity = params_rng.normal(0.0, 1.0, n_trainings)
+    popularity = _popularity(params_rng, n_trainings, spec)
+    favourites = _favourites(taste_rng, users, skill_prevalence, spec.favourites)
     params = OracleParams(
-        weights=DEFAULT_WEIGHTS,
+        weights=spec.weights,
         temperature=TEMPERATURE,
         skills=SKILLS,
         skill_categories=dict(SKILL_CATEGORIES),
@@ -762,6 +1041,13 @@ def generate(
             tid: round(float(p), 6)
             for tid, p in zip(trainings["Training-Id"], popularity, strict=True)
         },
+        regime=regime,
+        favourites=favourites,
+        favourite_weights=(
+            {skill: round(float(p), 6) for skill, p in zip(SKILLS, skill_prevalence, strict=True)}
+            if spec.favourites
+            else {}
+        ),
     )
     oracle = Oracle(users, trainings, params)
     taken = _make_taken(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from shared.features import describe_employees
 from shared.scoring import NO_ITEM, Factors
 from shared.settings import Hyperparameters
 
@@ -24,11 +25,15 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One epoch: its number (1-based), wall time and validation precision@k."""
+    """One epoch: its number (1-based), wall time and validation precision@k
+    (with its standard error over the validation employees, and smoothed over the
+    last three epochs)."""
 
     epoch: int
     seconds: float
     validation_precision: float | None
+    standard_error: float | None = None
+    smoothed: float | None = None
 
 
 @dataclass
@@ -59,6 +64,18 @@ def factors_of(
 # (a fixed random sample when there are more) tells them apart as well as over all of
 # them, and scoring 300,000 employees after every epoch would cost a good part of it.
 VALIDATION_USERS = 25_000
+SMOOTHING = 3  # epochs averaged: one lucky epoch is not a trend
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What early stopping measures after each epoch: employees described by
+    ``features`` (their history up to the validation part), ranked with ``exclude``
+    left out, against the held-out ``truth``."""
+
+    features: sp.csr_matrix
+    exclude: sp.csr_matrix
+    truth: sp.csr_matrix
 
 
 def validation_rows(
@@ -71,6 +88,36 @@ def validation_rows(
     return rows
 
 
+def precision_per_row(
+    factors: Factors,
+    exclude: sp.csr_matrix,
+    truth: sp.csr_matrix,
+    k: int,
+    rows: np.ndarray | None = None,
+) -> np.ndarray:
+    """precision@k of each of ``rows`` (default: every employee with some truth).
+
+    The figure :func:`shared.evaluation.ranking_metrics` reports as ``precision``,
+    without its other metrics: early stopping needs only this one, after every epoch,
+    and the AUC's full ranking of every training would cost more than the epoch.
+    """
+    truth = truth.tocsr()
+    if rows is None:
+        rows = np.flatnonzero(np.diff(truth.indptr) > 0)
+    if len(rows) == 0:
+        return np.empty(0)
+    best, _ = factors.top_k(
+        factors.user_vectors[rows], factors.user_biases[rows], k, exclude.tocsr()[rows]
+    )
+    wanted = truth[rows]
+    n_items = wanted.shape[1]
+    owners = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(wanted.indptr))
+    relevant = owners * n_items + wanted.indices
+    found = np.arange(len(rows), dtype=np.int64)[:, None] * n_items + best
+    hits = np.isin(found, relevant) & (best != NO_ITEM)
+    return np.asarray(hits.sum(axis=1) / k, dtype=np.float64)
+
+
 def validation_precision(
     factors: Factors,
     exclude: sp.csr_matrix,
@@ -78,27 +125,57 @@ def validation_precision(
     k: int,
     rows: np.ndarray | None = None,
 ) -> float:
-    """precision@k over ``rows`` (default: every employee with validation interactions).
+    """Mean of :func:`precision_per_row` (0 without any row to score)."""
+    per_row = precision_per_row(factors, exclude, validation, k, rows)
+    return float(per_row.mean()) if len(per_row) else 0.0
 
-    The figure :func:`shared.evaluation.ranking_metrics` reports as ``precision``,
-    without its other metrics: early stopping needs only this one, after every epoch,
-    and the AUC's full ranking of every training would cost more than the epoch.
+
+def fold_out(
+    taken: sp.csr_matrix,
+    successes: sp.csr_matrix,
+    attributes: sp.csr_matrix,
+    folds: int,
+    seed: int,
+    weights: sp.csr_matrix | None = None,
+) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix | None]:
+    """Training rows that ask the model what serving asks: the next trainings from a history.
+
+    Each employee's trainings taken are dealt into ``folds`` parts; the employee
+    appears ``folds`` times, each time described by their attributes and the
+    trainings of the other parts, and learning the successes of that part. Every
+    success is learnt once, as with the plain rows, but never from a description
+    that holds it already: with the target in the features, measured, the model
+    learns "you took it" and fits degrade after a few epochs on short histories.
+
+    Returns the interactions, the user features and the sample weights (when
+    ``weights`` is given) of the ``folds * n_employees`` rows.
     """
-    validation = validation.tocsr()
-    if rows is None:
-        rows = np.flatnonzero(np.diff(validation.indptr) > 0)
-    if len(rows) == 0:
-        return 0.0
-    best, _ = factors.top_k(
-        factors.user_vectors[rows], factors.user_biases[rows], k, exclude.tocsr()[rows]
-    )
-    truth = validation[rows]
-    n_items = truth.shape[1]
-    owners = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(truth.indptr))
-    relevant = owners * n_items + truth.indices
-    found = np.arange(len(rows), dtype=np.int64)[:, None] * n_items + best
-    hits = np.isin(found, relevant) & (best != NO_ITEM)
-    return float((hits.sum(axis=1) / k).sum()) / len(rows)
+    taken, successes = taken.tocsr(), successes.tocsr()
+    coo = taken.tocoo()
+    part = np.random.default_rng(seed).integers(0, folds, coo.nnz)
+    # A success is learnt in the part its training taken was dealt into.
+    part_of = sp.csr_matrix((part + 1.0, (coo.row, coo.col)), shape=taken.shape)
+    targets, features, weight_parts = [], [], []
+    success_part = np.asarray(part_of[successes.nonzero()]).ravel() - 1
+    s_rows, s_cols = successes.nonzero()
+    for fold in range(folds):
+        mine = success_part == fold
+        targets.append(
+            sp.csr_matrix(
+                (np.ones(int(mine.sum()), np.float32), (s_rows[mine], s_cols[mine])),
+                shape=taken.shape,
+            )
+        )
+        others = part != fold
+        history = sp.csr_matrix(
+            (np.ones(int(others.sum()), np.float32), (coo.row[others], coo.col[others])),
+            shape=taken.shape,
+        )
+        features.append(describe_employees(attributes, history))
+        if weights is not None:
+            weight_parts.append(targets[-1].multiply(weights.tocsr()).tocsr())
+    sample_weights = sp.vstack(weight_parts, format="csr") if weights is not None else None
+    return sp.vstack(targets, format="csr"), sp.vstack(features, format="csr"), sample_weights
 
 
 _STATE = (
@@ -109,6 +186,46 @@ _STATE = (
 )
 
 
+@dataclass
+class _Stopper:
+    """Early stopping's bookkeeping: the smoothed curve, its best, and the epoch to keep.
+
+    Each epoch's per-employee validation precision is averaged with the previous
+    epochs' (:data:`SMOOTHING`). The kept epoch is the earliest whose smoothed figure
+    is within one standard error of the best one, the error being that of their
+    difference over the same employees (the "one standard error" rule): on a
+    plateau every epoch is as good as the best within noise, and picking the noisy
+    maximum made the best epoch jump between runs on the same data.
+    """
+
+    min_epochs: int
+    patience: int
+    smoothed: list[np.ndarray] = field(default_factory=list)  # per employee, per epoch
+    recent: list[np.ndarray] = field(default_factory=list)
+    best: int = 0  # 1-based epoch of the best smoothed figure
+    kept: int = 0
+
+    def add(self, per_row: np.ndarray) -> float:
+        self.recent = [*self.recent[-(SMOOTHING - 1) :], per_row]
+        self.smoothed.append(np.mean(self.recent, axis=0))
+        means = [float(v.mean()) if len(v) else 0.0 for v in self.smoothed]
+        if not self.best or means[-1] > means[self.best - 1]:
+            self.best = len(means)
+        top = self.smoothed[self.best - 1]
+        for epoch in range(max(self.kept, 1), len(means) + 1):
+            gap = top - self.smoothed[epoch - 1]
+            error = float(gap.std() / np.sqrt(len(gap))) if len(gap) > 1 else 0.0
+            if means[epoch - 1] >= means[self.best - 1] - error:
+                self.kept = epoch
+                break
+        return means[-1]
+
+    def should_stop(self) -> bool:
+        epoch = len(self.smoothed)
+        wait = max(self.patience, epoch // 4)  # patience in proportion to the run
+        return epoch >= self.min_epochs and epoch - self.best >= wait
+
+
 def fit(
     interactions: sp.csr_matrix,
     user_features: sp.csr_matrix,
@@ -116,24 +233,30 @@ def fit(
     params: Hyperparameters,
     *,
     weights: sp.csr_matrix | None = None,
-    validation: sp.csr_matrix | None = None,
+    validation: Validation | None = None,
     k: int = 10,
     epochs: int | None = None,
     progress: ProgressFn | None = None,
 ) -> FitResult:
     """Fit LightFM one epoch at a time.
 
-    With ``validation`` (held-out interactions of the same employees), precision@k
-    is measured after each epoch (over at most ``VALIDATION_USERS`` of them);
-    training stops after ``params.patience`` epochs without improvement and the
-    best epoch's parameters are kept.
+    With ``validation``, precision@k is measured after each epoch (over at most
+    ``VALIDATION_USERS`` employees); training never stops before
+    ``params.min_epochs``, stops once the smoothed figure has not improved for
+    ``params.patience`` epochs (or a quarter of the epochs run, if more), and the
+    model of the epoch kept (see :class:`_Stopper`) is restored.
 
     Parameters
     ----------
     interactions
-        Binary employees x trainings matrix to learn from.
+        Binary rows x trainings matrix to learn from (rows: employees, or the
+        pseudo-employees of :func:`fold_out`).
+    user_features
+        Feature rows of the same rows.
+    weights
+        Sample weights of the same entries (used when ``params.use_weights``).
     epochs
-        Overrides ``params.epochs`` (the final refit uses the best epoch found).
+        Overrides ``params.epochs`` (the final refit uses the epochs found best).
     """
     from lightfm import LightFM
 
@@ -156,9 +279,9 @@ def fit(
         sample_weight = sp.coo_matrix((picked, (coo.row, coo.col)), shape=coo.shape)
     total = epochs or params.epochs
     result = FitResult(model)
-    best_score = -1.0
-    best_state: dict[str, np.ndarray] = {}
-    scored = None if validation is None else validation_rows(validation, params.random_state)
+    stopper = _Stopper(params.min_epochs, params.patience)
+    states: dict[int, dict[str, np.ndarray]] = {}  # from the kept epoch on
+    scored = None if validation is None else validation_rows(validation.truth, params.random_state)
     for epoch in range(1, total + 1):
         started = time.perf_counter()
         model.fit_partial(
@@ -169,22 +292,29 @@ def fit(
             epochs=1,
             num_threads=params.num_threads,
         )
-        score = None
-        if validation is not None:
-            factors = factors_of(model, user_features, item_features)
-            score = validation_precision(factors, interactions, validation, k, scored)
-        record = EpochRecord(epoch, time.perf_counter() - started, score)
+        if validation is None:
+            record = EpochRecord(epoch, time.perf_counter() - started, None)
+            result.history.append(record)
+            result.best_epoch = epoch
+            if progress is not None:
+                progress(record, total)
+            continue
+        factors = factors_of(model, validation.features, item_features)
+        per_row = precision_per_row(factors, validation.exclude, validation.truth, k, scored)
+        score = float(per_row.mean()) if len(per_row) else 0.0
+        error = float(per_row.std() / np.sqrt(len(per_row))) if len(per_row) > 1 else 0.0
+        states[epoch] = {name: getattr(model, name).copy() for name in _STATE}
+        smoothed = stopper.add(per_row)
+        for old in [e for e in states if e < stopper.kept]:
+            del states[old]  # the kept epoch only moves forward
+        record = EpochRecord(epoch, time.perf_counter() - started, score, error, smoothed)
         result.history.append(record)
         if progress is not None:
             progress(record, total)
-        if score is None:
-            result.best_epoch = epoch
-            continue
-        if score > best_score:
-            best_score, result.best_epoch = score, epoch
-            best_state = {name: getattr(model, name).copy() for name in _STATE}
-        elif epoch - result.best_epoch >= params.patience and params.early_stopping:
+        if params.early_stopping and stopper.should_stop():
             break
-    for name, value in best_state.items():
-        getattr(model, name)[...] = value
+    if validation is not None:
+        result.best_epoch = stopper.kept
+        for name, value in states[result.best_epoch].items():
+            getattr(model, name)[...] = value
     return result

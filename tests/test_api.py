@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.error import URLError
 
 import pandas as pd
@@ -128,6 +129,53 @@ def test_new_employee_recommendations_follow_their_skills(client: TestClient) ->
     assert skills_of("python") != skills_of("negotiation")
 
 
+ATTRIBUTE_COLUMNS = ["ou", "skills", "language", "grade", "career interests"]
+
+
+def without_scores(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in t.items() if k != "score"} for t in answer["trainings"]]
+
+
+def test_posting_an_employee_s_attributes_and_history_gives_their_precomputed_list(
+    client: TestClient,
+) -> None:
+    taken = DATA.taken.groupby("User-Id")["Training-Id"].apply(list)
+    employees = DATA.users.set_index("User-Id")
+    checked = 0
+    for employee in [*taken.index[:40], *employees.index.difference(taken.index)[:5]]:
+        row = employees.loc[employee]
+        attributes = {column: str(row[column]) for column in ATTRIBUTE_COLUMNS}
+        history = taken.get(employee, [])
+        posted = client.post(
+            "/recommendations",
+            json={"attributes": attributes, "taken_training_ids": history, "n": 10},
+        ).json()
+        precomputed = client.get(f"/recommendations/{employee}", params={"n": 10}).json()
+        assert posted["scorer"] == precomputed["scorer"]
+        # The same list; scores to float32 precision (BLAS sums a block of employees in
+        # another order than one employee's product).
+        assert without_scores(posted) == without_scores(precomputed), employee
+        assert [t["score"] for t in posted["trainings"]] == pytest.approx(
+            [t["score"] for t in precomputed["trainings"]], abs=1e-5
+        )
+        assert not {t["training_id"] for t in posted["trainings"]} & set(history)
+        checked += 1
+    assert checked == 45
+
+
+def test_a_new_hire_s_first_completions_shape_their_list(client: TestClient) -> None:
+    before = client.post("/recommendations", json={"attributes": NEW_EMPLOYEE, "n": 10}).json()
+    took = [t["training_id"] for t in before["trainings"][:2]]
+    after = client.post(
+        "/recommendations",
+        json={"attributes": NEW_EMPLOYEE, "n": 10, "taken_training_ids": [*took, "NOT-IN-CATALOG"]},
+    ).json()
+    assert not set(took) & {t["training_id"] for t in after["trainings"]}
+    assert after["unknown_training_ids"] == ["NOT-IN-CATALOG"]
+    served = client.get("/health").json()["scorers"]
+    assert after["scorer"] == served["known"]  # with a history, served as known employees
+
+
 def test_new_employee_excluded_trainings_are_not_returned(client: TestClient) -> None:
     first = client.post("/recommendations", json={"attributes": NEW_EMPLOYEE, "n": 3}).json()
     excluded = [t["training_id"] for t in first["trainings"]]
@@ -179,8 +227,15 @@ def test_health_and_model(client: TestClient) -> None:
     assert health["model_age_seconds"] >= 0
     model = client.get("/model").json()
     assert model["version"] == health["versions"]["model_version"]
-    assert model["evaluation"]["results"]["known"]["hybrid model"]["precision"] > 0
+    assert model["evaluation"]["results"]["known"]["served"]["precision"] > 0
     assert model["gate"]["decision"] == "accepted"
+    # Which scorer serves whom, the same in /health, /model and the answers.
+    served = {p: v["scorer"] for p, v in model["served"].items()}
+    assert health["scorers"] == {"known": served["known"], "new": served["cold-start"]}
+    known = client.get(f"/recommendations/{known_employee()}").json()
+    assert known["scorer"] == served["known"]
+    new = client.post("/recommendations", json={"attributes": NEW_EMPLOYEE}).json()
+    assert new["scorer"] == served["cold-start"]
     assert model["data"]["counts"]["employees"] == len(DATA.users)
 
 

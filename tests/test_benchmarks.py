@@ -104,7 +104,7 @@ def test_matrices_comparison_notices_a_difference(tiny_extracts: object) -> None
     baseline = matrices.with_lightfm(
         matrices.lightfm_inputs(tiny_extracts, config), config.features
     )
-    ours.user_features.data[0] *= 2  # one value off
+    ours.user_attributes.data[0] *= 2  # one value off
     checks = matrices.compare(ours, baseline)
     assert checks["user features"] is False and checks["interactions"] is True
 

@@ -59,9 +59,12 @@ def test_round_trip_recommends_exactly_the_same(
     for item in (0, 17, 59):
         assert np.array_equal(before.similar(item, 5)[0], after.similar(item, 5)[0])
     new_rows = original.user_features[:3]
-    assert np.array_equal(
-        before.for_feature_rows(new_rows, 5)[0], after.for_feature_rows(new_rows, 5)[0]
-    )
+    for history in (np.ones(3, bool), np.zeros(3, bool)):
+        assert np.array_equal(
+            before.for_feature_rows(new_rows, history, 5)[0],
+            after.for_feature_rows(new_rows, history, 5)[0],
+        )
+    assert before.specs == after.specs
 
 
 def test_round_trip_keeps_every_array(
@@ -79,11 +82,13 @@ def test_round_trip_keeps_every_array(
         "user_feature_biases",
         "item_feature_embeddings",
         "item_feature_biases",
+        "popularity",
+        "department_columns",
     ):
         before, after = getattr(original, name), getattr(loaded, name)
         assert after.dtype == before.dtype, name
         assert np.array_equal(before, after), name
-    for name in ("user_features", "item_features", "taken"):
+    for name in ("user_features", "item_features", "taken", "department_popularity"):
         before, after = getattr(original, name), getattr(loaded, name)
         assert after.shape == before.shape
         assert (before != after).nnz == 0, name
@@ -101,7 +106,9 @@ def test_metadata_keeps_version_config_fingerprints_counts_and_libraries(
     assert Config.from_dict(loaded.metadata["config"]) == CONFIG
     assert loaded.metadata["counts"]["employees"] == 300
     assert loaded.metadata["counts"]["trainings"] == 60
-    assert loaded.metadata["counts"]["interactions"] == trained.dataset.interactions.nnz
+    assert loaded.metadata["counts"]["interactions"] == trained.dataset.taken.nnz
+    assert loaded.metadata["counts"]["successes"] == trained.dataset.interactions.nnz
+    assert set(loaded.metadata["serving"]) == {"known", "cold-start"}
     libraries = loaded.metadata["libraries"]
     assert {"python", "numpy", "scipy", "pandas", "rectools-lightfm"} <= set(libraries)
     assert libraries["numpy"] == np.__version__
@@ -208,6 +215,9 @@ def _npy(npz: bytes) -> bytes:
         pytest.param(_replace("taken_shape", lambda a: np.append(a, 2)), id="taken-3d"),
         pytest.param(_replace("taken_indices", lambda a: a + 1000), id="taken-index-range"),
         pytest.param(_replace("item_titles", lambda a: a[:, None]), id="titles-2d"),
+        pytest.param(_replace("popularity", lambda a: a[:-1]), id="popularity-short"),
+        pytest.param(_replace("department_columns", lambda a: a + 10**6), id="department-range"),
+        pytest.param(_drop("popularity"), id="missing-prior"),
     ],
 )
 def test_damaged_npz_raises_model_load_error(
@@ -234,6 +244,52 @@ def test_damaged_npz_raises_model_load_error(
 def test_wrong_json_raises_model_load_error(serialized: tuple[bytes, bytes], meta: bytes) -> None:
     with pytest.raises(ModelLoadError):
         ModelBundle.from_bytes(serialized[0], meta)
+
+
+def test_a_bundle_of_format_1_still_loads_and_its_model_serves_everyone(
+    serialized: tuple[bytes, bytes],
+) -> None:
+    # Written before priors, history features and per-population scorers: after an
+    # upgrade, the version serving keeps serving until the next retrain replaces it.
+    npz, meta = serialized
+    arrays = arrays_of(npz)
+    for name in (
+        "popularity",
+        "department_columns",
+        *[f"department_popularity_{p}" for p in ("data", "indices", "indptr", "shape")],
+    ):
+        del arrays[name]
+    metadata = json.loads(meta)
+    metadata["format_version"] = 1
+    del metadata["serving"]
+    del metadata["config"]["features"]["history"]
+    n_items = len(arrays["item_ids"])
+    n_attributes = len(arrays["user_feature_names"]) - n_items
+    arrays["user_feature_names"] = arrays["user_feature_names"][:n_attributes]
+    arrays["user_feature_embeddings"] = arrays["user_feature_embeddings"][:n_attributes]
+    arrays["user_feature_biases"] = arrays["user_feature_biases"][:n_attributes]
+    features = sp.csr_matrix(
+        (
+            arrays["user_features_data"],
+            arrays["user_features_indices"],
+            arrays["user_features_indptr"],
+        ),
+        shape=tuple(arrays["user_features_shape"]),
+    )[:, :n_attributes]
+    arrays.update(
+        user_features_data=features.data,
+        user_features_indices=features.indices,
+        user_features_indptr=features.indptr,
+        user_features_shape=np.asarray(features.shape),
+    )
+    old = ModelBundle.from_bytes(saved(arrays), json.dumps(metadata).encode())
+    assert not old.history and old.n_attributes == n_attributes
+    assert old.department_popularity.shape == (0, n_items)
+    recommender = Recommender(old)
+    assert {spec.name for spec in recommender.specs.values()} == {"model"}
+    indices, _ = all_recommendations(old)
+    untaken = len(old.item_ids) - np.diff(old.taken.indptr)
+    assert ((indices != -1).sum(axis=1) == np.minimum(10, untaken)).all()
 
 
 def test_inconsistent_bundle_is_not_written(trained: TrainedModel) -> None:

@@ -21,7 +21,7 @@ from shared.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SCORERS = ("hybrid model", "popularity", "department popularity", "oracle")
+SCORERS = ("served", "model", "popularity", "department popularity", "oracle")
 
 
 def _csv(frame: Any) -> bytes:
@@ -79,8 +79,15 @@ def test_card_json_summarises_the_metadata(metadata: dict[str, Any]) -> None:
     for population, scorers in metrics["results"].items():
         for scorer, values in scorers.items():
             assert {k: rows[population, scorer][k] for k in values} == values
-    assert [row["scorer"] for row in card["metrics"]["rows"]][:4] == list(SCORERS)
+    assert [row["scorer"] for row in card["metrics"]["rows"]][:5] == list(SCORERS)
     assert card["metrics"]["rows"][0]["population"] == "known"
+    assert card["metrics"]["repeats"] == 3
+    for row in card["metrics"]["rows"]:
+        assert row["ci95"] == metrics["intervals"][row["population"]][row["scorer"]]
+    # Who serves whom, and why.
+    for population, served in card["served"].items():
+        assert served["scorer"] == metadata["serving"][population]["scorer"]["name"]
+        assert served["note"] == metrics["served"][population]["note"]
 
     training = metadata["training"]
     assert card["training"]["best_epoch"] == training["best_epoch"]
@@ -120,23 +127,41 @@ def test_card_json_summarises_the_metadata(metadata: dict[str, Any]) -> None:
     assert card["gate"] is None
 
 
-def test_card_verdict_compares_with_the_oracle_and_popularity(metadata: dict[str, Any]) -> None:
+def test_card_verdict_names_the_scorer_and_compares_with_the_oracle_and_baselines(
+    metadata: dict[str, Any],
+) -> None:
     results = metadata["metrics"]["results"]
     known = results["known"]
-    share = known["hybrid model"]["precision"] / known["oracle"]["precision"]
-    times = known["hybrid model"]["precision"] / known["popularity"]["precision"]
+    share = known["served"]["precision"] / known["oracle"]["precision"]
+    times = known["served"]["precision"] / known["popularity"]["precision"]
     verdict = card_json(metadata)["verdict"]
+    by = metadata["serving"]["known"]["scorer"]["name"]
+    assert verdict[0].startswith(f"Employees with a history are served by {by}: precision@10 is")
     assert f"{share:.0%} of the best achievable (oracle)" in verdict[0]
-    assert f"{times:.1f}× the popularity baseline" in verdict[0]
-    assert verdict[0].startswith("For employees with a history, precision@10")
-    assert verdict[1].startswith("For new employees")
+    assert f"{times:.2f}× the popularity baseline" in verdict[0]  # two decimals: 0.95, not 1.0
+    assert verdict[1].startswith("New employees are served by")
 
     no_oracle = copy.deepcopy(metadata)
     for scorers in no_oracle["metrics"]["results"].values():
         del scorers["oracle"]
     verdict = card_json(no_oracle)["verdict"]
     assert "oracle" not in " ".join(verdict)
-    assert f"is {times:.1f}× the popularity baseline." in verdict[0]
+    assert f"is {times:.2f}× the popularity baseline" in verdict[0]
+
+
+def test_a_card_of_an_older_version_reads_its_hybrid_model_as_served() -> None:
+    old = {
+        "metrics": {
+            "k": 10,
+            "results": {
+                "known": {"hybrid model": {"precision": 0.095}, "popularity": {"precision": 0.1}}
+            },
+        }
+    }
+    assert card_json(old)["verdict"] == [
+        "Employees with a history are served by model: precision@10 is 0.95× the popularity "
+        "baseline."
+    ]
 
 
 def test_card_html_is_a_self_contained_readable_page(metadata: dict[str, Any]) -> None:
@@ -145,9 +170,11 @@ def test_card_html_is_a_self_contained_readable_page(metadata: dict[str, Any]) -
     text = " ".join(page.text)
     assert metadata["version"] in " ".join(page.text[:5])  # in the title
     for population in ("known", "cold-start"):
+        assert f"served: {metadata['serving'][population]['scorer']['name']}" in text
         for scorer in SCORERS:
             values = metadata["metrics"]["results"][population][scorer]
-            assert f"{values['precision']:.1%}" in text, (population, scorer)
+            interval = metadata["metrics"]["intervals"][population][scorer]
+            assert f"{values['precision']:.1%} ± {interval:.1%}" in text, (population, scorer)
             assert f"{values['ndcg']:.3f}" in text, (population, scorer)
             assert f"{values['auc']:.3f}" in text, (population, scorer)
     for phrase in ("Precision@10", "coin toss", "Gini", "trainings-taken", "no_components"):
@@ -210,9 +237,18 @@ def test_card_html_shows_the_gate_decision(metadata: dict[str, Any], decision: s
     assert any(decision in (attrs.get("class") or "") for attrs in page.of("div"))
     text = " ".join(page.text)
     assert f"Quality gate: {decision}" in text
-    assert "20261101T000000Z-abcdef" in text and "at most 5% worse" in text
+    assert "20261101T000000Z-abcdef" in text and "more than 5%" in text
     if decision == "rejected":
         assert "known: precision@10 too low" in text
+
+
+def test_card_says_when_the_gate_was_off(metadata: dict[str, Any]) -> None:
+    meta = {**metadata, "gate": {"decision": "not checked", "checks": ["gate off: not checked"]}}
+    page = Page(card_html(meta))
+    text = " ".join(page.text)
+    assert "Quality gate: off (not checked)" in text
+    assert "fit to serve" not in text
+    assert not any("accepted" in (attrs.get("class") or "") for attrs in page.of("div"))
 
 
 @pytest.mark.parametrize(

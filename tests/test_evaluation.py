@@ -13,15 +13,19 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from shared.evaluation import (
+    BASELINES,
+    BLEND_WEIGHTS,
     METRICS,
+    Estimate,
     EvaluationReport,
     ScoreFn,
-    group_popularity_scorer,
+    baseline_spec,
+    candidate_specs,
     holdout,
-    popularity_scorer,
     ranking_metrics,
     split,
 )
+from shared.scoring import Factors, Priors, Scorer
 
 N_ITEMS = 8
 
@@ -196,32 +200,38 @@ def test_holdout_is_reproducible_and_seed_dependent() -> None:
     assert first.nnz / matrix.nnz == pytest.approx(0.3, abs=0.05)
 
 
-@pytest.mark.parametrize("cold_share", [0.1, 0.25, 0.5])
-def test_split_holds_cold_users_out_entirely(cold_share: float) -> None:
+@pytest.mark.parametrize("cold_share", [0.1, 0.25, 0.4])
+def test_split_holds_new_employees_out_entirely_and_cuts_the_others_in_three(
+    cold_share: float,
+) -> None:
     rng = np.random.default_rng(5)
     dense = rng.random((40, 12)) < 0.3
-    dense[:4] = False  # employees without history are never picked as cold
+    dense[:4] = False  # employees without history are never picked as new ones
     matrix = csr(dense)
-    parts = split(matrix, test_share=0.2, cold_share=cold_share, seed=11)
+    parts = split(matrix, test_share=0.2, validation_share=0.15, cold_share=cold_share, seed=11)
     active = np.flatnonzero(dense.any(axis=1))
-    assert len(parts.cold_users) == round(cold_share * len(active))
-    assert set(parts.cold_users.tolist()) <= set(active.tolist())
-    assert np.all(np.diff(parts.cold_users) > 0)
-    cold = parts.cold_users
-    assert parts.train[cold].nnz == 0
-    assert parts.test[cold].nnz == 0
-    assert parts.cold_test.shape == (len(cold), 12)
-    assert np.array_equal(parts.cold_test.toarray(), matrix[cold].toarray())
+    n_cold = round(cold_share * len(active))
+    assert len(parts.cold_test) == len(parts.cold_validation) == n_cold
+    cold = np.concatenate([parts.cold_test, parts.cold_validation])
+    assert len(set(cold.tolist())) == 2 * n_cold  # two disjoint groups
+    assert set(cold.tolist()) <= set(active.tolist())
+    assert np.all(np.diff(parts.cold_test) > 0)
+    for part in (parts.fit, parts.validation, parts.test):
+        assert part[cold].nnz == 0  # nothing of theirs is learnt from or measured as known
     warm = np.setdiff1d(np.arange(40), cold)
-    assert ((parts.train + parts.test)[warm] != matrix[warm]).nnz == 0
-    again = split(matrix, test_share=0.2, cold_share=cold_share, seed=11)
-    assert np.array_equal(again.cold_users, cold)
+    whole = parts.fit + parts.validation + parts.test
+    assert (whole[warm] != matrix[warm]).nnz == 0  # nothing lost, nothing invented
+    assert parts.fit.multiply(parts.validation).nnz == parts.fit.multiply(parts.test).nnz == 0
+    assert (parts.train != parts.fit + parts.validation).nnz == 0
+    again = split(matrix, test_share=0.2, validation_share=0.15, cold_share=cold_share, seed=11)
+    assert np.array_equal(again.cold_test, parts.cold_test)
+    assert (again.validation != parts.validation).nnz == 0
 
 
-# --- baselines -------------------------------------------------------------------------
+# --- baselines and candidates ----------------------------------------------------------
 
-# Four employees x four trainings. Training 2 is the most taken overall; within group 0
-# (employees 0 and 1) training 0 is the favourite.
+# Four employees x four trainings. Training 2 is the most taken overall; within
+# department 0 (employees 0 and 1) training 0 is the favourite.
 TRAIN = csr(
     [
         [1, 0, 0, 0],
@@ -230,45 +240,76 @@ TRAIN = csr(
         [0, 1, 1, 0],
     ]
 )
+DEPARTMENTS = csr([[1, 0], [1, 0], [0, 1], [0, 0]])  # employee 3: no department
+
+
+def baseline_scores(name: str, rows: np.ndarray) -> np.ndarray:
+    priors = Priors.count(TRAIN, DEPARTMENTS, np.array([0, 1]))
+    factors = Factors(np.zeros((4, 2)), np.zeros(4), np.ones((4, 2)), np.zeros(4))
+    scorer = Scorer(factors, baseline_spec(name, priors), priors)
+    return scorer.scores(
+        factors.user_vectors[rows], factors.user_biases[rows], priors.groups(DEPARTMENTS[rows])
+    )
 
 
 def test_popularity_ranks_by_number_of_employees() -> None:
-    score = popularity_scorer(TRAIN)
-    scores = score(np.array([0, 3]))
-    assert scores.tolist() == [[2, 1, 3, 1], [2, 1, 3, 1]]
-    scores[0, 0] = -1  # callers may modify what they get (top_k does)
-    assert score(np.array([0]))[0, 0] == 2
+    scores = baseline_scores("popularity", np.array([0, 3]))
+    assert np.argsort(-scores, axis=1, kind="stable").tolist() == [[2, 0, 1, 3]] * 2
+    np.testing.assert_allclose(scores[0], np.log1p([2, 1, 3, 1]), rtol=1e-6)
 
 
-def test_department_popularity_ranks_the_group_favourite_first() -> None:
-    groups = np.array([0, 0, 1, -1])
-    score = group_popularity_scorer(TRAIN, groups)
-    scores = score(np.arange(4))
+def test_department_popularity_ranks_the_department_favourite_first() -> None:
+    scores = baseline_scores("department popularity", np.arange(4))
     rankings = np.argsort(-scores, axis=1, kind="stable")
-    assert rankings[0].tolist()[:2] == [0, 2]  # group 0 took 0 twice and 2 once
+    assert rankings[0].tolist()[:2] == [0, 2]  # department 0 took 0 twice and 2 once
     assert rankings[1].tolist()[:2] == [0, 2]
-    assert rankings[2].tolist()[:2] == [2, 3]  # group 1 took 2 and 3 once: 2 wins the tie
-    assert rankings[3].tolist()[:2] == [2, 0]  # unknown group: global popularity
-    assert scores[3].max() < 1  # only the tie-break counts for an unknown group
+    assert rankings[2].tolist()[:2] == [2, 3]  # department 1 took 2 and 3 once: 2 wins the tie
+    assert rankings[3].tolist() == [2, 0, 1, 3]  # no department: overall popularity
+    assert scores[3].max() < np.log1p(1) / 2  # only the tie-break counts without a department
 
 
-def test_department_popularity_with_every_group_unknown_is_global_popularity() -> None:
-    score = group_popularity_scorer(TRAIN, np.full(4, -1))
-    scores = score(np.arange(4))
-    assert np.argsort(-scores[0], kind="stable").tolist()[:1] == [2]
-    assert np.array_equal(scores[0], scores[3])
+def test_candidates_are_the_baselines_the_model_and_its_blends() -> None:
+    priors = Priors.count(TRAIN, DEPARTMENTS, np.array([0, 1]))
+    specs = candidate_specs(2.0, priors, ("popularity", "department popularity"))
+    names = list(specs)
+    assert names[:3] == ["popularity", "department popularity", "model"]  # baselines win ties
+    blends = [specs[n] for n in names[3:]]
+    assert {b.name for b in blends} == {"model + popularity", "model + department popularity"}
+    assert len(blends) == 2 * len(BLEND_WEIGHTS)
+    assert all(b.model == pytest.approx(0.5) for b in blends)  # the model's scale: 2
+    weights = [b.popularity for b in blends if b.name == "model + popularity"]
+    assert weights == sorted(weights) and weights[0] > 0
+    # Without a department feature, no department scorer.
+    alone = Priors.count(TRAIN, DEPARTMENTS, np.empty(0, np.int64))
+    assert "department popularity" not in candidate_specs(2.0, alone, BASELINES)
+
+
+def test_an_estimate_counts_the_employees_and_the_repeats_noise() -> None:
+    rng = np.random.default_rng(0)
+    same = [rng.random(400) for _ in range(3)]
+    estimate = Estimate.of(same)
+    assert estimate.mean == pytest.approx(np.mean([v.mean() for v in same]))
+    per_employee = np.mean([v.std(ddof=1) / np.sqrt(400) for v in same])
+    assert estimate.ci95 >= 1.96 * per_employee  # never less than one repeat's own noise
+    shifted = [v + shift for v, shift in zip(same, (0.0, 0.2, 0.4), strict=True)]
+    assert Estimate.of(shifted).ci95 > 3 * estimate.ci95  # repeats that disagree widen it
+    assert Estimate.of(shifted).spread == pytest.approx(np.std([v.mean() for v in shifted], ddof=1))
 
 
 # --- the report ------------------------------------------------------------------------
 
 
 def report() -> EvaluationReport:
-    result = EvaluationReport(k=10, counts={"known_employees_evaluated": 12})
+    result = EvaluationReport(k=10, repeats=3, counts={"known_employees_evaluated": 12})
     model = {"precision": 0.12, "recall": 0.5, "ndcg": 0.3, "auc": 0.8, "coverage": 0.7}
     oracle = {"precision": 0.24, "recall": 0.9, "ndcg": 0.6, "auc": 0.95, "coverage": 0.5}
-    result.add("known", "hybrid model", model)
+    result.add("known", "served", model, {m: 0.01 for m in model}, 0.004)
     result.add("known", "oracle", oracle)
-    result.add("cold-start", "hybrid model", {**model, "precision": 0.06})
+    result.add("cold-start", "served", {**model, "precision": 0.06}, None, 0.01)
+    result.served = {
+        "known": {"scorer": {"name": "model"}},
+        "cold-start": {"scorer": {"name": "department popularity"}},
+    }
     return result
 
 
@@ -277,7 +318,9 @@ def test_report_round_trips_through_json() -> None:
     loaded = EvaluationReport.from_dict(json.loads(json.dumps(original.to_dict())))
     assert loaded == original
     assert loaded.to_table() == original.to_table()
-    assert loaded.ratio("known", "hybrid model", "oracle") == pytest.approx(0.5)
+    assert loaded.ratio("known", "served", "oracle") == pytest.approx(0.5)
+    assert loaded.served_precision("known") == (0.12, 0.004)
+    assert loaded.served_name("cold-start") == "department popularity"
 
 
 def test_report_table_has_a_row_per_population_and_scorer() -> None:
@@ -293,7 +336,25 @@ def test_report_table_has_a_row_per_population_and_scorer() -> None:
     ]
     assert set(lines[1]) == {"-", " "}
     rows = [line.split() for line in lines[2:5]]
-    assert rows[0][:5] == ["known", "hybrid", "model", "0.1200", "(50%)"]
+    assert rows[0][:7] == ["known", "served:", "model", "0.1200", "±", "0.0040", "(50%)"]
     assert rows[1][:4] == ["known", "oracle", "0.2400", "0.9000"]
-    assert rows[2][:4] == ["cold-start", "hybrid", "model", "0.0600"]
+    assert rows[2][:7] == [
+        "cold-start",
+        "served:",
+        "department",
+        "popularity",
+        "0.0600",
+        "±",
+        "0.0100",
+    ]
+    assert "3 repeated split" in lines[-2]
     assert "oracle" in lines[-1]
+
+
+def test_a_report_of_an_older_version_reads_its_model_as_served() -> None:
+    old = EvaluationReport.from_dict(
+        {"k": 10, "results": {"known": {"hybrid model": {"precision": 0.2}}}}
+    )
+    assert old.served_precision("known") == (0.2, 0.0)
+    assert old.served_name("known") == "model"
+    assert old.served_precision("cold-start") is None

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from shared.features import (
     IdMap,
     build_dataset,
+    describe_employees,
     entity_frame,
     feature_matrix,
     interaction_matrices,
@@ -52,12 +53,14 @@ def trainings_frame() -> pd.DataFrame:
 
 
 def taken_frame() -> pd.DataFrame:
+    """As parsed with a minimum weight of 3: the rating of 1 is taken, but no success."""
     return pd.DataFrame(
         {
             "user_id": ["u1", "u1", "00123", "123", "ghost", "123"],
             "training_id": ["t1", "t2", "t2", "t3", "t1", "t9"],
             "weight": [5.0, 3.0, 4.0, 1.0, 5.0, 2.0],
             "date": [""] * 6,
+            "positive": [True, True, True, False, True, False],
         }
     )
 
@@ -80,16 +83,18 @@ def test_id_map_keeps_strings_and_reports_unknown_ids() -> None:
 def test_interaction_and_weight_matrices_match_the_frame() -> None:
     users = IdMap.of(["u1", "00123", "123"])
     items = IdMap.of(["t1", "t2", "t3", "t4"])
-    interactions, weights = interaction_matrices(taken_frame(), users, items)
+    taken, successes, weights = interaction_matrices(taken_frame(), users, items)
     # The unknown employee "ghost" and training "t9" are ignored.
     assert weights.toarray().tolist() == [
         [5.0, 3.0, 0.0, 0.0],
         [0.0, 4.0, 0.0, 0.0],
         [0.0, 0.0, 1.0, 0.0],
     ]
-    assert interactions.toarray().tolist() == (weights.toarray() > 0).astype(float).tolist()
-    assert interactions.shape == weights.shape == (3, 4)
-    assert np.array_equal(interactions.indices, weights.indices)  # same pattern
+    assert taken.toarray().tolist() == (weights.toarray() > 0).astype(float).tolist()
+    assert taken.shape == weights.shape == successes.shape == (3, 4)
+    assert np.array_equal(taken.indices, weights.indices)  # same pattern
+    # The low rating is taken (never recommended again) but is no success to learn from.
+    assert successes.toarray().tolist() == [[1, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
 
 
 # --- feature matrices ------------------------------------------------------------------
@@ -265,7 +270,7 @@ def test_categorical_ids_build_the_same_interactions(reverse: bool) -> None:
 
 def test_rows_for_new_ignores_and_returns_unknown_values() -> None:
     _, names = feature_matrix(
-        users_frame(), USER_COLUMNS, ";", identity=True, attributes=True, normalize=True
+        users_frame(), USER_COLUMNS, ";", identity=False, attributes=True, normalize=True
     )
     new = pd.DataFrame(
         {
@@ -277,12 +282,41 @@ def test_rows_for_new_ignores_and_returns_unknown_values() -> None:
             "career interests": ["data", ""],
         }
     )
-    rows, unknown = rows_for_new(new, USER_COLUMNS, ";", names, normalize=False, identity=True)
+    rows, unknown = rows_for_new(new, USER_COLUMNS, ";", names, normalize=False)
     assert unknown == ["language:klingon", "ou:marketing", "skills:cobol"]
     assert rows.shape == (2, len(names))
     assert names_of_row(rows, names, 0) == {"skills:python", "career interests:data"}
-    # A known employee also gets its identity feature.
-    assert names_of_row(rows, names, 1) == {"id:u1", "ou:sales", "language:english", "grade:g1"}
+    assert names_of_row(rows, names, 1) == {"ou:sales", "language:english", "grade:g1"}
+
+
+def test_an_employee_is_their_attributes_then_their_history() -> None:
+    attributes = sp.csr_matrix(np.array([[0.5, 0.5, 0], [0, 0, 1], [0, 0, 0]], np.float32))
+    taken = sp.csr_matrix(np.array([[1, 1, 0, 1], [0, 0, 0, 0], [0, 1, 0, 0]], np.float32))
+    rows = describe_employees(attributes, taken).toarray()
+    # Attribute columns first, unchanged; then one column per training, the history's
+    # weights summing to 1 whatever its length; no history, no history weight.
+    third = 1 / 3
+    expected = [[0.5, 0.5, 0, third, third, 0, third], [0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 0, 0]]
+    assert np.allclose(rows, expected)
+    assert describe_employees(attributes, None).toarray().tolist() == attributes.toarray().tolist()
+
+
+def test_dataset_history_features_follow_the_trainings_taken() -> None:
+    dataset = build_dataset(
+        users_frame(), trainings_frame(), taken_frame(), CONTRACT, FeatureOptions()
+    )
+    names = dataset.user_feature_names.ids.tolist()
+    assert names[-4:] == ["taken:t1", "taken:t2", "taken:t3", "taken:t4"]
+    assert names[: len(dataset.attribute_names)] == dataset.attribute_names.ids.tolist()
+    features = dataset.user_features()
+    history = features[:, len(dataset.attribute_names) :].toarray()
+    # Every training taken describes the employee, the low-rated one of "123" included.
+    assert np.allclose(history, [[0.5, 0.5, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]])
+    # Described with part of the history only (an evaluation split): that part.
+    part = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], np.float32))
+    assert np.allclose(
+        dataset.user_features(part)[:, len(dataset.attribute_names) :].toarray()[0], [1, 0, 0, 0]
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -313,16 +347,21 @@ def test_a_training_nobody_took_still_has_features(item_identity: bool) -> None:
 
 
 def test_build_dataset_follows_the_options() -> None:
-    options = FeatureOptions(user_identity=True, normalize=False, item_features=False)
+    options = FeatureOptions(history=False, normalize=False, item_features=False)
     dataset = build_dataset(users_frame(), trainings_frame(), taken_frame(), CONTRACT, options)
     assert dataset.users.ids.tolist() == ["u1", "00123", "123"]
     assert dataset.items.ids.tolist() == ["t1", "t2", "t3", "t4"]
-    assert dataset.interactions.shape == (3, 4)
-    assert dataset.interactions.nnz == 4
-    assert dataset.user_feature_names.ids[:3].tolist() == ["id:u1", "id:00123", "id:123"]
+    assert dataset.interactions.shape == dataset.taken.shape == (3, 4)
+    assert (dataset.taken.nnz, dataset.interactions.nnz) == (4, 3)  # one taken, no success
+    assert not any(name.startswith("taken:") for name in dataset.user_feature_names.ids)
     assert dataset.item_feature_names.ids.tolist() == ["id:t1", "id:t2", "id:t3", "id:t4"]
-    assert dataset.user_features.shape == (3, len(dataset.user_feature_names))
-    assert set(dataset.user_features.data.tolist()) == {1.0}
+    assert dataset.user_features().shape == (3, len(dataset.user_feature_names))
+    assert set(dataset.user_features().data.tolist()) == {1.0}
+
+
+def test_history_or_attributes_are_required() -> None:
+    with pytest.raises(ValueError, match=r"attributes .* or history"):
+        FeatureOptions(history=False, user_features=False)
 
 
 BANDED = EntityColumns(

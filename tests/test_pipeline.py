@@ -23,8 +23,9 @@ from shared.pipeline import (
     retrain,
 )
 from shared.registry import MODELS_POINTER, load_bundle, read_pointer
-from shared.scoring import NO_ITEM
+from shared.scoring import NO_ITEM, Recommender
 from shared.storage import BlobStore
+from shared.synthetic import generate
 
 CONFIG = small_config()
 NO_GATE = small_config(gate={"enabled": False})  # half the data would not pass the gate
@@ -109,7 +110,8 @@ def test_retrain_publishes_a_model_and_everyone_s_recommendations(trained: BlobS
     bundle = load_bundle(trained, model_pointer["version"])
     assert bundle.metadata["counts"]["employees"] == len(DATA.users)
     assert set(bundle.metadata["fingerprints"]) == {"users", "trainings", "trainings-taken"}
-    assert bundle.metadata["metrics"]["results"]["known"]["hybrid model"]["precision"] > 0
+    assert bundle.metadata["metrics"]["results"]["known"]["served"]["precision"] > 0
+    assert set(bundle.metadata["serving"]) == {"known", "cold-start"}
 
     recs_pointer, _ = read_pointer(trained, RECOMMENDATIONS_POINTER)
     assert recs_pointer["model_version"] == model_pointer["version"]
@@ -148,6 +150,104 @@ def test_precompute_is_idempotent_and_follows_new_extracts(trained: BlobStore) -
     row = list(table.user_ids).index("999999")
     assert (table.items[row] != NO_ITEM).all()
     assert not table.from_history[row]
+
+
+def test_nothing_taken_is_ever_recommended_whatever_its_weight(store: BlobStore) -> None:
+    # Only ratings of 4 and 5 are successes; the lower ones were still taken.
+    config = small_config(contract={"taken": {"min_weight": 4}})
+    drop_all(store, DATA, config)
+    assert retrain(store, config).status == "published"
+    pointer, _ = read_pointer(store, RECOMMENDATIONS_POINTER)
+    table = load_recommendations(store, pointer["version"])
+    bundle = load_bundle(store, pointer["model_version"])
+    low = DATA.taken[DATA.taken["rating"].astype(int) < 4]
+    assert len(low) > 500  # a fifth of the rows, as in rated exports
+    taken = DATA.taken.groupby("User-Id")["Training-Id"].apply(set)
+    rows = {employee: row for row, employee in enumerate(table.user_ids.tolist())}
+    for employee, trainings in taken.items():
+        row = rows[str(employee)]
+        recommended = {str(bundle.item_ids[i]) for i in table.items[row] if i != NO_ITEM}
+        assert not recommended & trainings, employee
+    assert bundle.metadata["counts"]["interactions"] == len(DATA.taken)
+    assert bundle.metadata["counts"]["successes"] == len(DATA.taken) - len(low)
+
+
+def test_a_completion_moves_the_list_at_the_next_precompute_without_a_retrain(
+    trained: BlobStore,
+) -> None:
+    first, _ = read_pointer(trained, RECOMMENDATIONS_POINTER)
+    before = load_recommendations(trained, first["version"])
+    bundle = load_bundle(trained, first["model_version"])
+    employee, row = "000002", 1
+    assert str(before.user_ids[row]) == employee
+    completed = str(bundle.item_ids[before.items[row, 0]])  # took their first recommendation
+    more = pd.DataFrame(
+        [{"User-Id": employee, "Training-Id": completed, "rating": "5", "date": "2026-11-30"}]
+    )
+    drop(trained, "trainings-taken/plus-one.csv", csv_bytes(pd.concat([DATA.taken, more])), CONFIG)
+
+    result = precompute(trained, CONFIG)
+
+    assert result.status == "computed" and result.model_version == first["model_version"]
+    after = load_recommendations(trained, result.version)
+    assert completed not in {str(bundle.item_ids[i]) for i in after.items[row]}
+    # Not only removed: their description now holds it, so every score moved.
+    history = after.user_features[row, bundle.n_attributes :].toarray().ravel()
+    assert history[before.items[row, 0]] > 0
+    common = np.intersect1d(before.items[row], after.items[row])
+    old_scores = dict(zip(before.items[row].tolist(), before.scores[row].tolist(), strict=True))
+    new_scores = dict(zip(after.items[row].tolist(), after.scores[row].tolist(), strict=True))
+    assert any(abs(old_scores[i] - new_scores[i]) > 1e-4 for i in common.tolist())
+    # Everyone else keeps exactly their list.
+    others = np.arange(len(after.user_ids)) != row
+    assert np.array_equal(after.items[others], before.items[others])
+
+
+def test_each_population_is_served_by_what_beats_the_baselines_and_it_is_recorded(
+    store: BlobStore,
+) -> None:
+    # Attributes shuffled between employees: they say nothing, so new employees (known
+    # by attributes alone) fall back to a baseline, while known employees' histories
+    # still serve them well through the model.
+    config = small_config(model={"epochs": 30})
+    data = generate(1000, 200, 12_000, seed=0, regime="history")
+    users = data.users.copy()
+    columns = ["ou", "skills", "language", "grade", "career interests"]
+    users[columns] = users[columns].to_numpy()[np.random.default_rng(0).permutation(len(users))]
+    drop(store, "users/u.csv", csv_bytes(users), config)
+    drop(store, "trainings/t.csv", csv_bytes(data.trainings), config)
+    drop(store, "trainings-taken/k.csv", csv_bytes(data.taken), config)
+
+    result = retrain(store, config)
+
+    assert result.status == "published"
+    assert result.served_by["known"] == "model"
+    assert result.served_by["cold-start"] in ("popularity", "department popularity")
+    evaluation = result.evaluation or {}
+    served = evaluation["served"]
+    assert "does not beat" in served["cold-start"]["note"]
+    margin = served["known"]["margin"]
+    assert margin["mean"] > margin["ci95"]  # beyond the noise
+    results = evaluation["results"]
+    assert results["known"]["served"]["precision"] > results["known"]["popularity"]["precision"]
+    cold = results["cold-start"]
+    assert cold["served"] == cold[result.served_by["cold-start"]]
+    bundle = load_bundle(store, str(result.version))
+    assert bundle.metadata["serving"]["cold-start"]["scorer"]["model"] == 0.0
+    # And the precomputed lists follow it: employees who took nothing get the baseline's
+    # order (overall popularity, or within their department).
+    table = load_recommendations(store, read_pointer(store, RECOMMENDATIONS_POINTER)[0]["version"])
+    new = np.flatnonzero(~table.from_history)
+    assert len(new) > 10
+    if result.served_by["cold-start"] == "popularity":
+        order = np.argsort(-bundle.popularity, kind="stable")[:10]
+        assert all(table.items[row, :10].tolist() == order.tolist() for row in new)
+    else:
+        groups = Recommender(bundle).priors.groups(table.user_features[new])
+        for row, group in zip(new.tolist(), groups.tolist(), strict=True):
+            department = bundle.department_popularity[max(group, 0)].toarray().ravel()
+            prior = department if group >= 0 else bundle.popularity
+            assert prior[int(table.items[row, 0])] == prior.max()
 
 
 def test_a_second_retrain_while_one_holds_the_lock_exits_busy(trained: BlobStore) -> None:

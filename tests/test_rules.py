@@ -149,7 +149,7 @@ def test_a_new_employee_s_answer_is_the_head_of_the_whole_catalog_ranking(
     answer = serving.recommend_new(snap, NEW, 8, contract, excluded)
 
     features, _ = serving.new_employee_features(snap, NEW, contract)
-    scores = snap.recommender.feature_scores(features)[0]
+    scores = snap.recommender.feature_scores(features, False)[0]
     ranked = np.argsort(-scores, kind="stable")
     expected, _ = select(
         ranked,
@@ -222,15 +222,30 @@ def test_diversity_cap_per_provider(store: LocalFolderStore) -> None:
     assert len(items) == min(10, 2 * TRAININGS["provider"].nunique())
 
 
-def test_explanations_name_the_employee_s_own_attributes(client: TestClient) -> None:
+def test_explanations_name_the_employee_s_own_attributes_and_trainings(
+    client: TestClient,
+) -> None:
     row = DATA.users.set_index("User-Id").loc[EMPLOYEE]
     own = {("ou", row["ou"]), ("language", row["language"]), ("grade", row["grade"].lower())}
     own |= {("skills", s) for s in row["skills"].split(";")}
     own |= {("career interests", c) for c in row["career interests"].split(";")}
-    items = trainings(client.get(f"/recommendations/{EMPLOYEE}?n=5&explain=true"))
-    for item in items:
+    took = set(DATA.taken.loc[DATA.taken["User-Id"] == EMPLOYEE, "Training-Id"])
+    titles = TRAININGS.set_index("Training-Id")["Training Title"]
+    response = client.get(f"/recommendations/{EMPLOYEE}?n=5&explain=true").json()
+    assert response["scorer"].startswith("model")  # the small world's history is informative
+    assert any(item["explanation"]["trainings_taken"] for item in response["trainings"])
+    for item in response["trainings"]:
         explanation = item["explanation"]
-        assert explanation["text"].startswith(("People", "Popular"))
+        if response["scorer"] in ("popularity", "department popularity"):
+            assert explanation["text"].startswith("Among the most taken trainings")
+            continue
+        assert explanation["text"].startswith(("Because you took", "People", "Popular"))
+        for number, part in enumerate(explanation["trainings_taken"]):
+            assert part["training_id"] in took
+            assert part["title"] == titles[part["training_id"]]
+            assert part["contribution"] > 0
+            if number < 2:  # the text names the two that count most
+                assert f"“{part['title']}”" in explanation["text"]
         for part in explanation["employee_attributes"]:
             assert (part["attribute"], part["value"]) in own
             assert part["contribution"] > 0

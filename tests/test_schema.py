@@ -490,14 +490,20 @@ def test_non_numeric_band_value_is_reported_once_and_ignored(value: str) -> None
     assert_located(problem, 3, "los")
 
 
-def test_min_weight_drops_low_ratings_and_counts_them() -> None:
+def test_min_weight_keeps_low_ratings_as_history_not_as_successes() -> None:
     contract = DataContract(taken=TakenColumns(min_weight=4))
     data = csv_bytes(TAKEN, "u1,t1,5,", "u2,t1,3,", "u3,t1,4,", "u4,t1,1,", "u5,t1,,")
     frame, report = parse_taken(data, contract, SOURCE)
-    assert frame["user_id"].tolist() == ["u1", "u3"]
+    # Every row stays (the training was taken: never recommended again); only the
+    # ratings of 4 and more are successes to learn from and to measure.
+    assert frame["user_id"].tolist() == ["u1", "u2", "u3", "u4", "u5"]
+    assert frame["positive"].tolist() == [True, False, True, False, False]
     assert report.notes == {"below_min_weight": 3}  # a blank rating is below the minimum
     assert report.problems == ()
     assert report.to_dict()["notes"] == {"below_min_weight": 3}
+
+
+YES = {"positive": True}  # no minimum weight: every training taken is a success
 
 
 def test_repeated_pair_keeps_its_highest_weight() -> None:
@@ -506,8 +512,8 @@ def test_repeated_pair_keeps_its_highest_weight() -> None:
     )
     frame, report = parse_taken(data, CONTRACT, SOURCE)
     assert frame.to_dict("records") == [
-        {"user_id": "u2", "training_id": "t1", "weight": 2.0, "date": "2024-01-01"},
-        {"user_id": "u1", "training_id": "t1", "weight": 5.0, "date": "2023-06-01"},
+        {"user_id": "u2", "training_id": "t1", "weight": 2.0, "date": "2024-01-01"} | YES,
+        {"user_id": "u1", "training_id": "t1", "weight": 5.0, "date": "2023-06-01"} | YES,
     ]
     assert report.notes == {"repeated_pairs_merged": 2}
 
@@ -539,7 +545,7 @@ def test_other_column_names_come_from_the_configuration() -> None:
         {"id": "C-1", "title": "Negotiation", "Topic": "sales"}
     ]
     assert extracts.taken.to_dict("records") == [
-        {"user_id": "0042", "training_id": "C-1", "weight": 1.0, "date": "2025-05-01"}
+        {"user_id": "0042", "training_id": "C-1", "weight": 1.0, "date": "2025-05-01"} | YES
     ]
     users_report, _, taken_report = extracts.reports
     assert_located(users_report.problems[0], 3, "Skills")

@@ -10,7 +10,16 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from shared.bundle import ModelBundle
-from shared.scoring import NO_ITEM, Factors, Recommender, top_k
+from shared.scoring import (
+    MODEL,
+    NO_ITEM,
+    Factors,
+    Priors,
+    Recommender,
+    Scorer,
+    ScorerSpec,
+    top_k,
+)
 
 # --- top_k -----------------------------------------------------------------------------
 
@@ -222,9 +231,83 @@ def test_for_feature_rows_of_known_rows_equals_for_known() -> None:
     recommender = Recommender(bundle)
     rows = np.array([0, 5, 22])
     expected = recommender.for_known(rows, 4)
-    got = recommender.for_feature_rows(bundle.user_features[rows], 4, bundle.taken[rows])
+    taken = bundle.taken[rows]
+    got = recommender.for_feature_rows(
+        bundle.user_features[rows], np.diff(taken.indptr) > 0, 4, taken
+    )
     assert np.array_equal(got[0], expected[0])
     np.testing.assert_allclose(got[1], expected[1], rtol=1e-6)
+
+
+# --- scorers: the model, popularity priors and baselines -------------------------------
+
+
+def test_priors_count_successes_overall_and_per_department() -> None:
+    successes = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [0, 0, 1], [1, 0, 1]], np.float32))
+    attributes = sp.csr_matrix(np.array([[1, 0], [1, 0], [0, 1], [0, 0]], np.float32))
+    priors = Priors.count(successes, attributes, np.array([0, 1]))
+    np.testing.assert_allclose(priors.popularity, np.log1p([3, 1, 2]), rtol=1e-6)
+    np.testing.assert_allclose(
+        priors.department.toarray(), np.log1p([[2, 1, 0], [0, 0, 1]]), rtol=1e-6
+    )
+    # An employee's department is the department column in their row; none: -1.
+    assert priors.groups(attributes).tolist() == [0, 0, 1, -1]
+
+
+@pytest.mark.parametrize(
+    ("spec", "use_model", "popularity", "department"),
+    [
+        (MODEL, 1.0, 0.0, 0.0),
+        (ScorerSpec("model + popularity", 0.5, 2.0, 0.0), 0.5, 2.0, 0.0),
+        (ScorerSpec("model + department popularity", 2.0, 0.0, 3.0), 2.0, 0.0, 3.0),
+        (ScorerSpec("popularity", 0.0, 1.0, 0.0), 0.0, 1.0, 0.0),
+    ],
+)
+def test_a_scorer_adds_its_weighted_priors_to_the_model(
+    spec: ScorerSpec, use_model: float, popularity: float, department: float
+) -> None:
+    bundle = random_bundle(seed=5)
+    priors = Priors.count(bundle.taken, bundle.user_features, np.array([23, 24]))
+    factors = Recommender(bundle).factors
+    rows = np.arange(10)
+    groups = priors.groups(bundle.user_features[rows])
+    scorer = Scorer(factors, spec, priors)
+    got = scorer.scores(factors.user_vectors[rows], factors.user_biases[rows], groups)
+    dense = np.vstack([priors.department.toarray(), np.zeros((1, len(bundle.item_ids)))])
+    expected = (
+        use_model * factors.user_scores(rows)
+        + popularity * priors.popularity[None, :]
+        + department * dense[groups]  # group -1: the zero row
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # Its top-k is the top of those scores, trainings taken left out.
+    best, _ = scorer.top_k(
+        factors.user_vectors[rows], factors.user_biases[rows], groups, 3, bundle.taken[rows]
+    )
+    reference, _ = top_k(expected.astype(np.float32), 3, bundle.taken[rows])
+    assert np.array_equal(best, reference)
+
+
+def test_each_population_is_ranked_by_its_own_scorer() -> None:
+    bundle = random_bundle(seed=6)
+    bundle.popularity = np.log1p(np.arange(len(bundle.item_ids), dtype=np.float32))
+    bundle.metadata["serving"] = {
+        "known": {"scorer": MODEL.to_dict()},
+        "cold-start": {"scorer": ScorerSpec("popularity", 0.0, 1.0, 0.0).to_dict()},
+    }
+    recommender = Recommender(bundle)
+    rows = np.arange(6)
+    history = np.array([True, False, True, False, False, True])
+    nothing = sp.csr_matrix((len(rows), len(bundle.item_ids)), dtype=np.float32)
+    best, _ = recommender.for_feature_rows(bundle.user_features[rows], history, 4, nothing)
+    model_best, _ = Recommender(random_bundle(seed=6)).for_feature_rows(
+        bundle.user_features[rows], np.ones(len(rows), bool), 4, nothing
+    )
+    # Without a history: the most popular first (here the last trainings); with one: the model.
+    n_items = len(bundle.item_ids)
+    assert all(best[r].tolist() == list(range(n_items - 1, n_items - 5, -1)) for r in (1, 3, 4))
+    assert np.array_equal(best[history], model_best[history])
+    assert recommender.specs["cold-start"].name == "popularity"
 
 
 @pytest.mark.parametrize("k", [1, 3, 10, 50])

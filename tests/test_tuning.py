@@ -6,24 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from world import drop
 
-from shared.errors import ConfigurationError, NotFoundError
+from shared.errors import ConfigurationError
 from shared.features import build_dataset
 from shared.modeling import evaluate_candidate
-from shared.schema import parse_all
+from shared.schema import Extracts, parse_all
 from shared.settings import Config, load_config
-from shared.storage import LocalFolderStore
 from shared.synthetic import SyntheticData, generate
-from shared.tuning import (
-    MIN_WEIGHT,
-    RawExtracts,
-    Trial,
-    TuningResult,
-    read_raw_extracts,
-    tune,
-    write_config,
-)
+from shared.tuning import Trial, TuningResult, tune, write_config
 
 FAST: dict[str, Any] = {
     "model": {"epochs": 5, "num_threads": 1, "no_components": 8, "patience": 2},
@@ -40,8 +30,8 @@ def data() -> SyntheticData:
 
 
 @pytest.fixture(scope="module")
-def raw(data: SyntheticData) -> RawExtracts:
-    return RawExtracts(_csv(data.users), _csv(data.trainings), _csv(data.taken))
+def raw(data: SyntheticData) -> Extracts:
+    return parse_all(_csv(data.users), _csv(data.trainings), _csv(data.taken), Config().contract)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +40,7 @@ def base() -> Config:
 
 
 @pytest.fixture(scope="module")
-def tuned(raw: RawExtracts, base: Config) -> TuningResult:
+def tuned(raw: Extracts, base: Config) -> TuningResult:
     return tune(raw, base, budget=5, seed=3)
 
 
@@ -72,7 +62,14 @@ def test_base_first_budget_bounded_and_best_not_worse(tuned: TuningResult, base:
     assert tuned.to_dict()["best"] == tuned.best.number
 
 
-def test_budget_one_is_the_base(raw: RawExtracts, base: Config) -> None:
+def test_a_change_is_taken_only_when_it_wins_beyond_the_noise(tuned: TuningResult) -> None:
+    for trial in tuned.trials[1:]:
+        assert trial.gain_ci95 > 0  # every gain is measured with its interval
+        assert trial.taken == (trial.gain > trial.gain_ci95 and tuned.admissible(trial)), trial
+    assert tuned.best is tuned.trials[0] or tuned.best.taken
+
+
+def test_budget_one_is_the_base(raw: Extracts, base: Config) -> None:
     seen: list[Trial] = []
     result = tune(raw, base, budget=1, progress=seen.append)
     assert seen == result.trials and len(seen) == 1
@@ -81,32 +78,30 @@ def test_budget_one_is_the_base(raw: RawExtracts, base: Config) -> None:
         tune(raw, base, budget=0)
 
 
-def test_deterministic_for_a_seed(raw: RawExtracts, base: Config, tuned: TuningResult) -> None:
+def test_deterministic_for_a_seed(raw: Extracts, base: Config, tuned: TuningResult) -> None:
     again = tune(raw, base, budget=5, seed=3)
     assert _figures(again) == _figures(tuned)
     assert again.best_config == tuned.best_config
 
 
-def test_base_trial_is_what_evaluate_reports(raw: RawExtracts, base: Config) -> None:
+def test_base_trial_is_what_evaluate_reports(data: SyntheticData) -> None:
     config = Config.from_dict({**FAST, "contract": {"taken": {"min_weight": 3}}})
-    extracts = parse_all(*raw, config.contract)
+    extracts = parse_all(_csv(data.users), _csv(data.trainings), _csv(data.taken), config.contract)
     dataset = build_dataset(
         extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
     )
-    report, fitted = evaluate_candidate(dataset, extracts, config)
-    first = tune(raw, config, budget=1).trials[0]
-    assert first.known_precision == pytest.approx(
-        report.results["known"]["hybrid model"]["precision"]
-    )
-    assert first.cold_precision == pytest.approx(
-        report.results["cold-start"]["hybrid model"]["precision"]
-    )
-    assert first.best_epoch == fitted.best_epoch
+    evaluation = evaluate_candidate(dataset, config)
+    first = tune(extracts, config, budget=1).trials[0]
+    results = evaluation.report.results
+    assert first.known_precision == pytest.approx(results["known"]["served"]["precision"])
+    assert first.cold_precision == pytest.approx(results["cold-start"]["served"]["precision"])
+    assert first.best_epoch == sorted(f.best_epoch for f in evaluation.fits)[1]  # the median
+    assert first.served_by == {p: evaluation.report.served_name(p) for p in results}
 
 
-def test_min_weight_searched_from_the_weights(tuned: TuningResult) -> None:
-    # Ratings 1-5: the lower quartile and the median as thresholds, and no threshold.
-    assert tuned.space[MIN_WEIGHT] == (None, 3.0, 4.0)
+def test_what_counts_as_a_success_is_not_searched(tuned: TuningResult) -> None:
+    assert "contract.taken.min_weight" not in tuned.space
+    assert all(not name.startswith("evaluation.") for name in tuned.space)
 
 
 def test_written_config_is_what_retrain_reads(tuned: TuningResult, tmp_path: Path) -> None:
@@ -179,19 +174,8 @@ def test_custom_columns_without_weight(data: SyntheticData) -> None:
             },
         }
     )
-    result = tune((_csv(users), _csv(trainings), _csv(taken)), config, budget=3, seed=1)
+    extracts = parse_all(_csv(users), _csv(trainings), _csv(taken), config.contract)
+    result = tune(extracts, config, budget=3, seed=1)
     assert len(result.trials) == 3
-    assert MIN_WEIGHT not in result.space
-    assert all(MIN_WEIGHT not in t.overrides for t in result.trials)
     assert result.trials[0].known_precision > 0 and result.trials[0].cold_precision > 0
     assert result.best_config.contract == config.contract
-
-
-def test_reads_the_current_extracts_of_a_store(
-    local_store: LocalFolderStore, raw: RawExtracts, base: Config
-) -> None:
-    with pytest.raises(NotFoundError, match="users"):
-        read_raw_extracts(local_store)
-    for kind, data in zip(("users", "trainings", "trainings-taken"), raw, strict=True):
-        assert drop(local_store, f"{kind}/{kind}.csv", data, base).status == "accepted"
-    assert read_raw_extracts(local_store) == raw
