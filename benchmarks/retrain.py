@@ -1,13 +1,14 @@
 """Retrain end to end, and where the time goes besides LightFM's own fitting.
 
 One :func:`shared.pipeline.retrain` over a local-folder store holding the accepted
-synthetic extracts: read, validate, build the matrices, fit on the evaluation split
-with early stopping, evaluate (held-out and cold-start, against the baselines), gate,
-refit on everything, export, publish (bundle, card), precompute every employee's
-candidates and the CSV export.
+synthetic extracts: read, validate, build the matrices, then on each of the
+evaluation's repeated splits fit with early stopping, choose each population's scorer
+on validation data and measure it (and the baselines) on test data; gate, refit on
+everything, export, publish (bundle, card), precompute every employee's candidates
+and the CSV export.
 
 The baseline is the bare fitting inside it: the time spent in ``LightFM.fit_partial``
-(the evaluation fit's epochs plus the final refit's). Every other step is timed by
+(the evaluation fits' epochs plus the final refit's). Every other step is timed by
 wrapping the functions that do it (exclusive times: a step's children are not
 counted twice), so the table says where the rest goes.
 
@@ -35,7 +36,7 @@ from benchmarks.common import CACHE, Table, header, log, rss_peak, rss_reset, sy
 
 FULL = {"users": 100_000, "trainings": 5_000, "interactions": 1_000_000}
 SMALL = {"users": 10_000, "trainings": 1_000, "interactions": 100_000}
-BARE_FIT = "LightFM.fit_partial: the bare fitting (evaluation fit + final refit)"
+BARE_FIT = "LightFM.fit_partial: the bare fitting (the evaluation's fits + the final refit)"
 
 
 class Phases:

@@ -342,6 +342,7 @@ def cmd_models(args: argparse.Namespace, config: Config) -> None:
             f"created      {metadata.get('created_at')}",
             f"data         {metadata.get('fingerprints')}",
             f"counts       {metadata.get('counts')}",
+            f"served by    {_served(registry.served_by(metadata))}",
             f"gate         {(metadata.get('gate') or {}).get('decision', '-')}",
             *[f"  {check}" for check in (metadata.get("gate") or {}).get("checks", [])],
             f"model        {metadata.get('config', {}).get('model')}",

@@ -151,18 +151,6 @@ def measure(
     return Measured(metrics, per_row)
 
 
-def ranking_metrics(
-    score_fn: ScoreFn,
-    rows: np.ndarray,
-    exclude: sp.csr_matrix,
-    truth: sp.csr_matrix,
-    k: int,
-    chunk_size: int = 2048,
-) -> dict[str, float]:
-    """The metrics of :func:`measure`, AUC included."""
-    return measure(score_fn, rows, exclude, truth, k, chunk_size).metrics
-
-
 _RANK_BLOCK = 1 << 20  # comparisons made at once while ranking (1 MiB of booleans)
 
 
@@ -335,6 +323,10 @@ class EvaluationReport:
         """The name of the scorer serving a population ("model" for older reports)."""
         chosen = self.served.get(population, {}).get("scorer", {})
         return str(chosen.get("name", MODEL_ROW))
+
+    def served_by(self) -> dict[str, str]:
+        """Population -> the name of its scorer, for every population measured."""
+        return {population: self.served_name(population) for population in self.results}
 
     def served_precision(self, population: str) -> tuple[float, float] | None:
         """(mean, 95 % half-width) of what a population is served, if measured.

@@ -53,7 +53,7 @@ from shared.errors import (
 )
 from shared.evaluation import EvaluationReport, GateDecision, quality_gate
 from shared.features import IdMap, employee_rows, interaction_matrices
-from shared.modeling import OracleFn, TrainedModel, served_by, train_model
+from shared.modeling import OracleFn, TrainedModel, train_model
 from shared.registry import (
     MODELS_POINTER,
     current_version,
@@ -335,7 +335,7 @@ def retrain(
             bundle.metadata["gate"] = decision.to_dict()
             evaluation = trained.evaluation.to_dict() if trained.evaluation else None
             reports = [r.to_dict() for r in data.extracts.reports]
-            served = served_by(trained.evaluation) if trained.evaluation else {}
+            served = trained.evaluation.served_by() if trained.evaluation else {}
             if not decision.accepted:
                 write_version(store, bundle, rejected=True, card=render_card)
                 log.error(

@@ -160,7 +160,7 @@ def _precision(meta: dict[str, Any], population: str) -> float | None:
     return None
 
 
-def _served_by(meta: dict[str, Any]) -> dict[str, str]:
+def served_by(meta: dict[str, Any]) -> dict[str, str]:
     """Population -> the scorer serving it ("model" for versions older than the choice)."""
     serving = meta.get("serving") or {}
     return {
@@ -192,7 +192,7 @@ def list_versions(store: BlobStore) -> list[VersionInfo]:
                 (meta.get("gate") or {}).get("decision"),
                 dict(meta.get("fingerprints", {})),
                 f"{folder(version, rejected=rejected)}/{REGISTRATION}" in blobs,
-                _served_by(meta),
+                served_by(meta),
             )
         )
     return sorted(found, key=lambda info: info.version)

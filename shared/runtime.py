@@ -63,5 +63,5 @@ def on_extract_dropped(blob_name: str, data: bytes) -> tuple[AcceptResult, Preco
 def on_timer() -> RetrainResult:
     """Timer trigger body: the nightly retrain."""
     result = retrain(app_store(), app_config())
-    log.info("retrain: %s %s", result.status, result.version or "")
+    log.info("retrain: %s %s %s", result.status, result.version or "", result.served_by or "")
     return result

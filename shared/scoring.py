@@ -339,13 +339,24 @@ class Scorer:
         return cached
 
     def _add_department(self, scores: np.ndarray, groups: np.ndarray | None) -> None:
-        """Add ``department * D[group]`` to each row of a score block, in place."""
+        """Add ``department * D[group]`` to each row of a score block, in place.
+
+        Department by department: one dense prior row added to its employees' rows
+        (gathering a sparse row per employee cost six times the whole scoring).
+        """
         if not self.spec.department or groups is None or not self.priors.department.nnz:
             return
-        rows = np.flatnonzero(groups >= 0)
-        prior = self.priors.department[groups[rows]]
-        owners = np.repeat(rows, np.diff(prior.indptr))
-        scores[owners, prior.indices] += self.spec.department * prior.data
+        order = np.argsort(groups, kind="stable")  # the rows of each department together
+        ranked = groups[order]
+        departments = np.unique(ranked[ranked >= 0])
+        starts = np.searchsorted(ranked, departments)
+        ends = np.searchsorted(ranked, departments, side="right")
+        row = np.empty(scores.shape[1], dtype=scores.dtype)
+        for group, start, end in zip(departments, starts, ends, strict=True):
+            prior = self.priors.department[int(group)]
+            row[:] = 0
+            row[prior.indices] = self.spec.department * prior.data
+            scores[order[start:end]] += row
 
     def _users(self, vectors: np.ndarray, biases: np.ndarray) -> np.ndarray:
         return augmented(vectors, biases if self.user_bias else np.zeros_like(biases))
@@ -565,7 +576,20 @@ class Recommender:
         """
         vectors, biases = self.feature_vectors(feature_rows)
         groups = self.priors.groups(feature_rows)
-        n_rows = feature_rows.shape[0]
+        return self._rank(vectors, biases, groups, has_history, k, exclude, allowed, chunk_size)
+
+    def _rank(
+        self,
+        vectors: np.ndarray,
+        biases: np.ndarray,
+        groups: np.ndarray,
+        has_history: np.ndarray,
+        k: int,
+        exclude: sp.csr_matrix | None,
+        allowed: np.ndarray | None,
+        chunk_size: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n_rows = len(vectors)
         k = min(k, len(self.bundle.item_ids))
         indices = np.full((n_rows, max(k, 0)), NO_ITEM, dtype=np.int32)
         scores = np.full(indices.shape, -np.inf, dtype=np.float32)
@@ -595,9 +619,16 @@ class Recommender:
         the number of employees. Yields ``(first row, indices, scores)``.
         """
         n_users = len(self.bundle.user_ids)
-        taken = self.bundle.taken
-        indices, scores = self.for_feature_rows(
-            self.bundle.user_features, np.diff(taken.indptr) > 0, k, taken, None, chunk_size
+        taken, factors = self.bundle.taken, self.factors  # representations computed once
+        indices, scores = self._rank(
+            factors.user_vectors,
+            factors.user_biases,
+            self.priors.groups(self.bundle.user_features),
+            np.diff(taken.indptr) > 0,
+            k,
+            taken,
+            None,
+            chunk_size,
         )
         for start in range(0, n_users, chunk_size):
             yield start, indices[start : start + chunk_size], scores[start : start + chunk_size]

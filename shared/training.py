@@ -118,18 +118,6 @@ def precision_per_row(
     return np.asarray(hits.sum(axis=1) / k, dtype=np.float64)
 
 
-def validation_precision(
-    factors: Factors,
-    exclude: sp.csr_matrix,
-    validation: sp.csr_matrix,
-    k: int,
-    rows: np.ndarray | None = None,
-) -> float:
-    """Mean of :func:`precision_per_row` (0 without any row to score)."""
-    per_row = precision_per_row(factors, exclude, validation, k, rows)
-    return float(per_row.mean()) if len(per_row) else 0.0
-
-
 def fold_out(
     taken: sp.csr_matrix,
     successes: sp.csr_matrix,

@@ -259,7 +259,7 @@ def tune(
             gain.ci95 if gain else 0.0,
             int(np.median(epochs)) if epochs else 0,
             time.perf_counter() - started,
-            {p: evaluation.report.served_name(p) for p in each},
+            evaluation.report.served_by(),
         )
         evaluations[trial.number] = evaluation
         trials.append(trial)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import http, matrices, precompute, retrain, startup
+from benchmarks import http, matrices, precompute, quality, retrain, startup
 from benchmarks.__main__ import NAMES
 from benchmarks.__main__ import main as dispatch
 from benchmarks.common import Table
@@ -173,3 +173,33 @@ def test_the_entry_point_lists_every_benchmark(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     for name in NAMES:
         assert name in out
+
+
+def test_quality_reports_every_regime_population_and_target() -> None:
+    sizes = {"users": 500, "trainings": 60, "interactions": 5_000}
+    results, text = quality.run(sizes, ("history", "weak"), variants=True)
+    assert [r.name for r in results] == ["history", "weak"]
+    for regime in results:
+        for population in ("known", "cold-start"):
+            rows = regime.rows[population]
+            expected = {"served", "model", "popularity", "department popularity", "oracle"}
+            assert expected | {
+                quality.BEFORE,
+                quality.REFERENCE,
+                quality.PLAIN,
+                quality.SQRT,
+            } == set(rows)
+            for figures in rows.values():
+                assert 0 <= figures["precision"][0] <= 1 and figures["precision"][1] >= 0
+            assert regime.served[population]
+        assert set(regime.fit_seconds) == {
+            "served",
+            quality.BEFORE,
+            quality.REFERENCE,
+            quality.PLAIN,
+            quality.SQRT,
+        }
+    assert "history, known: >= 1.3x the attributes-only model" in text
+    lines = [line for line in text.splitlines() if line.startswith("target ")]
+    assert len(lines) == sum(len(quality.checks(r)) for r in results) >= 9
+    assert all(line.endswith(")") and (" MET " in line or " NOT MET " in line) for line in lines)

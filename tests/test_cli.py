@@ -84,6 +84,16 @@ def test_each_command_on_generated_extracts(
     code, out, _ = run(capsys, *base, "precompute")
     assert code == 0 and out.startswith("unchanged")
 
+    code, out, _ = run(capsys, *base, "models", "list")
+    header, row = out.splitlines()[:2]
+    assert code == 0 and "serves known / new" in header and "p@k new" in header
+    code, shown, _ = run(capsys, *base, "--json", "models", "show")
+    serving = json.loads(shown)["serving"]
+    names = " / ".join(serving[p]["scorer"]["name"] for p in ("known", "cold-start"))
+    assert names in row and "serving" in row
+    code, out, _ = run(capsys, *base, "models", "show")
+    assert code == 0 and "served by    employees with a history: " in out
+
 
 @pytest.mark.parametrize(
     ("argv", "message"),

@@ -61,6 +61,17 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml")
 
 
+def test_an_older_file_naming_user_identity_still_loads_and_says_it_is_unused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every file `tune` wrote names it; the history features replaced it.
+    path = tmp_path / "c.toml"
+    path.write_text("[features]\nuser_identity = true\n")
+    config = load_config(path)
+    assert config.features.history
+    assert "features.user_identity is no longer used" in caplog.text
+
+
 def test_config_round_trips_through_json() -> None:
     config = Config()
     assert Config.from_dict(config.to_dict()) == config

@@ -11,6 +11,7 @@ import pytest
 from shared.synthetic import (
     AS_OF,
     CATEGORIES,
+    DEFAULT_WEIGHTS,
     DEPARTMENTS,
     GRADES,
     LANGUAGES,
@@ -246,3 +247,120 @@ def test_unknown_id_raises_key_error_naming_it(
 def test_rejects_invalid_sizes() -> None:
     with pytest.raises(ValueError, match="n_users"):
         generate(n_users=0)
+
+
+# --- regimes ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def history() -> SyntheticData:
+    return generate(1500, 150, 15_000, seed=5, regime="history")
+
+
+def test_the_attributes_regime_is_the_default_and_the_others_differ() -> None:
+    small = (200, 40, 1500)
+    default = generate(*small, seed=1)
+    assert default.taken.equals(generate(*small, seed=1, regime="attributes").taken)
+    for regime in ("history", "weak"):
+        other = generate(*small, seed=1, regime=regime)
+        assert other.users.equals(default.users)  # the same employees and catalog
+        assert not other.taken.equals(default.taken)
+        assert other.taken.equals(generate(*small, seed=1, regime=regime).taken)  # seeded
+    with pytest.raises(ValueError, match="unknown regime 'strong'"):
+        generate(*small, regime="strong")
+
+
+def test_hidden_favourites_are_not_in_the_attributes_and_show_in_the_history(
+    history: SyntheticData,
+) -> None:
+    favourites = history.oracle.params.favourites
+    skills = history.users.set_index("User-Id")["skills"].str.split(";")
+    assert all(len(f) == 2 and not set(f) & set(skills[u]) for u, f in favourites.items())
+    main_skill = history.trainings.set_index("Training-Id")["main skill"]
+    took = main_skill[history.taken["Training-Id"]].to_numpy()
+    liked = np.asarray(
+        [s in favourites[u] for u, s in zip(history.taken["User-Id"], took, strict=True)]
+    )
+    # Two favourites among ~28 unlisted skills: a favourite's trainings are picked far
+    # more often than their share of the catalog.
+    share = np.mean([main_skill.isin(f).mean() for f in favourites.values()])
+    assert liked.mean() > 3 * share
+
+
+def followed_share(data: SyntheticData) -> float:
+    """Of the intermediate trainings taken, the share whose skill the employee also took
+    at beginner level."""
+    trainings = data.trainings.set_index("Training-Id")
+    taken = data.taken.assign(
+        skill=trainings.loc[data.taken["Training-Id"], "main skill"].to_numpy(),
+        level=trainings.loc[data.taken["Training-Id"], "level"].to_numpy(),
+    )
+    beginners = taken[taken["level"] == "beginner"].groupby("User-Id")["skill"].apply(set)
+    intermediate = taken[taken["level"] == "intermediate"]
+    pairs = zip(intermediate["User-Id"], intermediate["skill"], strict=True)
+    return float(np.mean([skill in beginners.get(user, set()) for user, skill in pairs]))
+
+
+def test_levels_progress_from_one_to_the_next(history: SyntheticData) -> None:
+    oracle = history.oracle
+    trainings = history.trainings.reset_index(drop=True)
+    skill = trainings["main skill"].iloc[0]
+    same = trainings["main skill"] == skill
+    beginner = int(np.flatnonzero(same & (trainings["level"] == "beginner"))[0])
+    took = np.zeros((1, len(trainings)))
+    took[0, beginner] = 1
+    user, ids = [str(history.users["User-Id"].iloc[0])], list(trainings["Training-Id"])
+    lift = oracle.scores(user, ids, took)[0] - oracle.scores(user, ids, 0 * took)[0]
+    intermediate = (same & (trainings["level"] == "intermediate")).to_numpy()
+    # Exactly the progression weight on the next level, plus what the taste learnt.
+    others = ~intermediate & (trainings["main skill"] != skill).to_numpy()
+    assert np.allclose(lift[intermediate] - lift[same.to_numpy() & ~intermediate][0], 2.0, atol=0.2)
+    assert lift[intermediate].min() > lift[others].max()
+    # And it shows in what employees took: more intermediate trainings follow their beginner.
+    control = generate(1500, 150, 15_000, seed=5, regime="attributes")
+    assert followed_share(history) > followed_share(control) + 0.05
+
+
+def test_the_oracle_knows_what_a_recommender_observes(history: SyntheticData) -> None:
+    oracle = history.oracle
+    users = list(history.users["User-Id"][:200])
+    trainings = list(history.trainings["Training-Id"])
+    user_rows = pd.Index(history.users["User-Id"]).get_indexer(history.taken["User-Id"])
+    item_rows = pd.Index(trainings).get_indexer(history.taken["Training-Id"])
+    seen = np.zeros((len(history.users), len(trainings)))
+    seen[user_rows, item_rows] = 1
+    observed = oracle.scores(users, trainings, seen[:200])
+    nothing = oracle.scores(users, trainings, np.zeros((200, len(trainings))))
+    new = oracle.scores(users, trainings, None)
+    # Without a history the posterior is the prior: the same as knowing nothing.
+    np.testing.assert_allclose(
+        nothing - nothing.mean(axis=1, keepdims=True),
+        new - new.mean(axis=1, keepdims=True),
+        atol=1e-9,
+    )
+    # A history moves the taste towards the favourites: their trainings rise.
+    favourites = oracle.params.favourites
+    main_skill = history.trainings["main skill"].to_numpy()
+    lift = [
+        (observed[i] - new[i])[np.isin(main_skill, favourites[u])].mean()
+        - (observed[i] - new[i])[~np.isin(main_skill, favourites[u])].mean()
+        for i, u in enumerate(users)
+        if seen[i].sum() >= 5
+    ]
+    assert np.mean(lift) > 0.5
+    # Knowing the true favourites is an upper bound the posterior approaches.
+    truth = oracle.scores_at(np.arange(200), np.arange(len(trainings)), seen[:200], true_taste=True)
+    assert truth.shape == observed.shape
+
+
+def test_weak_attributes_predict_little_and_popularity_is_long_tailed() -> None:
+    weak = generate(2000, 200, 20_000, seed=2, regime="weak")
+    attributes = generate(2000, 200, 20_000, seed=2, regime="attributes")
+
+    def top_decile_share(data: SyntheticData) -> float:
+        counts = data.taken["Training-Id"].value_counts().to_numpy()
+        return float(counts[:20].sum() / counts.sum())
+
+    assert top_decile_share(weak) > top_decile_share(attributes) + 0.05
+    weights = weak.oracle.params.weights
+    assert weights.skill < DEFAULT_WEIGHTS.skill / 4 and weights.taste > weights.skill
