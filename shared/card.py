@@ -48,7 +48,8 @@ COUNTS = {
     "employees_with_history": "employees with a history",
     "trainings": "trainings",
     "interactions": "trainings taken (rows)",
-    "user_features": "employee attributes (features)",
+    "successes": "of which successes (min_weight)",
+    "user_features": "employee features (attributes, trainings taken)",
     "item_features": "training attributes (features)",
 }
 CSS = """
