@@ -351,8 +351,8 @@ def latency_note(report: Report) -> str:
 
 
 def get_requests(store: Path, n: int, seed: int = 1) -> list[Request]:
-    from shared.pipeline import load_recommendations
-    from shared.registry import read_pointer
+    from shared.layout import read_pointer
+    from shared.registry import load_recommendations
     from shared.storage import LocalFolderStore
 
     local = LocalFolderStore(store)

@@ -83,7 +83,7 @@ def instrument(phases: Phases) -> None:
     import pandas as pd
     from lightfm import LightFM
 
-    from shared import modeling, pipeline, storage, training
+    from shared import modeling, pipeline, storage, table, training
     from shared.bundle import ModelBundle
 
     targets: list[tuple[Any, str, str]] = [
@@ -107,8 +107,8 @@ def instrument(phases: Phases) -> None:
         (pipeline, "render_card", "publish: model card (matplotlib)"),
         (pipeline, "precompute", "precompute: the rest (pointer, meta)"),
         (pipeline, "compute_recommendations", "precompute: every employee's candidates"),
-        (pipeline, "export_frame", "precompute: CSV export frame"),
-        (pipeline.RecommendationTable, "to_bytes", "precompute: table to npz (compressed)"),
+        (table, "export_frame", "precompute: CSV export frame"),
+        (table.RecommendationTable, "to_bytes", "precompute: table to npz (compressed)"),
         (pd.DataFrame, "to_csv", "precompute: CSV text"),
         (storage.LocalFolderStore, "write", "store writes (local folder)"),
         (storage.LocalFolderStore, "read", "store reads (local folder)"),

@@ -109,8 +109,8 @@ def run(sizes: dict[str, int], *, root: Path = CACHE) -> Table:
         f"{sizes['trainings']:,} trainings",
     )
     store = ensure_store(sizes["users"], sizes["trainings"], sizes["interactions"], root=root)
-    from shared.pipeline import load_recommendations
-    from shared.registry import read_pointer
+    from shared.layout import read_pointer
+    from shared.registry import load_recommendations
     from shared.storage import LocalFolderStore
 
     local = LocalFolderStore(store)

@@ -101,7 +101,8 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_drop(args: argparse.Namespace, config: Config) -> None:
-    from shared.pipeline import DROP_CONTAINER, accept_extract
+    from shared.layout import DROP_CONTAINER
+    from shared.pipeline import accept_extract
 
     store = _store(args)
     file = Path(args.file)
@@ -131,8 +132,7 @@ def _raw_frames(store: BlobStore) -> tuple[Any, Any]:
 
     import pandas as pd
 
-    from shared.pipeline import EXTRACTS_POINTER
-    from shared.registry import read_pointer
+    from shared.layout import EXTRACTS_POINTER, read_pointer
 
     pointer, _ = read_pointer(store, EXTRACTS_POINTER)
     return tuple(  # type: ignore[return-value]
@@ -377,7 +377,8 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     """generate → drop → train → evaluate → publish → precompute → show two employees."""
     import numpy as np
 
-    from shared.pipeline import DROP_CONTAINER, accept_extract, retrain
+    from shared.layout import DROP_CONTAINER
+    from shared.pipeline import accept_extract, retrain
     from shared.serving import contract_of, recommend_known, recommend_new
     from shared.synthetic import generate, write_csvs
 

@@ -1,4 +1,5 @@
-"""Model versions in blob storage: publish, reject, load, list, show.
+"""Versions in blob storage: models (publish, reject, load, list, show) and precomputed
+recommendations (load).
 
 ::
 
@@ -16,49 +17,26 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from shared.bundle import JSON_NAME, NPZ_NAME, ModelBundle
 from shared.errors import ModelLoadError, NoModelError, NotFoundError
+from shared.layout import (
+    MODELS_POINTER,
+    describe_damage,
+    move_pointer,
+    read_pointer,
+    utc_now,
+)
 from shared.storage import BlobStore
+from shared.table import RecommendationTable
 
-MODELS_POINTER = "models/current.json"
 REJECTED = "rejected"
 CARD_JSON = "card.json"
 CARD_HTML = "card.html"
 REGISTRATION = "registration.json"
 
 CardRenderer = Callable[[dict[str, Any]], tuple[bytes, bytes]]  # metadata -> (card.json, card.html)
-
-
-def utc_now() -> str:
-    """The time stamps of pointers and reports: UTC, to the second."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def json_bytes(data: Any) -> bytes:
-    """The JSON of pointers, metadata and reports: indented, keys sorted."""
-    return json.dumps(data, indent=2, sort_keys=True, default=str).encode()
-
-
-def read_pointer(store: BlobStore, path: str) -> tuple[dict[str, Any], str | None]:
-    """A pointer's content and ETag; ``({}, None)`` when it does not exist yet."""
-    try:
-        data, etag = store.read_with_etag(path)
-    except NotFoundError:
-        return {}, None
-    content: dict[str, Any] = json.loads(data)
-    return content, etag
-
-
-def move_pointer(store: BlobStore, path: str, content: dict[str, Any], etag: str | None) -> None:
-    """Move a pointer only if nobody moved it since it was read (raises otherwise)."""
-    data = json_bytes(content)
-    if etag is None:
-        store.write(path, data, if_none_match=True, content_type="application/json")
-    else:
-        store.write(path, data, if_match=etag, content_type="application/json")
 
 
 def folder(version: str, *, rejected: bool = False) -> str:
@@ -110,14 +88,6 @@ def load_bundle(store: BlobStore, version: str) -> ModelBundle:
         return ModelBundle.from_bytes(npz, meta)
     except ModelLoadError as exc:
         raise ModelLoadError(f"models/{version}/{NPZ_NAME}: {describe_damage(npz, exc)}") from None
-
-
-def describe_damage(npz: bytes, exc: Exception) -> str:
-    """Say plainly when a file is not an .npz archive at all (numpy's own message
-    suggests loading it with pickle enabled, which is exactly what must not be done)."""
-    if not npz.startswith(b"PK\x03\x04"):
-        return "not an .npz archive (damaged or overwritten)"
-    return str(exc)
 
 
 def metadata_of(store: BlobStore, version: str) -> tuple[dict[str, Any], str]:
@@ -238,3 +208,16 @@ def versions_table(infos: list[VersionInfo]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows
     )
+
+
+def load_recommendations(store: BlobStore, version: str) -> RecommendationTable:
+    try:
+        npz = store.read(f"recommendations/{version}/top.npz")
+        meta = store.read(f"recommendations/{version}/meta.json")
+    except NotFoundError as exc:
+        raise ModelLoadError(f"recommendations {version} are incomplete: {exc}") from None
+    try:
+        return RecommendationTable.from_bytes(npz, meta)
+    except ModelLoadError as exc:
+        where = f"recommendations/{version}/top.npz"
+        raise ModelLoadError(f"{where}: {describe_damage(npz, exc)}") from None

@@ -24,17 +24,13 @@ from shared.bundle import ModelBundle
 from shared.errors import ModelLoadError, NoModelError, NotFoundError
 from shared.features import IdMap, employee_rows, entity_frame
 from shared.features import contract_of as bundle_contract
-from shared.pipeline import (
-    RECOMMENDATIONS_POINTER,
-    RecommendationTable,
-    answer_for_row,
-    load_recommendations,
-)
-from shared.registry import load_bundle, read_pointer
+from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
+from shared.registry import load_bundle, load_recommendations
 from shared.rules import Rules, filter_mask
 from shared.scoring import NO_ITEM, Recommender, population_of, select, top_k
 from shared.settings import Config, DataContract, RulesOptions
 from shared.storage import BlobStore
+from shared.table import RecommendationTable, answer_for_row
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from fastapi.testclient import TestClient
 from world import csv_bytes, drop, drop_all, small_config, small_data
 
 from shared.api import EmployeeRecommendations, create_app
-from shared.pipeline import RECOMMENDATIONS_POINTER, precompute, retrain
-from shared.registry import read_pointer
+from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
+from shared.pipeline import precompute, retrain
 from shared.serving import ServingCache
 from shared.storage import LocalFolderStore
 

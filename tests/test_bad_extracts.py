@@ -36,15 +36,15 @@ from world import csv_bytes, drop, drop_all, small_config, small_data
 
 from shared.api import create_app
 from shared.errors import ExtractError
-from shared.pipeline import (
+from shared.layout import (
     DROP_CONTAINER,
     EXTRACTS_POINTER,
+    MODELS_POINTER,
     RECOMMENDATIONS_POINTER,
     REJECTED_CONTAINER,
-    precompute,
-    retrain,
+    read_pointer,
 )
-from shared.registry import MODELS_POINTER, read_pointer
+from shared.pipeline import precompute, retrain
 from shared.schema import ID, KINDS, parse_extract
 from shared.settings import Config, DataContract
 from shared.storage import AzureBlobStore, BlobStore, LocalFolderStore

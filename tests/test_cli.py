@@ -168,7 +168,7 @@ def test_train_exits_3_and_says_why_when_the_candidate_is_refused(
 def test_train_exits_4_when_another_retrain_holds_the_lock(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from shared.pipeline import RETRAIN_LOCK
+    from shared.layout import RETRAIN_LOCK
     from shared.storage import LocalFolderStore
 
     base = published_store(tmp_path, capsys)

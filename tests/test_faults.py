@@ -36,23 +36,20 @@ from shared import cli, runtime
 from shared.api import create_app
 from shared.bundle import NPZ_NAME, new_version
 from shared.errors import ModelLoadError, PreconditionFailedError, TrainingRecommenderError
-from shared.pipeline import (
+from shared.layout import (
     EXTRACTS_POINTER,
+    MODELS_POINTER,
     RECOMMENDATIONS_POINTER,
     RETRAIN_LOCK,
-    PrecomputeResult,
-    load_recommendations,
-    precompute,
-    promote,
-    retrain,
+    move_pointer,
+    read_pointer,
 )
+from shared.pipeline import PrecomputeResult, precompute, promote, retrain
 from shared.registry import (
-    MODELS_POINTER,
     current_version,
     load_bundle,
-    move_pointer,
+    load_recommendations,
     publish,
-    read_pointer,
     write_version,
 )
 from shared.serving import load_snapshot

@@ -25,8 +25,7 @@ from world import KIND_FRAMES, csv_bytes, small_config, small_data
 import function_app
 from shared import runtime
 from shared.api import create_app
-from shared.pipeline import EXTRACTS_POINTER, RECOMMENDATIONS_POINTER
-from shared.registry import MODELS_POINTER, read_pointer
+from shared.layout import EXTRACTS_POINTER, MODELS_POINTER, RECOMMENDATIONS_POINTER, read_pointer
 from shared.storage import AzureBlobStore
 
 DATA = small_data()

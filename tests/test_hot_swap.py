@@ -31,8 +31,9 @@ import pytest
 from world import csv_bytes, drop, drop_all, small_config, small_data
 
 from benchmarks.load import Report, Request, Result, run
-from shared.pipeline import RECOMMENDATIONS_POINTER, load_recommendations, promote, retrain
-from shared.registry import load_bundle, read_pointer
+from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
+from shared.pipeline import promote, retrain
+from shared.registry import load_bundle, load_recommendations
 from shared.scoring import NO_ITEM
 from shared.serving import contract_of, load_snapshot, recommend_new
 from shared.settings import Config

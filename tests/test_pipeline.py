@@ -13,16 +13,15 @@ import pytest
 from world import csv_bytes, drop, drop_all, small_config, small_data
 
 from shared.errors import NotFoundError, TrainingRecommenderError
-from shared.pipeline import (
+from shared.layout import (
     EXTRACTS_POINTER,
+    MODELS_POINTER,
     RECOMMENDATIONS_POINTER,
     RETRAIN_LOCK,
-    extract_kind,
-    load_recommendations,
-    precompute,
-    retrain,
+    read_pointer,
 )
-from shared.registry import MODELS_POINTER, load_bundle, read_pointer
+from shared.pipeline import extract_kind, precompute, retrain
+from shared.registry import load_bundle, load_recommendations
 from shared.scoring import NO_ITEM, Recommender
 from shared.storage import BlobStore
 from shared.synthetic import generate

@@ -12,8 +12,9 @@ from world import csv_bytes, drop, drop_all, small_config, small_data
 from shared.api import create_app
 from shared.errors import TrainingRecommenderError
 from shared.evaluation import EvaluationReport, quality_gate
-from shared.pipeline import RECOMMENDATIONS_POINTER, load_recommendations, promote, retrain
-from shared.registry import MODELS_POINTER, list_versions, metadata_of, read_pointer
+from shared.layout import MODELS_POINTER, RECOMMENDATIONS_POINTER, read_pointer
+from shared.pipeline import promote, retrain
+from shared.registry import list_versions, load_recommendations, metadata_of
 from shared.storage import BlobStore
 
 CONFIG = small_config()

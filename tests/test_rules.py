@@ -14,8 +14,8 @@ from world import csv_bytes, drop, drop_all, small_config, small_data
 
 from shared import serving
 from shared.api import create_app
-from shared.pipeline import RECOMMENDATIONS_POINTER, precompute, retrain
-from shared.registry import read_pointer
+from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
+from shared.pipeline import precompute, retrain
 from shared.scoring import select
 from shared.settings import Config
 from shared.storage import LocalFolderStore

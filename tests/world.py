@@ -6,7 +6,8 @@ from typing import Any
 
 import pandas as pd
 
-from shared.pipeline import DROP_CONTAINER, AcceptResult, accept_extract
+from shared.layout import DROP_CONTAINER
+from shared.pipeline import AcceptResult, accept_extract
 from shared.settings import Config
 from shared.storage import BlobStore
 from shared.synthetic import SyntheticData, generate

@@ -1,0 +1,212 @@
+"""The precomputed table: every employee's ranked candidates, and the answers read off it.
+
+Pure: no storage. :func:`compute_recommendations` ranks everyone with a model and the
+current extracts; :func:`answer_for_row` applies the business rules (and filters) to
+one employee's candidates, ranking the whole catalog for that employee only when they
+run out; :func:`export_frame` is the long CSV export for reporting tools.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from shared.bundle import ModelBundle, npz_bytes, sparse_arrays, sparse_from
+from shared.errors import ModelLoadError
+from shared.features import IdMap, employee_rows, interaction_matrices
+from shared.rules import Rules, active_trainings
+from shared.schema import FORMULA_STARTS, ID, Extracts
+from shared.scoring import NO_ITEM, Recommender, select
+from shared.settings import Config
+
+
+@dataclass(frozen=True)
+class RecommendationTable:
+    """Every employee's ranked candidates, and what it takes to rank them again.
+
+    ``items`` keeps ``serving.depth`` candidates per employee (best first) so that
+    filtered answers rarely need more; the feature rows and taken trainings let an
+    answer be re-ranked on the fly when they do.
+    """
+
+    user_ids: np.ndarray
+    items: np.ndarray  # employees x depth, rows of the model's catalog (NO_ITEM = none)
+    scores: np.ndarray
+    # bool: the employee took a training of the model's catalog, so is served as a
+    # known employee (else as a new one)
+    from_history: np.ndarray
+    user_features: sp.csr_matrix  # employees x the model's user features (with history)
+    taken: sp.csr_matrix  # employees x the model's trainings
+    active: np.ndarray  # bool per training of the model: may be recommended today
+    metadata: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return npz_bytes(
+            {
+                "user_ids": self.user_ids,
+                "items": self.items,
+                "scores": self.scores,
+                "from_history": self.from_history,
+                "active": self.active,
+                **sparse_arrays("user_features", self.user_features),
+                **sparse_arrays("taken", self.taken),
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, npz: bytes, meta: bytes) -> RecommendationTable:
+        try:
+            metadata = json.loads(meta)
+            with np.load(io.BytesIO(npz), allow_pickle=False) as archive:
+                table = cls(
+                    archive["user_ids"],
+                    archive["items"],
+                    archive["scores"],
+                    archive["from_history"],
+                    sparse_from("user_features", archive),
+                    sparse_from("taken", archive),
+                    archive["active"],
+                    metadata,
+                )
+        except (
+            ValueError,
+            KeyError,
+            OSError,
+            EOFError,
+            TypeError,
+            zlib.error,
+            zipfile.BadZipFile,
+        ) as exc:
+            raise ModelLoadError(f"recommendation table cannot be read: {exc}") from None
+        n = len(table.user_ids)
+        if not (
+            len(table.items) == len(table.scores) == len(table.from_history) == n
+            and table.user_features.shape[0] == table.taken.shape[0] == n
+        ):
+            raise ModelLoadError("recommendation table: arrays of different lengths")
+        return table
+
+
+def compute_recommendations(
+    bundle: ModelBundle, extracts: Extracts, config: Config
+) -> tuple[RecommendationTable, pd.DataFrame]:
+    """Ranked candidates of every employee of the current extracts with the given model.
+
+    Everyone is described by their current attributes and the trainings they took
+    in the current extract (so a completion since the last retrain moves their list
+    now), exactly as a posted employee would be. Trainings taken (any weight),
+    retired or excluded trainings are never candidates.
+    """
+    serving = config.serving
+    recommender = Recommender(bundle)
+    users = extracts.users
+    user_map = IdMap.of(users[ID].to_numpy(dtype=str))
+    taken, _, _ = interaction_matrices(extracts.taken, user_map, IdMap(bundle.item_ids))
+    feature_rows, _ = employee_rows(bundle, users, config.contract, taken)
+    has_history = np.diff(taken.indptr) > 0
+    active = active_trainings(bundle, extracts.trainings, config.rules)
+    depth = max(serving.depth, serving.top_k)
+    # Scored a 16 MiB block at a time on every core: memory is bounded by
+    # serving.chunk_size rows of scores, never employees x trainings.
+    items, scores = recommender.for_feature_rows(
+        feature_rows, has_history, depth, taken, active, chunk_size=serving.chunk_size
+    )
+    table = RecommendationTable(
+        user_map.ids, items, scores, has_history, feature_rows, taken, active, {}
+    )
+    rules = Rules.compile(bundle, active, config.rules)
+    return table, export_frame(table, recommender, rules, serving.top_k)
+
+
+def answer_for_row(
+    table: RecommendationTable,
+    recommender: Recommender,
+    rules: Rules,
+    row: int,
+    n: int,
+    allowed: np.ndarray | None = None,
+) -> list[tuple[int, float, bool]]:
+    """One employee's final list: rules applied, ``allowed`` (filters) honoured.
+
+    Starts from the precomputed candidates; ranks the whole catalog for this one
+    employee only when they run out while more trainings could qualify.
+    """
+    mask = rules.allowed(allowed)
+    known = bool(table.from_history[row])
+    pinned: list[tuple[int, float]] = []
+    if len(rules.pinned):  # the feature row is sliced only when it is needed
+        scores = recommender.feature_scores(table.user_features[row], known)
+        pinned_scores = scores[0, rules.pinned]
+        pinned = list(zip(rules.pinned.tolist(), pinned_scores.tolist(), strict=True))
+    taken = table.taken.indices[table.taken.indptr[row] : table.taken.indptr[row + 1]]
+    chosen, short = select(
+        table.items[row],
+        table.scores[row],
+        n,
+        allowed=mask,
+        pinned=pinned,
+        taken=taken,
+        caps=rules.caps,
+    )
+    complete = (table.items[row] == NO_ITEM).any()  # every candidate was already kept
+    if short and not complete:
+        features = table.user_features[row]
+        ranked, scores = recommender.for_feature_rows(
+            features, np.array([known]), len(mask), table.taken[row], mask
+        )
+        chosen, _ = select(
+            ranked[0], scores[0], n, allowed=mask, pinned=pinned, taken=taken, caps=rules.caps
+        )
+    return chosen
+
+
+def export_frame(
+    table: RecommendationTable, recommender: Recommender, rules: Rules, k: int
+) -> pd.DataFrame:
+    """The long CSV export for reporting tools: employee id, rank, training id, title, score.
+
+    Text that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``…) is
+    prefixed with an apostrophe, as OWASP recommends against CSV injection.
+    """
+    if rules.reorders:  # pinned trainings or diversity caps: employee by employee
+        lists = [
+            answer_for_row(table, recommender, rules, row, k) for row in range(len(table.user_ids))
+        ]
+        items = np.full((len(lists), k), NO_ITEM, dtype=np.int32)
+        scores = np.zeros(items.shape, dtype=np.float32)
+        for row, chosen in enumerate(lists):
+            for rank, (item, score, _) in enumerate(chosen):
+                items[row, rank], scores[row, rank] = item, score
+    else:
+        items, scores = table.items[:, :k], table.scores[:, :k]
+    bundle = recommender.bundle
+    n, k = items.shape
+    valid = items != NO_ITEM
+    flat = items[valid]
+    owners = np.broadcast_to(np.arange(n)[:, None], (n, k))[valid]
+    # Neutralize each distinct id and title once, then index: not once per output row.
+    return pd.DataFrame(
+        {
+            "employee_id": _neutralized(table.user_ids)[owners],
+            "rank": np.broadcast_to(np.arange(1, k + 1), (n, k))[valid],
+            "training_id": _neutralized(bundle.item_ids)[flat],
+            "title": _neutralized(bundle.item_titles)[flat],
+            "score": np.round(scores[valid], 6),
+        }
+    )
+
+
+def _neutralized(values: np.ndarray) -> np.ndarray:
+    text = values.astype(str)
+    risky = np.char.startswith(text, FORMULA_STARTS[0])
+    for start in FORMULA_STARTS[1:]:
+        risky |= np.char.startswith(text, start)
+    return np.where(risky, np.char.add("'", text), text)
