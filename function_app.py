@@ -7,8 +7,24 @@ Thin on purpose: it declares the functions and turns bindings into calls to
 import azure.functions as func
 
 from shared.api import create_app
+from shared.settings import Config
+from shared.storage import BlobStore
 
-app = func.AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.FUNCTION)
+
+def _store() -> BlobStore:
+    from shared.runtime import app_store
+
+    return app_store()
+
+
+def _config() -> Config:
+    from shared.runtime import app_config
+
+    return app_config()
+
+
+# The store and configuration are resolved on the first request, not at import.
+app = func.AsgiFunctionApp(app=create_app(_store, _config), http_auth_level=func.AuthLevel.FUNCTION)
 
 
 @app.timer_trigger(

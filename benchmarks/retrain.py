@@ -83,7 +83,7 @@ def instrument(phases: Phases) -> None:
     import pandas as pd
     from lightfm import LightFM
 
-    from shared import modeling, pipeline, storage, table, training
+    from shared import azureml, modeling, pipeline, storage, table, training
     from shared.bundle import ModelBundle
 
     targets: list[tuple[Any, str, str]] = [
@@ -112,7 +112,7 @@ def instrument(phases: Phases) -> None:
         (pd.DataFrame, "to_csv", "precompute: CSV text"),
         (storage.LocalFolderStore, "write", "store writes (local folder)"),
         (storage.LocalFolderStore, "read", "store reads (local folder)"),
-        (pipeline, "register_published", "Azure ML registration (skipped: no settings)"),
+        (azureml, "register_pending", "Azure ML registration (skipped: no settings)"),
     ]
     for owner, attr, label in targets:
         phases.wrap(owner, attr, label)
@@ -143,6 +143,7 @@ def run(
     profile: Path | None = None,
     config: Any = None,
 ) -> Table:
+    from shared.azureml import registrar
     from shared.pipeline import retrain
     from shared.settings import Config
 
@@ -181,7 +182,7 @@ def run(
     rss_reset()
     started = time.perf_counter()
     try:
-        result = retrain(store, config, progress=progress)
+        result = retrain(store, config, registrar=registrar({}), progress=progress)
     finally:
         total = time.perf_counter() - started
         phases.restore()

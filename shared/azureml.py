@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -35,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from shared.errors import ConfigurationError, ModelLoadError
+from shared.errors import ConfigurationError, ModelLoadError, TrainingRecommenderError
 from shared.storage import BlobStore
 
 _LOG = logging.getLogger(__name__)
@@ -98,13 +97,14 @@ class AzureMLSettings:
     client_id: str | None = None
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> AzureMLSettings | None:
+    def from_environ(cls, environ: Mapping[str, str]) -> AzureMLSettings | None:
         """Read the ``AZURE_ML_*`` app settings.
 
         Parameters
         ----------
-        environ : Mapping[str, str] or None
-            The settings; ``os.environ`` (read now) by default. Blank values count as unset.
+        environ : Mapping[str, str]
+            The app settings (read once by :class:`shared.appsettings.AppSettings`).
+            Blank values count as unset.
 
         Returns
         -------
@@ -117,7 +117,7 @@ class AzureMLSettings:
             Some settings are set but not all three of subscription, resource group and
             workspace (the message names the missing ones), or the model name is invalid.
         """
-        env = os.environ if environ is None else environ
+        env = environ
         names = {**_SETTINGS, **_OPTIONAL_SETTINGS}
         values = {field: env.get(name, "").strip() for field, name in names.items()}
         if not any(values.values()):
@@ -493,3 +493,32 @@ def register_pending(
         _LOG.info("model %s registered in Azure ML as %s", version, asset_id)
         outcomes.append(RegistrationOutcome(version, "registered", asset_id))
     return outcomes
+
+
+def registrar(
+    environ: Mapping[str, str], client_factory: Callable[[AzureMLSettings], Any] = make_client
+) -> Callable[[BlobStore], list[dict[str, str]]]:
+    """What ``retrain`` calls after publishing: register in Azure ML every published
+    version not registered yet. Never raises: settings that are incomplete are reported
+    as one failed registration, and the version still publishes."""
+    try:
+        settings = AzureMLSettings.from_environ(environ)
+    except TrainingRecommenderError as exc:
+        error = str(exc)
+
+        def not_attempted(store: BlobStore) -> list[dict[str, str]]:
+            _LOG.error("Azure ML registration not attempted: %s", error)
+            return [{"version": "*", "status": "failed", "detail": error}]
+
+        return not_attempted
+
+    def register(store: BlobStore) -> list[dict[str, str]]:
+        from shared.registry import list_versions
+
+        pending = [
+            v.version for v in list_versions(store) if v.status != "rejected" and not v.registered
+        ]
+        outcomes = register_pending(store, pending, settings, client_factory)
+        return [dict(outcome.__dict__) for outcome in outcomes]
+
+    return register

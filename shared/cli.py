@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from shared.appsettings import AppSettings
 from shared.errors import TrainingRecommenderError
-from shared.settings import Config, load_config
+from shared.settings import Config
 from shared.storage import BlobStore
 
 DEFAULT_STORE = Path("var/store")
@@ -35,12 +35,13 @@ EXAMPLE_NEW_EMPLOYEE = {
 
 
 def _store(args: argparse.Namespace) -> BlobStore:
-    from shared.storage import AzureBlobStore, LocalFolderStore, store_from_settings
+    from shared.storage import AzureBlobStore, LocalFolderStore
 
     if args.connection_string:
         return AzureBlobStore.from_connection_string(args.connection_string)
     if args.azure:
-        return store_from_settings(connection_name=args.connection_name)
+        settings: AppSettings = args.settings
+        return settings.store(args.connection_name)
     return LocalFolderStore(Path(args.store))
 
 
@@ -146,7 +147,11 @@ def cmd_train(args: argparse.Namespace, config: Config) -> None:
 
     store = _store(args)
     result = retrain(
-        store, config, oracle=_oracle_from(args.oracle, store, config), progress=_progress
+        store,
+        config,
+        registrar=args.settings.registrar(),
+        oracle=_oracle_from(args.oracle, store, config),
+        progress=_progress,
     )
     if result.status == "busy":
         _print(args, {"status": "busy"}, "another retrain is running: nothing published")
@@ -398,7 +403,13 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
         accepted = accept_extract(store, name, payload, config)
         say(f"    {kind:<16} {accepted.status}")
     say("3/4 training, evaluating, publishing and precomputing")
-    result = retrain(store, config, oracle=data.oracle.scores, progress=_progress)
+    result = retrain(
+        store,
+        config,
+        registrar=args.settings.registrar(),
+        oracle=data.oracle.scores,
+        progress=_progress,
+    )
     from shared.evaluation import EvaluationReport
 
     report = EvaluationReport.from_dict(result.evaluation or {"k": config.evaluation.k})
@@ -443,19 +454,21 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
 # ---------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(settings: AppSettings | None = None) -> argparse.ArgumentParser:
+    """The command line; ``settings`` give the defaults taken from the environment."""
+    settings = settings or AppSettings()
     parser = argparse.ArgumentParser(prog="training-recommender", description=__doc__)
     parser.add_argument(
         "--config", help="TOML configuration file (default: $TR_CONFIG, else built-in)"
     )
     parser.add_argument(
         "--store",
-        default=os.environ.get("TR_LOCAL_STORE", str(DEFAULT_STORE)),
+        default=settings.local_store or str(DEFAULT_STORE),
         help="local folder used as blob storage (default: %(default)s)",
     )
     parser.add_argument(
         "--connection-string",
-        default=os.environ.get("TR_CONNECTION_STRING"),
+        default=settings.connection_string,
         help="Azure Storage / Azurite connection string instead of the local folder",
     )
     parser.add_argument(
@@ -556,14 +569,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; the environment (``os.environ`` unless given) is read here, once."""
+    settings = AppSettings.from_environ(environ)
+    args = build_parser(settings).parse_args(argv)
+    args.settings = settings
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = load_config(args.config)
+        config = settings.config(args.config)
         args.func(args, config)
     except TrainingRecommenderError as exc:
         print(f"error: {exc}", file=sys.stderr)

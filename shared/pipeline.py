@@ -51,6 +51,9 @@ from shared.training import EpochRecord
 log = logging.getLogger(__name__)
 
 POINTER_RETRIES = 5
+# After a publish: register every published version not registered yet (Azure ML);
+# returns one {"version", "status", "detail"} per version, never raises.
+Registrar = Callable[[BlobStore], list[dict[str, str]]]
 
 
 # ---------------------------------------------------------------- accept_extract
@@ -251,30 +254,18 @@ def gate_candidate(store: BlobStore, candidate: TrainedModel, config: Config) ->
     )
 
 
-def register_published(store: BlobStore) -> list[dict[str, str]]:
-    """Register in Azure ML every published version not registered yet; never raises."""
-    from shared.azureml import AzureMLSettings, register_pending
-    from shared.registry import list_versions
-
-    try:
-        settings = AzureMLSettings.from_environ()
-    except TrainingRecommenderError as exc:
-        log.error("Azure ML registration not attempted: %s", exc)
-        return [{"version": "*", "status": "failed", "detail": str(exc)}]
-    pending = [
-        v.version for v in list_versions(store) if v.status != "rejected" and not v.registered
-    ]
-    return [dict(outcome.__dict__) for outcome in register_pending(store, pending, settings)]
-
-
 def retrain(
     store: BlobStore,
     config: Config,
     *,
+    registrar: Registrar | None = None,
     oracle: OracleFn | None = None,
     progress: Callable[[EpochRecord, int], None] | None = None,
 ) -> RetrainResult:
     """Train on the current extracts, evaluate, gate, publish, precompute, register.
+
+    ``registrar`` (the adapters build it from the app settings: registration in Azure
+    ML) is called after a publish with the store, and reports what it registered.
 
     One run at a time: a second retrain while one runs returns ``status="busy"`` at
     once (the timer comes back; two fits on two cores would only slow both down).
@@ -324,7 +315,7 @@ def retrain(
     except LeaseUnavailableError:
         log.warning("another retrain holds %s: this one exits without training", RETRAIN_LOCK)
         return RetrainResult("busy")
-    registrations = register_published(store)
+    registrations = registrar(store) if registrar is not None else []
     return RetrainResult(
         "published",
         bundle.version,

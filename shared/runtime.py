@@ -7,10 +7,10 @@ Read on first use, never at import (an import-time error makes the host report
 from __future__ import annotations
 
 import logging
-import os
 from functools import cache
 from pathlib import Path
 
+from shared.appsettings import AppSettings
 from shared.errors import NoModelError, NotFoundError
 from shared.pipeline import (
     AcceptResult,
@@ -20,8 +20,8 @@ from shared.pipeline import (
     precompute,
     retrain,
 )
-from shared.settings import Config, load_config
-from shared.storage import BlobStore, store_from_settings
+from shared.settings import Config
+from shared.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,22 @@ CONNECTION = "DataStorage"
 
 
 @cache
+def app_settings() -> AppSettings:
+    """The app settings, read from the environment once per worker process."""
+    return AppSettings.from_environ()
+
+
+@cache
 def app_store() -> BlobStore:
     """The data storage from the app settings (``TR_LOCAL_STORE`` for a local folder)."""
-    local = os.environ.get("TR_LOCAL_STORE")
-    return store_from_settings(
-        connection_name=CONNECTION, local_root=Path(local) if local else None
-    )
+    settings = app_settings()
+    local = Path(settings.local_store) if settings.local_store else None
+    return settings.store(CONNECTION, local_root=local)
 
 
 @cache
 def app_config() -> Config:
-    return load_config()
+    return app_settings().config()
 
 
 def on_extract_dropped(blob_name: str, data: bytes) -> tuple[AcceptResult, PrecomputeResult | None]:
@@ -62,6 +67,6 @@ def on_extract_dropped(blob_name: str, data: bytes) -> tuple[AcceptResult, Preco
 
 def on_timer() -> RetrainResult:
     """Timer trigger body: the nightly retrain."""
-    result = retrain(app_store(), app_config())
+    result = retrain(app_store(), app_config(), registrar=app_settings().registrar())
     log.info("retrain: %s %s %s", result.status, result.version or "", result.served_by or "")
     return result

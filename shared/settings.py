@@ -2,14 +2,13 @@
 
 Everything a deployment may want to change without a code edit lives here, with
 defaults that match the HR exports of today. A TOML file overrides any part of it
-(``TR_CONFIG`` or ``--config``); unknown keys are errors, so a typo never silently
-falls back to a default. Nothing is read at import time.
+(``TR_CONFIG`` or ``--config``, which the adapters read); unknown keys are errors, so
+a typo never silently falls back to a default. Nothing is read at import time.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -252,21 +251,17 @@ class Config(_Frozen):
             raise ConfigurationError(f"{source}: {problems}") from None
 
 
-def load_config(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(path: Path | str | None = None) -> Config:
     """Read the configuration: defaults, overridden by a TOML file if one is given.
 
     Parameters
     ----------
     path
-        A TOML file; when None, the ``TR_CONFIG`` environment variable is used if set.
-    environ
-        The environment to read (``os.environ`` by default).
+        A TOML file (the adapters pass ``TR_CONFIG`` or ``--config``); None: the defaults.
     """
-    env = os.environ if environ is None else environ
-    chosen = path if path is not None else env.get("TR_CONFIG") or None
-    if chosen is None:
+    if path is None:
         return Config()
-    file = Path(chosen)
+    file = Path(path)
     try:
         data = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -17,7 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 from world import csv_bytes, drop, drop_all, small_config, small_data
 
-from shared.api import EmployeeRecommendations, create_app
+from shared.api import create_app
+from shared.api.schemas import EmployeeRecommendations
 from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
 from shared.pipeline import precompute, retrain
 from shared.serving import ServingCache

@@ -45,6 +45,7 @@ from shared.azureml import (
     azureml_version,
     make_client,
     register_pending,
+    registrar,
     tags_for,
 )
 from shared.errors import ConfigurationError
@@ -561,3 +562,30 @@ def test_importing_the_module_does_not_import_the_azure_ml_sdk() -> None:
         "assert 'azure.identity' not in sys.modules, 'azure.identity imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+
+
+# --- through retrain ---------------------------------------------------------------------
+
+
+def test_retrain_registers_what_it_publishes_through_the_app_settings(tmp_path: Path) -> None:
+    from world import drop_all, small_config, small_data
+
+    from shared.pipeline import retrain
+
+    store, config = LocalFolderStore(tmp_path / "blobs"), small_config()
+    drop_all(store, small_data(), config)
+    factory = FakeFactory()
+    result = retrain(store, config, registrar=registrar(FULL, factory))
+    assert result.status == "published"
+    assert [r["version"] for r in result.registrations] == [result.version]
+    assert result.registrations[0]["status"] == "registered"
+    assert marker(store, str(result.version)) is not None
+    # Incomplete settings: reported, and the version still published.
+    again = retrain(store, config, registrar=registrar({"AZURE_ML_WORKSPACE": "w"}, factory))
+    assert again.status == "published"
+    assert again.registrations[0]["status"] == "failed"
+    assert "AZURE_ML_SUBSCRIPTION_ID" in again.registrations[0]["detail"]
+    # None configured: nothing attempted, nothing built.
+    built = len(factory.built)
+    assert retrain(store, config, registrar=registrar({}, factory)).registrations == []
+    assert len(factory.built) == built

@@ -98,8 +98,10 @@ def app_settings(
     monkeypatch.setenv("DataStorage", azurite)
     monkeypatch.setenv("TR_CONFIG", str(config_file))
     monkeypatch.setattr(runtime, "app_store", lambda: store)  # the prefix isolates this test
+    runtime.app_settings.cache_clear()
     runtime.app_config.cache_clear()
     yield store
+    runtime.app_settings.cache_clear()
     runtime.app_config.cache_clear()
 
 

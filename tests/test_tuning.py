@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from shared.appsettings import AppSettings
 from shared.errors import ConfigurationError
 from shared.features import build_dataset
 from shared.modeling import evaluate_candidate
@@ -111,7 +112,7 @@ def test_written_config_is_what_retrain_reads(tuned: TuningResult, tmp_path: Pat
     path = tmp_path / "tuned" / "config.toml"
     write_config(tuned.best_config, path, header=tuned.summary())
     assert load_config(path) == tuned.best_config
-    assert load_config(None, {"TR_CONFIG": str(path)}) == tuned.best_config
+    assert AppSettings.from_environ({"TR_CONFIG": str(path)}).config() == tuned.best_config
     text = path.read_text(encoding="utf-8")
     assert text.startswith("# Tuned by shared.tuning on ")
     assert f"objective {tuned.best.objective:.4f}" in text

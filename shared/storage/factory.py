@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,7 +17,7 @@ def store_from_settings(
     *,
     connection_name: str = "AzureWebJobsStorage",
     local_root: Path | None = None,
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str],
 ) -> BlobStore:
     """Build the store from app settings, following the Azure Functions conventions.
 
@@ -33,15 +32,15 @@ def store_from_settings(
         The setting's name.
     local_root : Path or None
         Folder for a ``LocalFolderStore`` when no Azure setting is present.
-    environ : Mapping[str, str] or None
-        The settings; ``os.environ`` (read now) by default.
+    environ : Mapping[str, str]
+        The app settings (:class:`shared.appsettings.AppSettings` reads them once).
 
     Raises
     ------
     ConfigurationError
         Nothing is configured, or a setting is invalid; the message names the settings.
     """
-    env = os.environ if environ is None else environ
+    env = environ
     name = connection_name
     conn = env.get(name, "").strip()
     if conn:

@@ -1,0 +1,86 @@
+"""What the routes depend on: the configuration, the serving cache, the current version.
+
+Resolved on the first request, never at import, so that a missing setting shows up
+as a clear 503 rather than as "0 functions loaded". Whoever creates the app passes
+the store and the configuration, or factories of them (the Functions app, the CLI's
+``serve``, the tests); this package imports no adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+
+from shared.serving import ServingCache, Snapshot, contract_of
+from shared.settings import Config, DataContract
+from shared.storage import BlobStore
+
+
+@dataclass
+class ServingState:
+    """The app's store and configuration (or their factories), resolved once."""
+
+    store: BlobStore | Callable[[], BlobStore]
+    config: Config | Callable[[], Config]
+    _config: Config | None = field(default=None, init=False)
+    _cache: ServingCache | None = field(default=None, init=False)
+
+    def settings(self) -> Config:
+        if self._config is None:
+            self._config = self.config if isinstance(self.config, Config) else self.config()
+        return self._config
+
+    def cache(self) -> ServingCache:
+        if self._cache is None:
+            store = self.store() if callable(self.store) else self.store
+            serving = self.settings().serving
+            self._cache = ServingCache(store, serving.refresh_seconds, self.settings().rules)
+        return self._cache
+
+
+def serving_state(request: Request) -> ServingState:
+    state: ServingState = request.app.state.serving
+    return state
+
+
+# The async ones run on the event loop (cheap once resolved); a sync dependency would
+# cost every request a hop to a worker thread.
+async def settings(state: Annotated[ServingState, Depends(serving_state)]) -> Config:
+    return state.settings()
+
+
+async def serving_cache(state: Annotated[ServingState, Depends(serving_state)]) -> ServingCache:
+    return state.cache()
+
+
+Settings = Annotated[Config, Depends(settings)]
+Cache = Annotated[ServingCache, Depends(serving_cache)]
+
+
+def current_snapshot(cache: Cache) -> Snapshot:
+    """The version to answer from (storage I/O when due: runs in a worker thread)."""
+    return cache.current()
+
+
+CurrentSnapshot = Annotated[Snapshot, Depends(current_snapshot)]
+
+
+def check_n(n: int, config: Config) -> int:
+    """``n`` within ``serving.max_n`` (the schema says at least 1)."""
+    limit = config.serving.max_n
+    if n > limit:
+        raise HTTPException(422, f"n={n} is above the maximum of {limit}")
+    return n
+
+
+def check_attributes(snap: Snapshot, attributes: dict[str, Any], config: Config) -> DataContract:
+    """The contract the model was trained with; 422 naming attributes it does not have."""
+    contract = contract_of(snap, config)
+    known = set(contract.users.features)
+    unknown = sorted(set(attributes) - known)
+    if unknown:
+        raise HTTPException(422, f"unknown attribute(s) {unknown}; the model uses {sorted(known)}")
+    return contract

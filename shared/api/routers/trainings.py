@@ -1,0 +1,28 @@
+"""Trainings close to a training."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+
+from shared.api.dependencies import CurrentSnapshot, Settings, check_n
+from shared.api.routers.recommendations import query_filters
+from shared.api.schemas import ID_PATTERN, FilterQuery, SimilarTrainings
+from shared.serving import similar_trainings
+
+router = APIRouter(tags=["trainings"])
+
+
+@router.get("/trainings/{training_id}/similar", response_model=SimilarTrainings)
+def get_similar(
+    training_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    config: Settings,
+    snap: CurrentSnapshot,
+    n: Annotated[int, Query(ge=1)] = 10,
+    filter: FilterQuery = (),
+) -> dict[str, Any]:
+    """Trainings closest to a training in the model's space; a new one gets neighbours too."""
+    check_n(n, config)
+    trainings = similar_trainings(snap, training_id, n, filters=query_filters(filter))
+    return {"training_id": training_id, **snap.versions, "trainings": trainings}
