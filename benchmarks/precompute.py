@@ -42,6 +42,7 @@ SMALL = {**FULL, "users": 10_000, "trainings": 2_000, "interactions": 100_000, "
 def random_bundle(n_users: int, n_items: int, n_factors: int, n_taken: int, seed: int = 0) -> Any:
     """A model bundle with identity features and random factors, and random trainings taken."""
     from shared.bundle import ModelBundle
+    from shared.metadata import unevaluated
 
     rng = np.random.default_rng(seed)
     users = rng.integers(0, n_users, n_taken)
@@ -66,6 +67,7 @@ def random_bundle(n_users: int, n_items: int, n_factors: int, n_taken: int, seed
         user_features=sp.identity(n_users, dtype=np.float32, format="csr"),
         item_features=sp.identity(n_items, dtype=np.float32, format="csr"),
         taken=taken,
+        metadata=unevaluated("random", ["x"]),
     )
 
 

@@ -35,12 +35,15 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from benchmarks.common import header, log
+
+if TYPE_CHECKING:
+    from shared.evaluation import Comparison
 
 FULL = {"users": 10_000, "trainings": 500, "interactions": 100_000}
 SMALL = {"users": 2_000, "trainings": 200, "interactions": 20_000}
@@ -58,7 +61,7 @@ class Regime:
     name: str
     rows: dict[str, dict[str, dict[str, tuple[float, float]]]] = field(default_factory=dict)
     served: dict[str, str] = field(default_factory=dict)
-    comparisons: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    comparisons: dict[str, dict[str, Comparison]] = field(default_factory=dict)
     intervals: dict[str, dict[str, float]] = field(default_factory=dict)
     fit_seconds: dict[str, float] = field(default_factory=dict)  # per fit, by configuration
     epochs: dict[str, float] = field(default_factory=dict)
@@ -191,13 +194,13 @@ def checks(regime: Regime) -> list[tuple[str, bool, str]]:
         rows = regime.rows[population]
         served = rows["served"]["precision"][0]
         differences = regime.comparisons[population]
-        worst = min(differences, key=lambda b: differences[b]["difference"])
+        worst = min(differences, key=lambda b: differences[b].difference)
         diff = differences[worst]
         out.append(
             (
                 f"{regime.name}, {label}: served >= the best baseline within the noise",
-                diff["difference"] + diff["ci95"] >= 0,
-                f"minus {worst}: {diff['difference']:+.4f} ± {diff['ci95']:.4f}",
+                diff.difference + diff.ci95 >= 0,
+                f"minus {worst}: {diff.difference:+.4f} ± {diff.ci95:.4f}",
             )
         )
         if "oracle" in rows:

@@ -34,7 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from shared.bundle import metadata_from_json
 from shared.errors import ConfigurationError, ModelLoadError, TrainingRecommenderError
+from shared.evaluation import EvaluationReport
+from shared.metadata import ModelMetadata
 from shared.storage import BlobStore
 
 _LOG = logging.getLogger(__name__)
@@ -251,7 +254,7 @@ def _metric_label(name: str, k: int | None) -> str:
     return f"{name}@{k}" if k is not None and name in {"precision", "recall", "ndcg"} else name
 
 
-def tags_for(metadata: dict[str, Any]) -> dict[str, str]:
+def tags_for(metadata: ModelMetadata) -> dict[str, str]:
     """Azure ML tags of a bundle, from its ``model.json`` metadata.
 
     Keys, in order of importance (the least important are dropped past ``MAX_TAGS``):
@@ -264,10 +267,8 @@ def tags_for(metadata: dict[str, Any]) -> dict[str, str]:
 
     Parameters
     ----------
-    metadata : dict
-        A bundle's metadata (``version``, ``created_at``, ``metrics``,
-        ``fingerprints``, ``config.model``, ``gate`` (optional), ``counts``); missing
-        parts give no tags.
+    metadata : ModelMetadata
+        A bundle's metadata; a version without a gate or metrics gets no such tags.
 
     Returns
     -------
@@ -280,47 +281,32 @@ def tags_for(metadata: dict[str, Any]) -> dict[str, str]:
     def put(key: str, value: str) -> None:
         tags.setdefault(key, _clip(value))
 
-    if "version" in metadata:
-        put("bundle_version", _text(metadata["version"]))
-    if "created_at" in metadata:
-        put("created_at", _text(metadata["created_at"]))
-
-    gate = metadata.get("gate")
-    if isinstance(gate, dict):
-        for field in ("decision", "compared_with", "tolerance", "reasons"):
-            if field in gate:
-                put(_key("gate", field), _text(gate[field]))
-
-    for population, served in (metadata.get("serving") or {}).items():
-        name = ((served or {}).get("scorer") or {}).get("name")
-        if name:
-            put(_key("served", population), _text(name))
-
-    metrics = metadata.get("metrics")
-    if isinstance(metrics, dict):
-        k = metrics.get("k")
-        k = k if isinstance(k, int) else None
-        for population, scorers in (metrics.get("results") or {}).items():
-            main: dict[str, Any] = next((scorers[row] for row in _SERVED if row in scorers), {})
-            for name, value in main.items():
-                put(_key("metric", population, _metric_label(name, k)), _metric(value))
-            for scorer, values in scorers.items():
-                if scorer not in _SERVED and "precision" in values:
-                    label = _metric_label("precision", k)
-                    put(_key("metric", population, scorer, label), _metric(values["precision"]))
-
-    for extract, fingerprint in (metadata.get("fingerprints") or {}).items():
-        put(_key("data", extract), _text(fingerprint))
-    for name, count in (metadata.get("counts") or {}).items():
+    put("bundle_version", metadata.version)
+    put("created_at", metadata.created_at)
+    if metadata.gate is not None:
+        gate = metadata.gate
+        put(_key("gate", "decision"), gate.decision)
+        if gate.compared_with is not None:
+            put(_key("gate", "compared_with"), gate.compared_with)
+        if gate.tolerance is not None:
+            put(_key("gate", "tolerance"), _text(gate.tolerance))
+        put(_key("gate", "reasons"), _text(gate.reasons))
+    for population, served in metadata.serving.items():
+        put(_key("served", population), served.scorer.name)
+    if metadata.metrics is not None:
+        _metric_tags(metadata.metrics, put)
+    for extract, fingerprint in metadata.fingerprints.items():
+        put(_key("data", extract), fingerprint)
+    for name, count in metadata.counts.model_dump(exclude_none=True).items():
         put(_key("count", name), _text(count))
-    for name, value in ((metadata.get("config") or {}).get("model") or {}).items():
+    for name, value in metadata.config.model.model_dump(mode="json").items():
         put(_key("hp", name), _text(value))
 
     if len(tags) > MAX_TAGS:
         dropped = list(tags)[MAX_TAGS:]
         _LOG.warning(
             "Azure ML tags of %s: %d over the limit of %d, dropped: %s",
-            metadata.get("version", "?"),
+            metadata.version,
             len(dropped),
             MAX_TAGS,
             ", ".join(dropped),
@@ -352,6 +338,18 @@ class _NoClientError(Exception):
     """The client could not be built; raised again for every version that needs it."""
 
 
+def _metric_tags(metrics: EvaluationReport, put: Callable[[str, str], None]) -> None:
+    """What is served, every metric; every other scorer, its precision."""
+    for population, scorers in metrics.results.items():
+        main = next((scorers[row] for row in _SERVED if row in scorers), {})
+        for name, value in main.items():
+            put(_key("metric", population, _metric_label(name, metrics.k)), _metric(value))
+        for scorer, values in scorers.items():
+            if scorer not in _SERVED and "precision" in values:
+                label = _metric_label("precision", metrics.k)
+                put(_key("metric", population, scorer, label), _metric(values["precision"]))
+
+
 def _one_line(exc: BaseException) -> str:
     # SDK messages span lines (HTTP body, every credential tried); outcomes travel in
     # JSON results and log lines, so squeeze and bound them.
@@ -360,13 +358,13 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
 
 
-def _stage(store: BlobStore, prefix: str, folder: Path) -> dict[str, Any]:
+def _stage(store: BlobStore, prefix: str, folder: Path) -> ModelMetadata:
     """Copy a version's blobs (not its marker) into ``folder``; return its metadata."""
     marker = prefix + REGISTRATION_BLOB
     names = [info.path for info in store.list(prefix) if info.path != marker]
     if prefix + METADATA_BLOB not in names:
         raise ModelLoadError(f"{prefix}{METADATA_BLOB}: missing, so there is nothing to register")
-    metadata: dict[str, Any] | None = None
+    metadata: ModelMetadata | None = None
     for path in names:
         relative = PurePosixPath(path[len(prefix) :])
         if any(part in ("", ".", "..") for part in relative.parts):
@@ -376,7 +374,7 @@ def _stage(store: BlobStore, prefix: str, folder: Path) -> dict[str, Any]:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         if path == prefix + METADATA_BLOB:
-            metadata = json.loads(data)
+            metadata = metadata_from_json(data)
     assert metadata is not None  # model.json is among the names, checked above
     return metadata
 
@@ -395,7 +393,7 @@ def _register(store: BlobStore, client: Any, settings: AzureMLSettings, version:
         folder = Path(tmp) / version
         folder.mkdir()
         metadata = _stage(store, prefix, folder)
-        gate = (metadata.get("gate") or {}).get("decision", "no gate")
+        gate = metadata.gate.decision if metadata.gate else "no gate"
         model = Model(
             path=folder,
             type=AssetTypes.CUSTOM_MODEL,
@@ -403,10 +401,10 @@ def _register(store: BlobStore, client: Any, settings: AzureMLSettings, version:
             version=target_version,
             description=(
                 f"Hybrid LightFM training recommender, bundle {version}"
-                f" (created {metadata.get('created_at', '?')}, gate: {gate})."
+                f" (created {metadata.created_at}, gate: {gate})."
                 f" Blob storage: {prefix}"
             ),
-            tags=tags_for({**metadata, "version": version}),
+            tags=tags_for(metadata.model_copy(update={"version": version})),
         )
         registered = client.models.create_or_update(model)
     asset_id = str(getattr(registered, "id", None) or f"azureml:{model.name}:{model.version}")

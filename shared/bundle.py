@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import ValidationError
 
 from shared.errors import ModelLoadError
+from shared.metadata import ModelMetadata
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)  # format 1: no priors, no history features; the model serves all
@@ -98,12 +100,12 @@ class ModelBundle:
     user_features: sp.csr_matrix  # n_users x n_user_features
     item_features: sp.csr_matrix  # n_items x n_item_features
     taken: sp.csr_matrix  # n_users x n_items, trainings each employee already took
+    metadata: ModelMetadata
     # Priors of the popularity scorers: log(1 + successes) of each training, overall
     # and per department (rows: the attribute feature columns naming a department).
     popularity: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     department_columns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     department_popularity: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0)))
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n_items = len(self.item_ids)
@@ -114,17 +116,17 @@ class ModelBundle:
 
     @property
     def version(self) -> str:
-        return str(self.metadata.get("version", "unversioned"))
+        return self.metadata.version
 
     @property
     def history(self) -> bool:
         """Whether employees are described by their history too (features after attributes)."""
-        return bool(self.metadata.get("config", {}).get("features", {}).get("history", False))
+        return self.metadata.config.features.history
 
     @property
     def normalize(self) -> bool:
         """Whether attribute weights sum to 1 per employee (as when it was trained)."""
-        return bool(self.metadata.get("config", {}).get("features", {}).get("normalize", True))
+        return self.metadata.config.features.normalize
 
     @property
     def n_attributes(self) -> int:
@@ -196,19 +198,15 @@ class ModelBundle:
         arrays: dict[str, np.ndarray] = {name: np.asarray(getattr(self, name)) for name in _DENSE}
         for name in _SPARSE:
             arrays.update(sparse_arrays(name, getattr(self, name)))
-        meta = {**self.metadata, "format_version": FORMAT_VERSION}
-        return npz_bytes(arrays), json.dumps(meta, indent=2, sort_keys=True).encode()
+        meta = self.metadata.model_copy(update={"format_version": FORMAT_VERSION})
+        text = json.dumps(meta.model_dump(mode="json"), indent=2, sort_keys=True)
+        return npz_bytes(arrays), text.encode()
 
     @classmethod
     def from_bytes(cls, npz: bytes, meta: bytes) -> ModelBundle:
         """Load a bundle; anything unreadable or inconsistent raises :class:`ModelLoadError`."""
         try:
-            metadata = json.loads(meta)
-            format_version = metadata.get("format_version")
-            if format_version not in READABLE_FORMATS:
-                raise ModelLoadError(
-                    f"bundle format {format_version!r} is not one of {READABLE_FORMATS}"
-                )
+            metadata = metadata_from_json(meta)
             with np.load(io.BytesIO(npz), allow_pickle=False) as archive:
                 present = set(archive.files)
                 dense = {name: archive[name] for name in _DENSE if name in present}
@@ -217,7 +215,7 @@ class ModelBundle:
                     for name in _SPARSE
                     if f"{name}_shape" in present
                 }
-            if format_version == FORMAT_VERSION and len(dense) + len(sparse) < len(
+            if metadata.format_version == FORMAT_VERSION and len(dense) + len(sparse) < len(
                 _DENSE + _SPARSE
             ):
                 missing = [n for n in (*_DENSE, *_SPARSE) if n not in dense and n not in sparse]
@@ -238,3 +236,29 @@ class ModelBundle:
         bundle = cls(**dense, **sparse, metadata=metadata)
         bundle.check()
         return bundle
+
+
+def metadata_from_json(data: bytes) -> ModelMetadata:
+    """A ``model.json`` as :class:`ModelMetadata`; :class:`ModelLoadError` names the field.
+
+    A format-1 file (before history features and per-population scorers) is read as
+    what it was: employees described by their attributes alone.
+    """
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"model.json is not JSON: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("format_version") not in READABLE_FORMATS:
+        found = raw.get("format_version") if isinstance(raw, dict) else type(raw).__name__
+        raise ModelLoadError(f"bundle format {found!r} is not one of {READABLE_FORMATS}")
+    if raw["format_version"] == 1:
+        features = raw.get("config", {}).get("features", {})
+        if isinstance(features, dict):
+            features.setdefault("history", False)
+    try:
+        return ModelMetadata.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise ModelLoadError(f"model.json: {problems}") from None

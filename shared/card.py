@@ -3,7 +3,8 @@
 :func:`card_json` summarises a version's metadata (its ``model.json``) and
 :func:`card_html` renders that summary as one self-contained page: inline CSS,
 plots embedded as PNG. matplotlib is imported only while a plot is drawn, so
-importing this module costs the HTTP path nothing. Any key may be missing.
+importing this module costs the HTTP path nothing. Versions older than a field show
+a dash where it would be.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from html import escape
 from typing import Any, TypeGuard
 
 import numpy as np
+
+from shared.evaluation import EvaluationReport
+from shared.metadata import ModelMetadata, Spread
 
 POPULATIONS = {  # key: (in a sentence, as a heading)
     "known": ("employees with a history", "Employees with a training history"),
@@ -92,14 +96,6 @@ the suggestions, against {spread[popular_decile_share_of_takes]} of what employe
 """
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -133,44 +129,75 @@ def _concentration(counts: list[Any], points: int = 51) -> list[float]:
     return [round(float(v), 4) for v in at]
 
 
-def _served_name(served: dict[str, Any], population: str) -> str:
-    """The scorer serving a population ("model" for versions older than the choice)."""
-    return str(_dict(_dict(served.get(population)).get("scorer")).get("name", "model"))
-
-
-def _verdict(results: dict[str, Any], served: dict[str, Any], k: Any) -> list[str]:
+def _verdict(metadata: ModelMetadata) -> list[str]:
     """A sentence per population: who serves it, against the oracle and the baselines."""
+    metrics = metadata.metrics
+    if metrics is None:
+        return []
     lines = []
-    for population in _ordered(results, POPULATIONS):
-        scorers = _dict(results[population])
-        row = "served" if "served" in scorers else "hybrid model"
-        ours, parts = _dict(scorers.get(row)).get("precision"), []
+    served = metadata.served_by()
+    for population in _ordered(metrics.results, POPULATIONS):
+        scorers = metrics.results[population]
+        row = scorers.get("served") or scorers.get("hybrid model") or {}
+        ours, parts = row.get("precision"), []
         for reference, text in [
             ("oracle", "{:.0%} of the best achievable (oracle)"),
             ("popularity", "{:.2f}× the popularity baseline"),
             ("department popularity", "{:.2f}× the department baseline"),
         ]:
-            theirs = _dict(scorers.get(reference)).get("precision")
-            if _number(ours) and _number(theirs) and theirs > 0:
+            theirs = scorers.get(reference, {}).get("precision")
+            if ours is not None and theirs:
                 parts.append(text.format(ours / theirs))
-        if _number(ours):
+        if ours is not None:
             name = POPULATIONS.get(population, (population,))[0]
-            by = _served_name(served, population)
+            by = served.get(population, "model")  # type: ignore[call-overload]
             summary = ", ".join(parts) or f"{ours:.1%}"
             lines.append(
-                f"{name[0].upper()}{name[1:]} are served by {by}: precision@{k or 'k'} is "
+                f"{name[0].upper()}{name[1:]} are served by {by}: precision@{metrics.k} is "
                 f"{summary}."
             )
     return lines
 
 
-def card_json(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The content of a model card, JSON-ready and compact.
+def _metric_rows(metrics: EvaluationReport | None) -> list[dict[str, Any]]:
+    if metrics is None:
+        return []
+    return [
+        {"population": population, "scorer": scorer, **metrics.results[population][scorer]}
+        | {"ci95": metrics.intervals.get(population, {}).get(scorer)}
+        for population in _ordered(metrics.results, POPULATIONS)
+        for scorer in _ordered(metrics.results[population], SCORERS)
+    ]
 
-    Parameters
-    ----------
-    metadata
-        A model version's metadata (its ``model.json``); any key may be missing.
+
+def _validation(metadata: ModelMetadata) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": report.kind,
+            "source": report.source,
+            "rows_read": report.rows_read,
+            "rows_kept": report.rows_kept,
+            "problems": len(report.problems),
+            "notes": report.notes,
+            "examples": [problem.text for problem in report.problems[:3]],
+        }
+        for report in metadata.validation
+    ]
+
+
+def _spread(spread: Spread | None) -> dict[str, Any]:
+    if spread is None:
+        return dict.fromkeys(SPREAD) | {"concentration": {"recommendations": [], "takes": []}}
+    return {key: getattr(spread, key) for key in SPREAD} | {
+        "concentration": {
+            "recommendations": _concentration(spread.recommended_counts),
+            "takes": _concentration(spread.taken_counts),
+        }
+    }
+
+
+def card_json(metadata: ModelMetadata) -> dict[str, Any]:
+    """The content of a model card, JSON-ready and compact.
 
     Returns
     -------
@@ -180,64 +207,51 @@ def card_json(metadata: dict[str, Any]) -> dict[str, Any]:
         it was chosen), ``metrics`` (``k``, ``repeats``, a row per population and
         scorer with its ``ci95``, ``counts``, ``evaluation`` settings), ``training``
         (validation ``curve``, ``best_epoch``, ``final_epochs``, ``final_seconds``),
-        ``recommendations``
-        (spread statistics and 51-point ``concentration`` curves of recommendations
-        and takes), ``data`` (``counts``, ``fingerprints``, a ``validation`` summary
-        per extract), ``hyperparameters`` and ``libraries``.
+        ``recommendations`` (spread statistics and 51-point ``concentration`` curves of
+        recommendations and takes), ``data`` (``counts``, ``fingerprints``, a
+        ``validation`` summary per extract), ``hyperparameters`` and ``libraries``.
     """
-    get = {key: _dict(metadata.get(key)) for key in ("metrics", "training", "config", "gate")}
-    metrics, training, spread = get["metrics"], get["training"], metadata.get("recommendations")
-    results, spread, counts = _dict(metrics.get("results")), _dict(spread), metadata.get("counts")
-    intervals = _dict(metrics.get("intervals"))
-    served = _dict(metadata.get("serving")) or _dict(metrics.get("served"))
-    notes = _dict(metrics.get("served"))
-    rows = [
-        {"population": population, "scorer": scorer, **_dict(_dict(results[population])[scorer])}
-        | {"ci95": _dict(intervals.get(population)).get(scorer)}
-        for population in _ordered(results, POPULATIONS)
-        for scorer in _ordered(_dict(results[population]), SCORERS)
-    ]
-    curve = [
-        {"epoch": r.get("epoch"), "validation_precision": r.get("validation_precision")}
-        for r in map(_dict, _list(training.get("validation_curve")))
-    ]
-    validation = [
-        {key: report.get(key) for key in ("kind", "source", "rows_read", "rows_kept")}
-        | {"problems": len(_list(report.get("problems"))), "notes": _dict(report.get("notes"))}
-        | {"examples": [str(_dict(p).get("text", p)) for p in _list(report.get("problems"))[:3]]}
-        for report in map(_dict, _list(metadata.get("validation")))
-    ]
-    concentration = {
-        "recommendations": _concentration(_list(spread.get("recommended_counts"))),
-        "takes": _concentration(_list(spread.get("taken_counts"))),
-    }
-    gate_keys = ("decision", "reasons", "checks", "compared_with", "tolerance")
+    metrics, training, gate = metadata.metrics, metadata.training, metadata.gate
+    counts = metadata.counts.model_dump(exclude_none=True)
+    served = metadata.served_by()
     return {
-        "version": metadata.get("version"),
-        "created_at": metadata.get("created_at"),
-        "verdict": _verdict(results, served, metrics.get("k")),
-        "gate": {key: get["gate"].get(key) for key in gate_keys} if get["gate"] else None,
+        "version": metadata.version,
+        "created_at": metadata.created_at,
+        "verdict": _verdict(metadata),
+        "gate": gate.model_dump(exclude={"enabled"}) if gate else None,
         "served": {
             population: {
-                "scorer": _served_name(served, population),
-                "note": _dict(notes.get(population)).get("note"),
+                "scorer": name,
+                "note": metrics.served[population].note
+                if metrics and population in metrics.served
+                else None,
             }
-            for population in _ordered(served, POPULATIONS)
+            for population, name in served.items()
         },
-        "metrics": {"k": metrics.get("k"), "repeats": metrics.get("repeats"), "rows": rows}
-        | {"counts": _dict(metrics.get("counts"))}
-        | {"evaluation": _dict(get["config"].get("evaluation"))},
-        "training": {"curve": curve}
-        | {key: training.get(key) for key in ("best_epoch", "final_epochs", "final_seconds")},
-        "recommendations": {key: spread.get(key) for key in SPREAD}
-        | {"concentration": concentration},
+        "metrics": {
+            "k": metrics.k if metrics else None,
+            "repeats": metrics.repeats if metrics else None,
+            "rows": _metric_rows(metrics),
+            "counts": metrics.counts if metrics else {},
+            "evaluation": metadata.config.evaluation.model_dump(mode="json"),
+        },
+        "training": {
+            "curve": [
+                {"epoch": r.epoch, "validation_precision": r.validation_precision}
+                for r in training.validation_curve
+            ],
+            "best_epoch": training.best_epoch,
+            "final_epochs": training.final_epochs,
+            "final_seconds": training.final_seconds,
+        },
+        "recommendations": _spread(metadata.recommendations),
         "data": {
-            "counts": {key: _dict(counts)[key] for key in _ordered(_dict(counts), COUNTS)},
-            "fingerprints": _dict(metadata.get("fingerprints")),
-            "validation": validation,
+            "counts": {key: counts[key] for key in _ordered(counts, COUNTS)},
+            "fingerprints": metadata.fingerprints,
+            "validation": _validation(metadata),
         },
-        "hyperparameters": _dict(get["config"].get("model")),
-        "libraries": _dict(metadata.get("libraries")),
+        "hyperparameters": metadata.config.model.model_dump(mode="json"),
+        "libraries": metadata.libraries,
     }
 
 
@@ -324,8 +338,8 @@ def _verdict_html(gate: dict[str, Any] | None, verdict: list[str], served: dict[
             f"; refused only if worse for every population, by more than {tolerance:.0%} "
             "and more than the figures' noise"
         )
-    reasons = "".join(f"<li>{escape(str(r))}</li>" for r in _list(gate["reasons"]))
-    checks = "".join(f"<li>{escape(str(c))}</li>" for c in _list(gate["checks"]))
+    reasons = "".join(f"<li>{escape(str(r))}</li>" for r in gate["reasons"])
+    checks = "".join(f"<li>{escape(str(c))}</li>" for c in gate["checks"])
     return (
         f'<div class="verdict {escape(str(decision))}"><p><b>Quality gate: '
         f"{escape(str(decision))}{meaning.get(str(decision), '')}</b> — compared with "
@@ -376,13 +390,13 @@ def _evaluation_html(metrics: dict[str, Any], served: dict[str, Any], k: Any) ->
     return html + f"<ul class='note'><li>{'.</li><li>'.join(explained)}.</li></ul>"
 
 
-def card_html(metadata: dict[str, Any]) -> str:
+def card_html(metadata: ModelMetadata) -> str:
     """A model card as one self-contained HTML page, for readers who do not read code.
 
     Parameters
     ----------
     metadata
-        A model version's metadata (its ``model.json``); any key may be missing.
+        A model version's metadata.
 
     Returns
     -------

@@ -12,12 +12,17 @@ import logging
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.appsettings import AppSettings
 from shared.errors import TrainingRecommenderError
 from shared.settings import Config
 from shared.storage import BlobStore
+
+if TYPE_CHECKING:
+    Subcommands = argparse._SubParsersAction[argparse.ArgumentParser]  # add_subparsers()
+    from shared.answers import Training
+    from shared.scoring import Population
 
 DEFAULT_STORE = Path("var/store")
 REGIME_NAMES = ("attributes", "history", "weak")  # shared.synthetic.REGIMES (Faker: dev only)
@@ -56,21 +61,21 @@ def _progress(record: Any, total: int) -> None:
         print(f"  epoch {record.epoch}/{total}  {record.seconds:.1f}s{extra}", file=sys.stderr)
 
 
-def _served(served_by: dict[str, str]) -> str:
+def _served(served_by: Mapping[Population, str] | Mapping[str, str]) -> str:
     """``employees with a history: model; new employees: department popularity``."""
     return "; ".join(f"{POPULATION_NAMES.get(p, p)}: {name}" for p, name in served_by.items())
 
 
-def _trainings_table(items: list[dict[str, Any]]) -> str:
+def _trainings_table(items: Sequence[Training]) -> str:
     if not items:
         return "  (no recommendation)"
     lines = []
     for t in items:
-        pin = " (pinned)" if t.get("pinned") else ""
-        line = f"  {t['rank']:>2}. {t['training_id']:<8} {t['title'][:60]:<60} {t['score']:8.3f}"
+        pin = " (pinned)" if t.pinned else ""
+        line = f"  {t.rank:>2}. {t.training_id:<8} {t.title[:60]:<60} {t.score:8.3f}"
         lines.append(line + pin)
-        if t.get("explanation"):
-            lines.append(f"      {t['explanation']['text']}")
+        if t.explanation:
+            lines.append(f"      {t.explanation.text}")
     return "\n".join(lines)
 
 
@@ -156,9 +161,7 @@ def cmd_train(args: argparse.Namespace, config: Config) -> None:
     if result.status == "busy":
         _print(args, {"status": "busy"}, "another retrain is running: nothing published")
         raise SystemExit(EXIT_BUSY)
-    from shared.evaluation import EvaluationReport
-
-    table = EvaluationReport.from_dict(result.evaluation).to_table() if result.evaluation else ""
+    table = result.evaluation.to_table() if result.evaluation else ""
     served = f" ({_served(result.served_by)})" if result.served_by else ""
     human = f"{result.status} model {result.version}{served}\n{table}"
     if result.precompute:
@@ -174,15 +177,15 @@ def cmd_train(args: argparse.Namespace, config: Config) -> None:
         {
             "status": result.status,
             "version": result.version,
-            "evaluation": result.evaluation,
-            "gate": result.gate,
+            "evaluation": result.evaluation.to_dict() if result.evaluation else None,
+            "gate": result.gate.model_dump() if result.gate else None,
             "registrations": result.registrations,
             "served_by": result.served_by,
         },
         human,
     )
     if result.status == "rejected":
-        reasons = "; ".join((result.gate or {}).get("reasons", [])) or "see the model card"
+        reasons = "; ".join(result.gate.reasons if result.gate else []) or "see the model card"
         print(f"rejected: {reasons}", file=sys.stderr)
         raise SystemExit(EXIT_REJECTED)
 
@@ -264,25 +267,20 @@ def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
-    from shared.serving import contract_of, has_history, recommend_known, recommend_new
+    from shared.serving import contract_of, recommend_known, recommend_new
 
     attributes = _attributes(args.attr) if args.attr else dict(EXAMPLE_NEW_EMPLOYEE)
     filters = _filters(args.filter)
     snapshot = _snapshot(args, config)
     if args.employee_id:
-        items = recommend_known(
+        known = recommend_known(
             snapshot, args.employee_id, args.n, filters=filters, explain=args.explain
         )
-        scorer = snapshot.scorer(has_history(snapshot, args.employee_id))
         _print(
             args,
-            {
-                "employee_id": args.employee_id,
-                **snapshot.versions,
-                "scorer": scorer,
-                "trainings": items,
-            },
-            f"employee {args.employee_id} (ranked by {scorer}):\n{_trainings_table(items)}",
+            known.model_dump(mode="json"),
+            f"employee {args.employee_id} (ranked by {known.scorer}):\n"
+            f"{_trainings_table(known.trainings)}",
         )
         return
     taken = [t.strip() for t in ",".join(args.taken).split(",") if t.strip()]
@@ -290,7 +288,7 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
         snapshot,
         attributes,
         args.n,
-        contract_of(snapshot, config),
+        contract_of(snapshot),
         taken_training_ids=taken,
         filters=filters,
         explain=args.explain,
@@ -303,15 +301,7 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
         )
     _print(
         args,
-        {
-            "attributes": attributes,
-            "taken_training_ids": taken,
-            **snapshot.versions,
-            "scorer": answer.scorer,
-            "trainings": answer.trainings,
-            "ignored_values": answer.ignored_values,
-            "unknown_training_ids": answer.unknown_training_ids,
-        },
+        {"attributes": attributes, "taken_training_ids": taken, **answer.model_dump(mode="json")},
         human,
     )
 
@@ -320,11 +310,14 @@ def cmd_similar(args: argparse.Namespace, config: Config) -> None:
     from shared.serving import similar_trainings
 
     snapshot = _snapshot(args, config)
-    items = similar_trainings(snapshot, args.training_id, args.n, filters=_filters(args.filter))
+    answer = similar_trainings(snapshot, args.training_id, args.n, filters=_filters(args.filter))
     _print(
         args,
-        {"training_id": args.training_id, "similar": items},
-        f"trainings similar to {args.training_id}:\n{_trainings_table(items)}",
+        {
+            "training_id": args.training_id,
+            "similar": [t.model_dump(mode="json") for t in answer.trainings],
+        },
+        f"trainings similar to {args.training_id}:\n{_trainings_table(answer.trainings)}",
     )
 
 
@@ -339,21 +332,20 @@ def cmd_models(args: argparse.Namespace, config: Config) -> None:
     version = args.version or registry.current_version(store)
     if args.action == "show":
         metadata, status = registry.metadata_of(store, version)
-        from shared.evaluation import EvaluationReport
-
-        metrics = metadata.get("metrics")
+        gate = metadata.gate
         lines = [
             f"version      {version} ({status})",
-            f"created      {metadata.get('created_at')}",
-            f"data         {metadata.get('fingerprints')}",
-            f"counts       {metadata.get('counts')}",
-            f"served by    {_served(registry.served_by(metadata))}",
-            f"gate         {(metadata.get('gate') or {}).get('decision', '-')}",
-            *[f"  {check}" for check in (metadata.get("gate") or {}).get("checks", [])],
-            f"model        {metadata.get('config', {}).get('model')}",
-            EvaluationReport.from_dict(metrics).to_table() if metrics else "(not evaluated)",
+            f"created      {metadata.created_at}",
+            f"data         {metadata.fingerprints}",
+            f"counts       {metadata.counts.model_dump(exclude_none=True)}",
+            f"served by    {_served(metadata.served_by())}",
+            f"gate         {gate.decision if gate else '-'}",
+            *[f"  {check}" for check in (gate.checks if gate else [])],
+            f"model        {metadata.config.model.model_dump(mode='json')}",
+            metadata.metrics.to_table() if metadata.metrics else "(not evaluated)",
         ]
-        _print(args, {"status": status, **metadata}, "\n".join(lines))
+        shown = {"status": status, **metadata.model_dump(mode="json")}
+        _print(args, shown, "\n".join(lines))
     elif args.action == "promote":
         from shared.pipeline import promote
 
@@ -410,10 +402,8 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
         oracle=data.oracle.scores,
         progress=_progress,
     )
-    from shared.evaluation import EvaluationReport
-
-    report = EvaluationReport.from_dict(result.evaluation or {"k": config.evaluation.k})
-    say(report.to_table())
+    if result.evaluation is not None:
+        say(result.evaluation.to_table())
     say(
         f"    model {result.version} ({_served(result.served_by)}); recommendations for "
         f"{result.precompute.employees if result.precompute else 0} employees"
@@ -422,9 +412,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     taken_counts = np.diff(snapshot.bundle.taken.indptr)
     known_id = str(snapshot.bundle.user_ids[int(np.argmax(taken_counts > 3))])
     known = recommend_known(snapshot, known_id, args.n, explain=True)
-    new = recommend_new(
-        snapshot, EXAMPLE_NEW_EMPLOYEE, args.n, contract_of(snapshot, config), explain=True
-    )
+    new = recommend_new(snapshot, EXAMPLE_NEW_EMPLOYEE, args.n, contract_of(snapshot), explain=True)
     say("4/4 recommendations")
     row = data.users[data.users["User-Id"] == known_id].iloc[0]
     took = snapshot.bundle.item_titles[
@@ -433,7 +421,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     say(
         f"known employee {known_id} ({row['ou']}; skills {row['skills']}; "
         f"interests {row['career interests']}; took {len(took)} trainings, e.g. "
-        f"{'; '.join(map(str, took[:3]))}):\n{_trainings_table(known)}"
+        f"{'; '.join(map(str, took[:3]))}):\n{_trainings_table(known.trainings)}"
     )
     say(f"new employee {EXAMPLE_NEW_EMPLOYEE}:\n{_trainings_table(new.trainings)}")
     if args.json:
@@ -441,9 +429,15 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
             json.dumps(
                 {
                     "model_version": result.version,
-                    "evaluation": result.evaluation,
-                    "known": {"employee_id": known_id, "trainings": known},
-                    "new": {"attributes": EXAMPLE_NEW_EMPLOYEE, "trainings": new.trainings},
+                    "evaluation": result.evaluation.to_dict() if result.evaluation else None,
+                    "known": {
+                        "employee_id": known_id,
+                        "trainings": known.model_dump(mode="json")["trainings"],
+                    },
+                    "new": {
+                        "attributes": EXAMPLE_NEW_EMPLOYEE,
+                        "trainings": new.model_dump(mode="json")["trainings"],
+                    },
                 },
                 indent=2,
                 default=str,
@@ -454,50 +448,27 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
 # ---------------------------------------------------------------- parser
 
 
-def build_parser(settings: AppSettings | None = None) -> argparse.ArgumentParser:
-    """The command line; ``settings`` give the defaults taken from the environment."""
-    settings = settings or AppSettings()
-    parser = argparse.ArgumentParser(prog="training-recommender", description=__doc__)
-    parser.add_argument(
-        "--config", help="TOML configuration file (default: $TR_CONFIG, else built-in)"
+def _sizes(p: argparse.ArgumentParser) -> None:
+    """Options of the synthetic extracts (generate, demo)."""
+    p.add_argument("--users", type=int, default=10_000)
+    p.add_argument("--trainings", type=int, default=500)
+    p.add_argument("--interactions", type=int, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="var/synthetic", help="folder for the CSV files")
+    p.add_argument(
+        "--regime",
+        choices=tuple(REGIME_NAMES),
+        default="history",
+        help="what shapes the synthetic choices: attributes only; attributes, hidden "
+        "tastes and level progressions (history); or weak attributes and long-tailed "
+        "popularity (weak). Default: %(default)s",
     )
-    parser.add_argument(
-        "--store",
-        default=settings.local_store or str(DEFAULT_STORE),
-        help="local folder used as blob storage (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--connection-string",
-        default=settings.connection_string,
-        help="Azure Storage / Azurite connection string instead of the local folder",
-    )
-    parser.add_argument(
-        "--azure",
-        action="store_true",
-        help="use the app settings (AzureWebJobsStorage or __serviceUri) like the app",
-    )
-    parser.add_argument("--connection-name", default="AzureWebJobsStorage")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
 
-    def sizes(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--users", type=int, default=10_000)
-        p.add_argument("--trainings", type=int, default=500)
-        p.add_argument("--interactions", type=int, default=100_000)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", default="var/synthetic", help="folder for the CSV files")
-        p.add_argument(
-            "--regime",
-            choices=tuple(REGIME_NAMES),
-            default="history",
-            help="what shapes the synthetic choices: attributes only; attributes, hidden "
-            "tastes and level progressions (history); or weak attributes and long-tailed "
-            "popularity (weak). Default: %(default)s",
-        )
 
+def _data_commands(sub: Subcommands) -> None:
+    """Commands that read extracts: generate, drop, train, evaluate, tune, precompute."""
     p = sub.add_parser("generate", help="write synthetic HR extracts (and oracle.json)")
-    sizes(p)
+    _sizes(p)
     p.set_defaults(func=cmd_generate)
     p = sub.add_parser("drop", help="upload an extract the way HR does, and validate it")
     p.add_argument("file")
@@ -520,6 +491,10 @@ def build_parser(settings: AppSettings | None = None) -> argparse.ArgumentParser
     p = sub.add_parser("precompute", help="every employee's top-k with the serving model")
     p.add_argument("--force", action="store_true", help="even if already computed")
     p.set_defaults(func=cmd_precompute)
+
+
+def _serving_commands(sub: Subcommands) -> None:
+    """Commands that answer from the serving version: recommend, similar, models, serve, demo."""
     p = sub.add_parser(
         "recommend", help="an employee's recommendations (or a new one's, with --attr)"
     )
@@ -563,9 +538,39 @@ def build_parser(settings: AppSettings | None = None) -> argparse.ArgumentParser
     p.add_argument("--port", type=int, default=8000)
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("demo", help="generate, train, evaluate, publish, precompute, show")
-    sizes(p)
+    _sizes(p)
     p.add_argument("-n", type=int, default=10)
     p.set_defaults(func=cmd_demo)
+
+
+def build_parser(settings: AppSettings | None = None) -> argparse.ArgumentParser:
+    """The command line; ``settings`` give the defaults taken from the environment."""
+    settings = settings or AppSettings()
+    parser = argparse.ArgumentParser(prog="training-recommender", description=__doc__)
+    parser.add_argument(
+        "--config", help="TOML configuration file (default: $TR_CONFIG, else built-in)"
+    )
+    parser.add_argument(
+        "--store",
+        default=settings.local_store or str(DEFAULT_STORE),
+        help="local folder used as blob storage (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--connection-string",
+        default=settings.connection_string,
+        help="Azure Storage / Azurite connection string instead of the local folder",
+    )
+    parser.add_argument(
+        "--azure",
+        action="store_true",
+        help="use the app settings (AzureWebJobsStorage or __serviceUri) like the app",
+    )
+    parser.add_argument("--connection-name", default="AzureWebJobsStorage")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _data_commands(sub)
+    _serving_commands(sub)
     return parser
 
 

@@ -9,11 +9,12 @@ one's history hidden), and how well does it serve employees it has never seen
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
 
 from shared.scoring import MODEL, NO_ITEM, Priors, ScorerSpec, row_counts, top_k
 
@@ -284,8 +285,30 @@ class Estimate:
 SERVED, MODEL_ROW, ORACLE = "served", "model", "oracle"
 
 
-@dataclass
-class EvaluationReport:
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServedChoice(_Record):
+    """How a population is served and why: the candidate chosen on validation data, its
+    scorer, every candidate's validation precision, and the chosen one's margin over the
+    best baseline (paired)."""
+
+    choice: str
+    scorer: ScorerSpec
+    validation: dict[str, float] = {}
+    margin: Estimate | None = None
+    note: str = ""
+
+
+class Comparison(_Record):
+    """The served scorer's precision minus a baseline's, on the same employees."""
+
+    difference: float
+    ci95: float
+
+
+class EvaluationReport(_Record):
     """Metrics per population ("known", "cold-start") and per scorer, over repeated splits.
 
     ``results`` holds the means over the repeats, ``spread`` the standard deviation
@@ -298,12 +321,12 @@ class EvaluationReport:
 
     k: int
     repeats: int = 1
-    results: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    spread: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    intervals: dict[str, dict[str, float]] = field(default_factory=dict)
-    served: dict[str, dict[str, Any]] = field(default_factory=dict)
-    comparisons: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    spread: dict[str, dict[str, dict[str, float]]] = {}
+    intervals: dict[str, dict[str, float]] = {}
+    served: dict[str, ServedChoice] = {}
+    comparisons: dict[str, dict[str, Comparison]] = {}
+    counts: dict[str, int] = {}
 
     def add(
         self,
@@ -321,8 +344,8 @@ class EvaluationReport:
 
     def served_name(self, population: str) -> str:
         """The name of the scorer serving a population ("model" for older reports)."""
-        chosen = self.served.get(population, {}).get("scorer", {})
-        return str(chosen.get("name", MODEL_ROW))
+        chosen = self.served.get(population)
+        return chosen.scorer.name if chosen is not None else MODEL_ROW
 
     def served_by(self) -> dict[str, str]:
         """Population -> the name of its scorer, for every population measured."""
@@ -348,29 +371,11 @@ class EvaluationReport:
         return self.results[population][scorer][metric] / ref if ref else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "k": self.k,
-            "repeats": self.repeats,
-            "results": self.results,
-            "spread": self.spread,
-            "intervals": self.intervals,
-            "served": self.served,
-            "comparisons": self.comparisons,
-            "counts": self.counts,
-        }
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationReport:
-        return cls(
-            int(data["k"]),
-            int(data.get("repeats", 1)),
-            data.get("results", {}),
-            data.get("spread", {}),
-            data.get("intervals", {}),
-            data.get("served", {}),
-            data.get("comparisons", {}),
-            data.get("counts", {}),
-        )
+        return cls.model_validate(data)
 
     def label(self, population: str, scorer: str) -> str:
         return f"served: {self.served_name(population)}" if scorer == SERVED else scorer
@@ -445,27 +450,28 @@ def distribution(recommended_counts: np.ndarray, taken_counts: np.ndarray) -> di
     }
 
 
-@dataclass(frozen=True)
-class GateDecision:
-    """Whether a candidate may replace the serving version, and why."""
+class Gate(_Record):
+    """Whether a candidate may replace the serving version, and why (as recorded)."""
 
-    accepted: bool
-    checks: list[str]  # every comparison made, passed or not
-    reasons: list[str]  # why it was refused (empty when accepted)
-    compared_with: str | None
-    tolerance: float
+    decision: Literal["accepted", "rejected", "not checked"]
+    checks: list[str] = []  # every comparison made, passed or not
+    reasons: list[str] = []  # why it was refused (empty when accepted)
+    compared_with: str | None = None
+    tolerance: float | None = None
     enabled: bool = True
 
-    def to_dict(self) -> dict[str, Any]:
-        decision = "accepted" if self.accepted else "rejected"
-        return {
-            "decision": decision if self.enabled else "not checked",
-            "enabled": self.enabled,
-            "checks": self.checks,
-            "reasons": self.reasons,
-            "compared_with": self.compared_with,
-            "tolerance": self.tolerance,
-        }
+    @property
+    def accepted(self) -> bool:
+        return self.decision != "rejected"
+
+    @classmethod
+    def off(cls, tolerance: float) -> Gate:
+        return cls(
+            decision="not checked",
+            checks=["gate off: not checked"],
+            tolerance=tolerance,
+            enabled=False,
+        )
 
 
 def quality_gate(
@@ -475,7 +481,7 @@ def quality_gate(
     serving_version: str | None,
     tolerance: float,
     enabled: bool = True,
-) -> GateDecision:
+) -> Gate:
     """Refuse a candidate only when it would serve worse than the serving version everywhere.
 
     Each population is already served by the best of the model, its blends and the
@@ -488,7 +494,7 @@ def quality_gate(
     on today's split would flatter it, since it was refit on data that split holds out.
     """
     if not enabled:
-        return GateDecision(True, ["gate off: not checked"], [], None, tolerance, enabled=False)
+        return Gate.off(tolerance)
     checks: list[str] = []
     k = candidate.k
     for population in candidate.results:
@@ -499,13 +505,12 @@ def quality_gate(
         checks.append(
             f"{population}: served by {name}, precision@{k} {figure[0]:.4f} ± {figure[1]:.4f}"
         )
-        note = candidate.served.get(population, {}).get("note")
+        note = candidate.served[population].note if population in candidate.served else ""
         if note:
             checks.append(f"{population}: {note}")
         for baseline, diff in candidate.comparisons.get(population, {}).items():
             checks.append(
-                f"{population}: {name} minus {baseline}: {diff['difference']:+.4f} "
-                f"± {diff['ci95']:.4f}"
+                f"{population}: {name} minus {baseline}: {diff.difference:+.4f} ± {diff.ci95:.4f}"
             )
     worse: list[str] = []
     compared = 0
@@ -527,4 +532,10 @@ def quality_gate(
         if is_worse:
             worse.append(text)
     refused = compared > 0 and len(worse) == compared
-    return GateDecision(not refused, checks, worse if refused else [], serving_version, tolerance)
+    return Gate(
+        decision="rejected" if refused else "accepted",
+        checks=checks,
+        reasons=worse if refused else [],
+        compared_with=serving_version,
+        tolerance=tolerance,
+    )

@@ -299,10 +299,9 @@ def describe_employees(attributes: sp.csr_matrix, taken: sp.csr_matrix | None) -
     return sp.hstack([attributes, history_rows(taken)], format="csr", dtype=np.float32)
 
 
-def contract_of(bundle: ModelBundle, fallback: DataContract) -> DataContract:
+def contract_of(bundle: ModelBundle) -> DataContract:
     """The data contract a model was trained with (employees are read the same way)."""
-    stored = bundle.metadata.get("config", {}).get("contract")
-    return DataContract.model_validate(stored) if stored else fallback
+    return bundle.metadata.config.contract
 
 
 def employee_rows(

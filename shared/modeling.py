@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,9 +28,11 @@ from shared.evaluation import (
     MODEL_ROW,
     ORACLE,
     SERVED,
+    Comparison,
     Estimate,
     EvaluationReport,
     Measured,
+    ServedChoice,
     Split,
     baseline_spec,
     candidate_specs,
@@ -40,12 +41,14 @@ from shared.evaluation import (
     split,
 )
 from shared.features import Dataset, build_dataset
+from shared.metadata import Counts, Epoch, ExtractReport, ModelMetadata, Served, Spread, Training
 from shared.schema import Extracts
 from shared.scoring import (
     MODEL,
     NO_ITEM,
     POPULATIONS,
     Factors,
+    Population,
     Priors,
     Recommender,
     Scorer,
@@ -377,10 +380,9 @@ def _summarize(report: EvaluationReport, population: str, rows: dict[str, list[M
             for served, other in zip(rows[SERVED], rows[baseline], strict=True)
         ]
         estimate = Estimate.of(paired)
-        report.comparisons.setdefault(population, {})[baseline] = {
-            "difference": estimate.mean,
-            "ci95": estimate.ci95,
-        }
+        report.comparisons.setdefault(population, {})[baseline] = Comparison(
+            difference=estimate.mean, ci95=estimate.ci95
+        )
 
 
 @dataclass(frozen=True)
@@ -398,7 +400,7 @@ class Evaluation:
     fits: list[FitResult]
     served: dict[str, list[np.ndarray]]
 
-    def objective(self) -> tuple[float, dict[str, float]]:
+    def objective(self) -> tuple[float, dict[Population, float]]:
         """Mean served precision over the populations, and each population's."""
         each = {p: self.report.served_precision(p) for p in POPULATIONS}
         figures = {p: v[0] for p, v in each.items() if v is not None}
@@ -432,17 +434,17 @@ def evaluate_candidate(
     """Measure a configuration over ``evaluation.repeats`` splits, known and new employees apart."""
     opts, k = config.evaluation, config.evaluation.k
     repeats = [_repeat(dataset, config, number, progress) for number in range(opts.repeats)]
-    report = EvaluationReport(k, opts.repeats)
+    report = EvaluationReport(k=k, repeats=opts.repeats)
     served: dict[str, list[np.ndarray]] = {}
     for population in POPULATIONS:
         choice = _choose(repeats, population, k)
-        report.served[population] = {
-            "choice": choice.key,
-            "scorer": repeats[0].candidates.get(choice.key, MODEL).to_dict(),
-            "validation": choice.figures,
-            "margin": choice.margin.to_dict() if choice.margin else None,
-            "note": choice.note,
-        }
+        report.served[population] = ServedChoice(
+            choice=choice.key,
+            scorer=repeats[0].candidates.get(choice.key, MODEL),
+            validation=choice.figures,
+            margin=choice.margin,
+            note=choice.note,
+        )
         measured = _measure_test(repeats, population, choice.key, k, oracle, dataset)
         _summarize(report, population, measured)
         if SERVED in measured:
@@ -467,8 +469,7 @@ def bundle_from_fit(
     fingerprints: dict[str, str],
     evaluation: EvaluationReport | None,
     priors: Priors | None = None,
-    serving: dict[str, dict[str, Any]] | None = None,
-    extra: dict[str, Any] | None = None,
+    serving: dict[Population, Served] | None = None,
 ) -> ModelBundle:
     """Export a fitted model with its maps, catalog, priors and metadata.
 
@@ -479,32 +480,30 @@ def bundle_from_fit(
     columns = list(config.contract.trainings.features)
     priors = priors or Priors.none(len(dataset.items))
     combined = "-".join(fingerprints[k] for k in sorted(fingerprints)) or "nodata"
-    metadata: dict[str, Any] = {
-        "version": new_version(combined.replace("-", "")),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": config.to_dict(),
-        "fingerprints": fingerprints,
-        "counts": {
-            "employees": len(dataset.users),
-            "trainings": len(dataset.items),
-            "interactions": int(dataset.taken.nnz),
-            "successes": int(dataset.interactions.nnz),
-            "employees_with_history": int((np.diff(dataset.taken.indptr) > 0).sum()),
-            "user_features": len(dataset.user_feature_names),
-            "item_features": len(dataset.item_feature_names),
-        },
-        "metrics": evaluation.to_dict() if evaluation else None,
-        "serving": serving
-        or {p: {"choice": MODEL.name, "scorer": MODEL.to_dict()} for p in POPULATIONS},
-        "training": {
-            "final_epochs": len(result.history),
-            "final_seconds": round(sum(r.seconds for r in result.history), 3),
-        },
-        "item_attribute_columns": columns,
-        "validation": [report.to_dict() for report in extracts.reports],
-        "libraries": _library_versions(),
-        **(extra or {}),
-    }
+    metadata = ModelMetadata(
+        version=new_version(combined.replace("-", "")),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        config=config,
+        fingerprints=fingerprints,
+        counts=Counts(
+            employees=len(dataset.users),
+            trainings=len(dataset.items),
+            interactions=int(dataset.taken.nnz),
+            successes=int(dataset.interactions.nnz),
+            employees_with_history=int((np.diff(dataset.taken.indptr) > 0).sum()),
+            user_features=len(dataset.user_feature_names),
+            item_features=len(dataset.item_feature_names),
+        ),
+        metrics=evaluation,
+        serving=serving or {p: Served(choice=MODEL.name, scorer=MODEL) for p in POPULATIONS},
+        training=Training(
+            final_epochs=len(result.history),
+            final_seconds=round(sum(r.seconds for r in result.history), 3),
+        ),
+        item_attribute_columns=columns,
+        validation=[ExtractReport.model_validate(r.to_dict()) for r in extracts.reports],
+        libraries=_library_versions(),
+    )
     bundle = ModelBundle(
         user_ids=dataset.users.ids,
         item_ids=dataset.items.ids,
@@ -526,17 +525,41 @@ def bundle_from_fit(
         department_popularity=priors.department,
         metadata=metadata,
     )
-    bundle.metadata["recommendations"] = _distribution_of(bundle, config)
+    spread = _distribution_of(bundle, config)
+    bundle.metadata = bundle.metadata.model_copy(update={"recommendations": spread})
     return bundle
 
 
-def _distribution_of(bundle: ModelBundle, config: Config) -> dict[str, Any]:
+def _distribution_of(bundle: ModelBundle, config: Config) -> Spread:
     counts = np.zeros(len(bundle.item_ids), dtype=np.int64)
     recommender = Recommender(bundle)
     for _, items, _ in recommender.for_all(config.serving.top_k, config.serving.chunk_size):
         counts += np.bincount(items[items != NO_ITEM], minlength=len(counts))
     taken = np.asarray(bundle.taken.sum(axis=0)).ravel()
-    return {"k": config.serving.top_k, **distribution(counts, taken)}
+    return Spread(k=config.serving.top_k, **distribution(counts, taken))
+
+
+def _refit_scorers(
+    report: EvaluationReport, final: FitResult, dataset: Dataset, priors: Priors, config: Config
+) -> dict[Population, Served]:
+    """Each population's chosen scorer, its weights rescaled to the refit model's scores
+    and its priors counted on all the data (the report's choices are updated to match)."""
+    factors = Factors.from_features(
+        dataset.user_features(),
+        final.model.user_embeddings,
+        final.model.user_biases,
+        dataset.item_features,
+        final.model.item_embeddings,
+        final.model.item_biases,
+    )
+    scale = model_scale(factors, config.evaluation.seed)
+    candidates = candidate_specs(scale, priors, config.gate.baselines)
+    serving: dict[Population, Served] = {}
+    for population in POPULATIONS:
+        chosen = report.served[population]
+        chosen.scorer = candidates.get(chosen.choice, MODEL)
+        serving[population] = Served(choice=chosen.choice, scorer=chosen.scorer)
+    return serving
 
 
 def train_model(
@@ -566,14 +589,14 @@ def train_model(
         )
     report = None
     epochs = config.model.epochs
-    curves: list[list[dict[str, Any]]] = []
+    curves: list[list[Epoch]] = []
     best_epochs: list[int] = []
     if evaluate:
         evaluated = evaluate_candidate(dataset, config, oracle=oracle, progress=progress)
         report, fits = evaluated.report, evaluated.fits
         best_epochs = [max(f.best_epoch, 1) for f in fits]
         epochs = int(np.median(best_epochs))
-        curves = [[record.__dict__ for record in f.history] for f in fits]
+        curves = [[Epoch(**record.__dict__) for record in f.history] for f in fits]
     seed = config.evaluation.seed
     interactions, features, weights = training_rows(
         dataset, dataset.taken, dataset.interactions, seed
@@ -590,23 +613,7 @@ def train_model(
     priors = Priors.count(
         dataset.interactions, dataset.user_attributes, department_columns(dataset, config)
     )
-    serving = None
-    if report is not None:
-        factors = Factors.from_features(
-            dataset.user_features(),
-            final.model.user_embeddings,
-            final.model.user_biases,
-            dataset.item_features,
-            final.model.item_embeddings,
-            final.model.item_biases,
-        )
-        candidates = candidate_specs(model_scale(factors, seed), priors, config.gate.baselines)
-        serving = {}
-        for population in POPULATIONS:
-            choice = report.served[population]["choice"]
-            spec = candidates.get(choice, MODEL)
-            serving[population] = {"choice": choice, "scorer": spec.to_dict()}
-            report.served[population]["scorer"] = spec.to_dict()
+    serving = None if report is None else _refit_scorers(report, final, dataset, priors, config)
     bundle = bundle_from_fit(
         final,
         dataset,
@@ -617,10 +624,13 @@ def train_model(
         priors=priors,
         serving=serving,
     )
-    bundle.metadata["training"].update(
-        validation_curve=curves[0] if curves else [],
-        validation_curves=curves,
-        best_epochs=best_epochs,
-        best_epoch=epochs,
+    training = bundle.metadata.training.model_copy(
+        update={
+            "validation_curve": curves[0] if curves else [],
+            "validation_curves": curves,
+            "best_epochs": best_epochs,
+            "best_epoch": epochs,
+        }
     )
+    bundle.metadata = bundle.metadata.model_copy(update={"training": training})
     return TrainedModel(bundle, report, dataset)

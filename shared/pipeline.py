@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from shared.bundle import ModelBundle
 from shared.errors import (
@@ -27,7 +27,7 @@ from shared.errors import (
     Problem,
     TrainingRecommenderError,
 )
-from shared.evaluation import EvaluationReport, GateDecision, quality_gate
+from shared.evaluation import EvaluationReport, Gate, quality_gate
 from shared.layout import (
     DROP_CONTAINER,
     EXTRACTS_POINTER,
@@ -40,6 +40,7 @@ from shared.layout import (
     read_pointer,
     utc_now,
 )
+from shared.metadata import ModelMetadata
 from shared.modeling import OracleFn, TrainedModel, train_model
 from shared.registry import current_version, load_bundle, metadata_of, publish, write_version
 from shared.schema import KINDS, Extracts, parse_all, parse_extract
@@ -63,7 +64,7 @@ Registrar = Callable[[BlobStore], list[dict[str, str]]]
 class AcceptResult:
     """What happened to a dropped extract."""
 
-    status: str  # "accepted", "rejected" or "unchanged" (the same bytes are already current)
+    status: Literal["accepted", "rejected", "unchanged"]  # unchanged: the same bytes are current
     kind: str | None
     path: str  # where the bytes now are
     report: dict[str, Any]
@@ -189,12 +190,13 @@ def load_current_data(store: BlobStore, config: Config) -> CurrentData:
 
 @dataclass(frozen=True)
 class RetrainResult:
-    status: str  # "published", "rejected" (by the quality gate) or "busy" (another retrain runs)
+    # rejected: by the quality gate; busy: another retrain holds the lock
+    status: Literal["published", "rejected", "busy"]
     version: str | None = None
-    evaluation: dict[str, Any] | None = None
+    evaluation: EvaluationReport | None = None
     precompute: PrecomputeResult | None = None
     reports: list[dict[str, Any]] = field(default_factory=list)
-    gate: dict[str, Any] | None = None
+    gate: Gate | None = None
     registrations: list[dict[str, str]] = field(default_factory=list)
     served_by: dict[str, str] = field(default_factory=dict)  # population -> scorer name
 
@@ -224,26 +226,23 @@ def _kept_alive(lease: Lease, every: float = LEASE_SECONDS / 3) -> Iterator[None
         thread.join()
 
 
-def render_card(metadata: dict[str, Any]) -> tuple[bytes, bytes]:
+def render_card(metadata: ModelMetadata) -> tuple[bytes, bytes]:
     """``card.json`` and ``card.html`` bytes of a version (matplotlib loads only here)."""
     from shared.card import card_html, card_json
 
     return json_bytes(card_json(metadata)), card_html(metadata).encode("utf-8")
 
 
-def gate_candidate(store: BlobStore, candidate: TrainedModel, config: Config) -> GateDecision:
+def gate_candidate(store: BlobStore, candidate: TrainedModel, config: Config) -> Gate:
     """The quality gate against the serving version's recorded figures."""
     options = config.gate
     if not options.enabled or candidate.evaluation is None:
-        return GateDecision(
-            True, ["gate off: not checked"], [], None, options.tolerance, enabled=False
-        )
+        return Gate.off(options.tolerance)
     serving: EvaluationReport | None = None
     serving_version: str | None = None
     try:
         serving_version = current_version(store)
-        metrics = metadata_of(store, serving_version)[0].get("metrics")
-        serving = EvaluationReport.from_dict(metrics) if metrics else None
+        serving = metadata_of(store, serving_version)[0].metrics
     except (NoModelError, NotFoundError):
         serving_version = None
     return quality_gate(
@@ -285,8 +284,8 @@ def retrain(
             )
             bundle = trained.bundle
             decision = gate_candidate(store, trained, config)
-            bundle.metadata["gate"] = decision.to_dict()
-            evaluation = trained.evaluation.to_dict() if trained.evaluation else None
+            bundle.metadata = bundle.metadata.model_copy(update={"gate": decision})
+            evaluation = trained.evaluation
             reports = [r.to_dict() for r in data.extracts.reports]
             served = trained.evaluation.served_by() if trained.evaluation else {}
             if not decision.accepted:
@@ -302,7 +301,7 @@ def retrain(
                     evaluation,
                     None,
                     reports,
-                    decision.to_dict(),
+                    decision,
                     served_by=served,
                 )
             publish(store, bundle, card=render_card)
@@ -322,7 +321,7 @@ def retrain(
         evaluation,
         result,
         reports,
-        decision.to_dict(),
+        decision,
         registrations,
         served,
     )
@@ -335,7 +334,7 @@ def promote(store: BlobStore, version: str, config: Config) -> PrecomputeResult:
     """
     metadata, status = metadata_of(store, version)
     if status == "rejected":
-        reasons = "; ".join((metadata.get("gate") or {}).get("reasons", [])) or "see its card"
+        reasons = "; ".join(metadata.gate.reasons if metadata.gate else []) or "see its card"
         raise TrainingRecommenderError(
             f"version {version} was rejected by the quality gate ({reasons}): only published "
             "versions can be promoted"
@@ -359,7 +358,7 @@ def promote(store: BlobStore, version: str, config: Config) -> PrecomputeResult:
 
 @dataclass(frozen=True)
 class PrecomputeResult:
-    status: str  # "computed" or "unchanged"
+    status: Literal["computed", "unchanged"]
     version: str
     model_version: str
     data_version: str

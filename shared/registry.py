@@ -14,12 +14,11 @@ on. Registration in Azure Machine Learning is :mod:`shared.azureml`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from shared.bundle import JSON_NAME, NPZ_NAME, ModelBundle
+from shared.bundle import JSON_NAME, NPZ_NAME, ModelBundle, metadata_from_json
 from shared.errors import ModelLoadError, NoModelError, NotFoundError
 from shared.layout import (
     MODELS_POINTER,
@@ -28,6 +27,8 @@ from shared.layout import (
     read_pointer,
     utc_now,
 )
+from shared.metadata import ModelMetadata
+from shared.scoring import Population
 from shared.storage import BlobStore
 from shared.table import RecommendationTable
 
@@ -36,7 +37,8 @@ CARD_JSON = "card.json"
 CARD_HTML = "card.html"
 REGISTRATION = "registration.json"
 
-CardRenderer = Callable[[dict[str, Any]], tuple[bytes, bytes]]  # metadata -> (card.json, card.html)
+CardRenderer = Callable[[ModelMetadata], tuple[bytes, bytes]]  # -> (card.json, card.html)
+Status = Literal["published", "rejected"]
 
 
 def folder(version: str, *, rejected: bool = False) -> str:
@@ -56,7 +58,7 @@ def write_version(
     store.write(f"{where}/{NPZ_NAME}", npz)
     store.write(f"{where}/{JSON_NAME}", meta, content_type="application/json")
     if card is not None:
-        card_json, card_html = card(json.loads(meta))
+        card_json, card_html = card(bundle.metadata)
         store.write(f"{where}/{CARD_JSON}", card_json, content_type="application/json")
         store.write(f"{where}/{CARD_HTML}", card_html, content_type="text/html; charset=utf-8")
     return where
@@ -90,17 +92,24 @@ def load_bundle(store: BlobStore, version: str) -> ModelBundle:
         raise ModelLoadError(f"models/{version}/{NPZ_NAME}: {describe_damage(npz, exc)}") from None
 
 
-def metadata_of(store: BlobStore, version: str) -> tuple[dict[str, Any], str]:
-    """A version's metadata and its status: ``published`` or ``rejected``."""
-    for rejected, status in ((False, "published"), (True, "rejected")):
+def metadata_of(store: BlobStore, version: str) -> tuple[ModelMetadata, Status]:
+    """A version's metadata and its status (:class:`ModelLoadError` if it cannot be read)."""
+    places: tuple[tuple[bool, Status], ...] = ((False, "published"), (True, "rejected"))
+    for rejected, status in places:
+        path = f"{folder(version, rejected=rejected)}/{JSON_NAME}"
         try:
-            meta: dict[str, Any] = json.loads(
-                store.read(f"{folder(version, rejected=rejected)}/{JSON_NAME}")
-            )
-            return meta, status
+            data = store.read(path)
         except NotFoundError:
             continue
+        return _metadata(path, data), status
     raise NotFoundError(f"model version {version!r} does not exist (see `models list`)")
+
+
+def _metadata(path: str, data: bytes) -> ModelMetadata:
+    try:
+        return metadata_from_json(data)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -108,35 +117,17 @@ class VersionInfo:
     """One line of ``models list``."""
 
     version: str
-    status: str  # "serving", "published" or "rejected"
+    status: Literal["serving", "published", "rejected"]
     created_at: str
     known_precision: float | None  # what employees with a history are served
     cold_start_precision: float | None  # what new employees are served
     gate: str | None
     fingerprints: dict[str, str]
     registered: bool
-    served_by: dict[str, str] = field(default_factory=dict)  # population -> scorer name
+    served_by: dict[Population, str] = field(default_factory=dict)  # -> the scorer's name
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def _precision(meta: dict[str, Any], population: str) -> float | None:
-    """The served precision (versions older than the per-population choice: the model's)."""
-    rows = ((meta.get("metrics") or {}).get("results") or {}).get(population) or {}
-    for row in ("served", "hybrid model"):
-        if row in rows:
-            return float(rows[row]["precision"])
-    return None
-
-
-def served_by(meta: dict[str, Any]) -> dict[str, str]:
-    """Population -> the scorer serving it ("model" for versions older than the choice)."""
-    serving = meta.get("serving") or {}
-    return {
-        population: str(((serving.get(population) or {}).get("scorer") or {}).get("name", "model"))
-        for population in ("known", "cold-start")
-    }
 
 
 def list_versions(store: BlobStore) -> list[VersionInfo]:
@@ -150,19 +141,21 @@ def list_versions(store: BlobStore) -> list[VersionInfo]:
             continue
         rejected = len(parts) == 4 and parts[1] == REJECTED
         version = parts[-2]
-        meta = json.loads(store.read(path))
-        status = "rejected" if rejected else ("serving" if version == serving else "published")
+        meta = _metadata(path, store.read(path))
+        status: Literal["serving", "published", "rejected"] = (
+            "rejected" if rejected else ("serving" if version == serving else "published")
+        )
         found.append(
             VersionInfo(
                 version,
                 status,
-                str(meta.get("created_at", "")),
-                _precision(meta, "known"),
-                _precision(meta, "cold-start"),
-                (meta.get("gate") or {}).get("decision"),
-                dict(meta.get("fingerprints", {})),
+                meta.created_at,
+                meta.served_precision("known"),
+                meta.served_precision("cold-start"),
+                meta.gate.decision if meta.gate else None,
+                dict(meta.fingerprints),
                 f"{folder(version, rejected=rejected)}/{REGISTRATION}" in blobs,
-                served_by(meta),
+                meta.served_by(),
             )
         )
     return sorted(found, key=lambda info: info.version)

@@ -69,7 +69,7 @@ def filter_mask(bundle: ModelBundle, filters: Mapping[str, Sequence[str]]) -> np
     Comparison is case-insensitive and ignores surrounding spaces; a multi-valued
     attribute cell matches when any of its values does.
     """
-    columns = list(bundle.metadata.get("item_attribute_columns", []))
+    columns = bundle.metadata.item_attribute_columns
     mask = np.ones(len(bundle.item_ids), dtype=bool)
     for name, wanted in filters.items():
         if name not in columns:
@@ -94,7 +94,7 @@ class Rules:
     @classmethod
     def compile(cls, bundle: ModelBundle, active: np.ndarray, options: RulesOptions) -> Rules:
         rows = IdMap(bundle.item_ids).rows(list(options.pinned)) if options.pinned else np.empty(0)
-        columns = list(bundle.metadata.get("item_attribute_columns", []))
+        columns = bundle.metadata.item_attribute_columns
         caps = []
         for name, limit in options.max_per_value.items():
             if name in columns:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import ExtractError, Problem
-from shared.settings import DataContract, EntityColumns, Limits
+from shared.settings import DataContract, EntityColumns, Limits, TakenColumns
 
 Kind = Literal["users", "trainings", "trainings-taken"]
 KINDS: tuple[Kind, ...] = ("users", "trainings", "trainings-taken")
@@ -426,13 +426,8 @@ def parse_entities(
         size or row limits, an attribute with too many distinct values.
     """
     limits = limits or Limits()
-    table = read_table(data, source, limits)
     wanted = [columns.id, *([columns.title] if columns.title else []), *columns.features]
-    fatal = _header_problems(table, wanted)
-    if not fatal and table.frame.empty:
-        fatal.append(Problem(source, "no data rows below the header", 2))
-    if fatal:
-        raise ExtractError(source, fatal)
+    table = _read_with_columns(data, source, limits, wanted)
 
     attributes = [name for name in columns.features if name not in columns.bands]
     frame = _strip(table.frame, list(dict.fromkeys(wanted)), categorical=attributes)
@@ -443,23 +438,7 @@ def parse_entities(
     keep, duplicates = _exact_duplicates(table, frame, keep)
     problems += repeated_header + duplicates
 
-    kept = frame[keep]
-    repeated = kept[columns.id].duplicated(keep=False)
-    if repeated.any():
-        conflicting = kept[repeated].drop_duplicates()
-        ids = conflicting[columns.id][conflicting[columns.id].duplicated(keep=False)]
-        fatal = [
-            table.problem(
-                np.asarray(ids.index[ids == value]),
-                f"identifier {value!r} appears on rows that disagree",
-                columns.id,
-            )
-            for value in ids.unique()[:MAX_LINES_LISTED]
-        ]
-        if fatal:
-            raise ExtractError(source, fatal)
-        keep &= ~frame[columns.id].duplicated(keep="first")  # same id, same content
-
+    keep = _one_row_per_id(table, frame, keep, columns.id)
     fatal = _distinct_value_problems(
         table, frame[keep], columns, delimiter, limits.max_distinct_values
     )
@@ -467,6 +446,59 @@ def parse_entities(
         raise ExtractError(source, fatal)
     text_columns = [c for c in wanted if c not in columns.bands]
     problems += _formula_problems(table, frame, list(dict.fromkeys(text_columns)), keep)
+    problems += _band_and_blank_cells(table, frame, keep, columns)
+
+    clean = frame[keep].rename(
+        columns={columns.id: ID, **({columns.title: "title"} if columns.title else {})}
+    )
+    clean = clean.reset_index(drop=True)
+    for name in attributes:  # values only dropped rows had are no attribute values
+        clean[name] = clean[name].cat.remove_unused_categories()
+    report = ValidationReport(source, kind, len(frame), len(clean), tuple(problems))
+    return clean, report
+
+
+def _read_with_columns(data: bytes, source: str, limits: Limits, wanted: list[str]) -> _Table:
+    """Read an extract that must have ``wanted`` columns and at least one data row."""
+    table = read_table(data, source, limits)
+    fatal = _header_problems(table, wanted)
+    if not fatal and table.frame.empty:
+        fatal.append(Problem(source, "no data rows below the header", 2))
+    if fatal:
+        raise ExtractError(source, fatal)
+    return table
+
+
+def _one_row_per_id(
+    table: _Table, frame: pd.DataFrame, keep: pd.Series, id_column: str
+) -> pd.Series:
+    """Rows repeating an identifier with the same content are dropped; rows that
+    disagree on an identifier's attributes are fatal (which one is right is HR's call)."""
+    kept = frame[keep]
+    repeated = kept[id_column].duplicated(keep=False)
+    if not repeated.any():
+        return keep
+    conflicting = kept[repeated].drop_duplicates()
+    ids = conflicting[id_column][conflicting[id_column].duplicated(keep=False)]
+    fatal = [
+        table.problem(
+            np.asarray(ids.index[ids == value]),
+            f"identifier {value!r} appears on rows that disagree",
+            id_column,
+        )
+        for value in ids.unique()[:MAX_LINES_LISTED]
+    ]
+    if fatal:
+        raise ExtractError(table.source, fatal)
+    return keep & ~frame[id_column].duplicated(keep="first")  # same id, same content
+
+
+def _band_and_blank_cells(
+    table: _Table, frame: pd.DataFrame, keep: pd.Series, columns: EntityColumns
+) -> list[Problem]:
+    """Band the numeric feature columns in place; report cells that are not numbers
+    (banded columns) and blank cells, among the rows kept."""
+    problems = []
     for name in columns.features:
         # Before banding, so that a cell reported as not a number is not also "blank".
         blank = np.flatnonzero(((frame[name] == "") & keep).to_numpy())
@@ -477,15 +509,7 @@ def parse_entities(
                 problems.append(table.problem(bad, "not a number: cell ignored", name))
         if len(blank):
             problems.append(table.problem(blank, "blank cell: no value for this attribute", name))
-
-    clean = frame[keep].rename(
-        columns={columns.id: ID, **({columns.title: "title"} if columns.title else {})}
-    )
-    clean = clean.reset_index(drop=True)
-    for name in attributes:  # values only dropped rows had are no attribute values
-        clean[name] = clean[name].cat.remove_unused_categories()
-    report = ValidationReport(source, kind, len(frame), len(clean), tuple(problems))
-    return clean, report
+    return problems
 
 
 def parse_taken(
@@ -509,12 +533,7 @@ def parse_taken(
     over them and rows are ordered by employee then training, as the ids are known.
     """
     cols = contract.taken
-    table = read_table(data, source, contract.limits)
-    fatal = _header_problems(table, [cols.user_id, cols.training_id])
-    if not fatal and table.frame.empty:
-        fatal.append(Problem(source, "no data rows below the header", 2))
-    if fatal:
-        raise ExtractError(source, fatal)
+    table = _read_with_columns(data, source, contract.limits, [cols.user_id, cols.training_id])
 
     present = [c for c in (cols.weight, cols.date) if c and c in table.frame.columns]
     frame = _strip(table.frame, list(dict.fromkeys([cols.user_id, cols.training_id, *present])))
@@ -526,39 +545,15 @@ def parse_taken(
     keep, duplicates = _exact_duplicates(table, frame, keep)
     problems += repeated_header + duplicates
 
-    ids: dict[str, pd.Series | pd.Categorical] = {
-        "user_id": frame[cols.user_id],
-        "training_id": frame[cols.training_id],
+    ids = {
+        "user_id": _known_ids(table, frame, keep, cols.user_id, known_users, "employee"),
+        "training_id": _known_ids(
+            table, frame, keep, cols.training_id, known_trainings, "training"
+        ),
     }
-    for known, column, name, what in (
-        (known_users, cols.user_id, "user_id", "employee"),
-        (known_trainings, cols.training_id, "training_id", "training"),
-    ):
-        if known is None:
-            continue
-        rows = positions(known, frame[column])
-        unknown = np.flatnonzero((rows < 0) & keep.to_numpy())
-        if len(unknown):
-            problems.append(table.problem(unknown, f"unknown {what}: row dropped", column))
-            keep.iloc[unknown] = False
-        # Encoded against the known ids once, here: building the matrices needs no
-        # second pass over a million strings.
-        ids[name] = pd.Categorical.from_codes(rows, categories=pd.Index(known, dtype=object))
-
-    notes: dict[str, int] = {}
-    weight = pd.Series(1.0, index=frame.index)
-    if cols.weight and cols.weight in frame:
-        codes, distinct = distinct_codes(frame[cols.weight])  # ratings repeat: parse each once
-        numbers = pd.to_numeric(
-            pd.Series([v.replace(",", ".") for v in distinct], dtype=object), errors="coerce"
-        ).to_numpy(dtype=np.float64)
-        parsed = pd.Series(numbers[codes], index=frame.index)
-        blank = np.array([v == "" for v in distinct], dtype=bool)[codes]
-        bad = np.flatnonzero(parsed.isna().to_numpy() & ~blank & keep.to_numpy())
-        if len(bad):
-            problems.append(table.problem(bad, "weight is not a number: row dropped", cols.weight))
-            keep.iloc[bad] = False
-        weight = parsed.where(~blank, np.nan if cols.min_weight is not None else 1.0)
+    problems += [p for p in (ids["user_id"][1], ids["training_id"][1]) if p is not None]
+    weight, bad_weights = _weights(table, frame, keep, cols)
+    problems += bad_weights
     positive = pd.Series(True, index=frame.index)
     if cols.min_weight is not None:
         positive = weight >= cols.min_weight  # NaN (no weight) is below any minimum
@@ -568,33 +563,85 @@ def parse_taken(
     )
     clean = pd.DataFrame(
         {
-            **ids,
+            "user_id": ids["user_id"][0],
+            "training_id": ids["training_id"][0],
             "weight": weight.astype(np.float64),
             "date": date,
             "positive": positive.to_numpy(dtype=bool),
         }
     )[keep]
     rows_before = len(clean)
-    clean = clean.sort_values(["weight", "date"], ascending=False, kind="stable").drop_duplicates(
-        ["user_id", "training_id"], keep="first"
-    )
+    clean = _one_row_per_pair(clean)
+    notes: dict[str, int] = {}
     if cols.min_weight is not None:
         notes["below_min_weight"] = int((~clean["positive"]).sum())
-    if all(isinstance(clean[c].dtype, pd.CategoricalDtype) for c in ("user_id", "training_id")):
-        # Grouped by employee, trainings in catalog order (the extracts' orders): the
-        # interaction matrix is then read off the frame without sorting a million pairs.
-        users, trainings = clean["user_id"].cat, clean["training_id"].cat
-        pair = users.codes.to_numpy(np.int64) * len(trainings.categories)
-        clean = clean.iloc[np.argsort(pair + trainings.codes.to_numpy(np.int64), kind="stable")]
-    else:
-        clean = clean.sort_index()  # file order
-    clean = clean.reset_index(drop=True)
     if rows_before > len(clean):
         notes["repeated_pairs_merged"] = rows_before - len(clean)
     report = ValidationReport(
         source, "trainings-taken", len(frame), len(clean), tuple(problems), notes
     )
     return clean, report
+
+
+def _known_ids(
+    table: _Table,
+    frame: pd.DataFrame,
+    keep: pd.Series,
+    column: str,
+    known: pd.Index | None,
+    what: str,
+) -> tuple[pd.Series | pd.Categorical, Problem | None]:
+    """A column of ids, encoded against the known ids when given (rows naming an unknown
+    one are dropped from ``keep``, in place, and reported)."""
+    if known is None:
+        return frame[column], None
+    rows = positions(known, frame[column])
+    unknown = np.flatnonzero((rows < 0) & keep.to_numpy())
+    problem = None
+    if len(unknown):
+        problem = table.problem(unknown, f"unknown {what}: row dropped", column)
+        keep.iloc[unknown] = False
+    # Encoded against the known ids once, here: building the matrices needs no second
+    # pass over a million strings.
+    return pd.Categorical.from_codes(rows, categories=pd.Index(known, dtype=object)), problem
+
+
+def _weights(
+    table: _Table, frame: pd.DataFrame, keep: pd.Series, cols: TakenColumns
+) -> tuple[pd.Series, list[Problem]]:
+    """Each row's weight (1 without a weight column; NaN for a blank one when there is a
+    minimum); rows whose weight is not a number are dropped from ``keep``, in place."""
+    if not cols.weight or cols.weight not in frame:
+        return pd.Series(1.0, index=frame.index), []
+    codes, distinct = distinct_codes(frame[cols.weight])  # ratings repeat: parse each once
+    numbers = pd.to_numeric(
+        pd.Series([v.replace(",", ".") for v in distinct], dtype=object), errors="coerce"
+    ).to_numpy(dtype=np.float64)
+    parsed = pd.Series(numbers[codes], index=frame.index)
+    blank = np.array([v == "" for v in distinct], dtype=bool)[codes]
+    bad = np.flatnonzero(parsed.isna().to_numpy() & ~blank & keep.to_numpy())
+    problems = []
+    if len(bad):
+        problems.append(table.problem(bad, "weight is not a number: row dropped", cols.weight))
+        keep.iloc[bad] = False
+    return parsed.where(~blank, np.nan if cols.min_weight is not None else 1.0), problems
+
+
+def _one_row_per_pair(clean: pd.DataFrame) -> pd.DataFrame:
+    """A pair taken several times becomes its row with the highest weight (then the
+    latest date). With ids encoded against the known ones, rows are grouped by employee,
+    trainings in catalog order (the extracts' orders): the interaction matrix is then
+    read off the frame without sorting a million pairs; otherwise they keep file order."""
+    clean = clean.sort_values(["weight", "date"], ascending=False, kind="stable").drop_duplicates(
+        ["user_id", "training_id"], keep="first"
+    )
+    if all(isinstance(clean[c].dtype, pd.CategoricalDtype) for c in ("user_id", "training_id")):
+        users, trainings = clean["user_id"].cat, clean["training_id"].cat
+        pair = users.codes.to_numpy(np.int64) * len(trainings.categories)
+        clean = clean.iloc[np.argsort(pair + trainings.codes.to_numpy(np.int64), kind="stable")]
+    else:
+        clean = clean.sort_index()  # file order
+    return clean.reset_index(drop=True)
 
 
 def parse_extract(

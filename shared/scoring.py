@@ -11,12 +11,13 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
-from shared.bundle import ModelBundle
+if TYPE_CHECKING:
+    from shared.bundle import ModelBundle  # only a type: the bundle's metadata imports this module
 
 NO_ITEM = -1  # fills a top-k row when fewer candidates than k remain
 
@@ -178,23 +179,6 @@ class ScorerSpec:
     model: float = 1.0
     popularity: float = 0.0
     department: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "model": self.model,
-            "popularity": self.popularity,
-            "department": self.department,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScorerSpec:
-        return cls(
-            str(data["name"]),
-            float(data.get("model", 1.0)),
-            float(data.get("popularity", 0.0)),
-            float(data.get("department", 0.0)),
-        )
 
 
 MODEL = ScorerSpec("model")
@@ -491,25 +475,14 @@ class _OneBlasThread:
 _one_blas_thread = _OneBlasThread()
 
 
-POPULATIONS = ("known", "cold-start")  # employees with a history; new employees
+Population = Literal["known", "cold-start"]  # employees with a history; new employees
+POPULATIONS: tuple[Population, ...] = ("known", "cold-start")
 
 
-def population_of(has_history: bool) -> str:
+def population_of(has_history: bool) -> Population:
     """The population an employee is served as: ``known`` once they took a training
     of the catalog, ``cold-start`` (a new employee) before."""
-    return POPULATIONS[0] if has_history else POPULATIONS[1]
-
-
-def serving_specs(metadata: dict[str, Any]) -> dict[str, ScorerSpec]:
-    """The scorer serving each population, as a bundle's metadata records it
-    (a model published before scorers were recorded serves everyone itself)."""
-    recorded = metadata.get("serving") or {}
-    return {
-        population: ScorerSpec.from_dict(recorded[population]["scorer"])
-        if population in recorded
-        else MODEL
-        for population in POPULATIONS
-    }
+    return "known" if has_history else "cold-start"
 
 
 class Recommender:
@@ -535,7 +508,7 @@ class Recommender:
         self.priors = Priors(
             bundle.popularity, bundle.department_columns, bundle.department_popularity
         )
-        self.specs = serving_specs(bundle.metadata)
+        self.specs = bundle.metadata.scorers()
         self.scorers = {
             population: Scorer(self.factors, spec, self.priors, user_bias=False)
             for population, spec in self.specs.items()
@@ -594,7 +567,11 @@ class Recommender:
         indices = np.full((n_rows, max(k, 0)), NO_ITEM, dtype=np.int32)
         scores = np.full(indices.shape, -np.inf, dtype=np.float32)
         history = np.asarray(has_history, dtype=bool)
-        for population, members in ((POPULATIONS[0], history), (POPULATIONS[1], ~history)):
+        populations: tuple[tuple[Population, np.ndarray], ...] = (
+            ("known", history),
+            ("cold-start", ~history),
+        )
+        for population, members in populations:
             rows = np.flatnonzero(members)
             if not len(rows):
                 continue

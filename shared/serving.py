@@ -20,6 +20,17 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from shared.answers import (
+    Contribution,
+    EmployeeRecommendations,
+    Explanation,
+    NewEmployeeRecommendations,
+    RankedTraining,
+    RankResponse,
+    SimilarTrainings,
+    Training,
+    TrainingTaken,
+)
 from shared.bundle import ModelBundle
 from shared.errors import ModelLoadError, NoModelError, NotFoundError
 from shared.features import IdMap, employee_rows, entity_frame
@@ -28,7 +39,7 @@ from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
 from shared.registry import load_bundle, load_recommendations
 from shared.rules import Rules, filter_mask
 from shared.scoring import NO_ITEM, Recommender, population_of, select, top_k
-from shared.settings import Config, DataContract, RulesOptions
+from shared.settings import DataContract, RulesOptions
 from shared.storage import BlobStore
 from shared.table import RecommendationTable, answer_for_row
 
@@ -76,25 +87,27 @@ class Snapshot:
     def allowed(self, filters: Filters | None) -> np.ndarray | None:
         return filter_mask(self.bundle, filters) if filters else None
 
-    def training(self, row: int, score: float, rank: int, pinned: bool = False) -> dict[str, Any]:
+    def training(self, row: int, score: float, rank: int, pinned: bool = False) -> Training:
         training_id, title, attributes = self.catalog[row]
-        return {
-            "rank": rank,
-            "training_id": training_id,
-            "title": title,
-            "attributes": attributes,
-            "score": round(float(score), 6),
-            "pinned": pinned,
-            "explanation": None,
-        }
+        # Built from the catalog's strings and numpy's numbers, already of the answer's
+        # types: constructed without re-validation (this is most of an answer's work).
+        return Training.model_construct(
+            rank=rank,
+            training_id=training_id,
+            title=title,
+            attributes=attributes,
+            score=round(float(score), 6),
+            pinned=pinned,
+            explanation=None,
+        )
 
     def answer(
         self,
         chosen: list[tuple[int, float, bool]],
         features: sp.csr_matrix | None = None,
         has_history: bool = False,
-    ) -> list[dict[str, Any]]:
-        """Chosen ``(row, score, pinned)`` as JSON-ready trainings, explained if ``features``
+    ) -> list[Training]:
+        """Chosen ``(row, score, pinned)`` as answered trainings, explained if ``features``
         (those of an employee with or without a history: their scorer explains)."""
         answers = [
             self.training(row, score, rank, pinned)
@@ -107,18 +120,15 @@ class Snapshot:
                     " in your department." if spec.department else "."
                 )
                 for item in answers:
-                    item["explanation"] = {
-                        "text": text,
-                        "employee_attributes": [],
-                        "training_attributes": [],
-                        "trainings_taken": [],
-                    }
+                    item.explanation = Explanation(
+                        text=text, employee_attributes=[], training_attributes=[]
+                    )
                 return answers
             rows = np.asarray([row for row, _, _ in chosen], dtype=np.int64)
             n_user = max(self.options.explanations, 1)
             reasons = self.recommender.explain(features, rows, n_user, 2)
             for item, (user_terms, item_terms) in zip(answers, reasons, strict=True):
-                item["explanation"] = explanation(self.bundle, user_terms, item_terms)
+                item.explanation = explanation(self.bundle, user_terms, item_terms)
         return answers
 
 
@@ -142,7 +152,7 @@ def _split(name: str) -> tuple[str, str]:
 
 def explanation(
     bundle: ModelBundle, user_terms: list[tuple[int, float]], item_terms: list[tuple[int, float]]
-) -> dict[str, Any]:
+) -> Explanation:
     """Factor contributions as plain words and as data.
 
     Employee features are attributes (``skills:python``) or trainings taken (the
@@ -171,25 +181,25 @@ def explanation(
     if training:
         column, value = training[0]
         text += f"; its {column} is {value}"
-    return {
-        "text": text + ".",
-        "employee_attributes": [
-            {"attribute": c, "value": v, "contribution": round(t, 4)}
+    return Explanation(
+        text=text + ".",
+        employee_attributes=[
+            Contribution(attribute=c, value=v, contribution=round(t, 4))
             for (c, v), (_, t) in zip(employee, attributes, strict=True)
         ],
-        "training_attributes": [
-            {"attribute": c, "value": v, "contribution": round(t, 4)}
+        training_attributes=[
+            Contribution(attribute=c, value=v, contribution=round(t, 4))
             for (c, v), (_, t) in zip(training, item_terms, strict=True)
         ],
-        "trainings_taken": [
-            {
-                "training_id": str(bundle.item_ids[row]),
-                "title": str(bundle.item_titles[row]),
-                "contribution": round(t, 4),
-            }
+        trainings_taken=[
+            TrainingTaken(
+                training_id=str(bundle.item_ids[row]),
+                title=str(bundle.item_titles[row]),
+                contribution=round(t, 4),
+            )
             for row, t in took
         ],
-    }
+    )
 
 
 def load_snapshot(
@@ -222,7 +232,7 @@ def load_snapshot(
 
 def catalog(bundle: ModelBundle) -> list[tuple[str, str, dict[str, str]]]:
     """Every training's id, title and attributes as an answer shows them."""
-    columns = list(bundle.metadata.get("item_attribute_columns", []))
+    columns = bundle.metadata.item_attribute_columns
     return [
         (str(training_id), str(title), dict(zip(columns, map(str, values), strict=True)))
         for training_id, title, values in zip(
@@ -325,27 +335,20 @@ def recommend_known(
     *,
     filters: Filters | None = None,
     explain: bool = False,
-) -> list[dict[str, Any]]:
+) -> EmployeeRecommendations:
     """An employee of the current extracts: precomputed candidates, rules and filters applied."""
     row = _employee_row(snapshot, employee_id)
     chosen = answer_for_row(
         snapshot.table, snapshot.recommender, snapshot.rules, row, n, snapshot.allowed(filters)
     )
     features = snapshot.table.user_features[row] if explain else None
-    return snapshot.answer(chosen, features, bool(snapshot.table.from_history[row]))
-
-
-def has_history(snapshot: Snapshot, employee_id: str) -> bool:
-    """Whether an employee of the current extracts is served as a known employee."""
-    return bool(snapshot.table.from_history[_employee_row(snapshot, employee_id)])
-
-
-@dataclass(frozen=True)
-class NewEmployeeAnswer:
-    trainings: list[dict[str, Any]]
-    ignored_values: list[str]  # attribute values the model has never seen
-    unknown_training_ids: list[str]  # trainings taken that the model's catalog lacks
-    scorer: str  # the scorer that ranked them
+    with_history = bool(snapshot.table.from_history[row])
+    return EmployeeRecommendations(
+        employee_id=employee_id,
+        **snapshot.versions,
+        scorer=snapshot.scorer(with_history),
+        trainings=snapshot.answer(chosen, features, with_history),
+    )
 
 
 def new_employee_features(
@@ -378,7 +381,7 @@ def recommend_new(
     taken_training_ids: Sequence[str] = (),
     filters: Filters | None = None,
     explain: bool = False,
-) -> NewEmployeeAnswer:
+) -> NewEmployeeRecommendations:
     """Score an employee from their attributes and the trainings they took.
 
     The same description and scorer as a precomputed list: an employee of the
@@ -417,15 +420,18 @@ def recommend_new(
     chosen, short = choose(max(NEW_EMPLOYEE_DEPTH * n, MIN_NEW_EMPLOYEE_DEPTH))
     if short:
         chosen, _ = choose(len(scores))
-    trainings = snapshot.answer(chosen, features if explain else None, known)
-    return NewEmployeeAnswer(
-        trainings, ignored, list(dict.fromkeys(unknown)), snapshot.scorer(known)
+    return NewEmployeeRecommendations(
+        **snapshot.versions,
+        scorer=snapshot.scorer(known),
+        trainings=snapshot.answer(chosen, features if explain else None, known),
+        ignored_values=ignored,
+        unknown_training_ids=list(dict.fromkeys(unknown)),
     )
 
 
 def similar_trainings(
     snapshot: Snapshot, training_id: str, n: int, *, filters: Filters | None = None
-) -> list[dict[str, Any]]:
+) -> SimilarTrainings:
     """Trainings closest to one training, among those that may be recommended."""
     row = snapshot.trainings.row(training_id)
     if row is None:
@@ -433,17 +439,10 @@ def similar_trainings(
     mask = snapshot.rules.allowed(snapshot.allowed(filters))
     items, scores = snapshot.recommender.similar(row, n, mask)
     valid = items != NO_ITEM
-    return snapshot.answer(
-        [(int(r), float(s), False) for r, s in zip(items[valid], scores[valid], strict=True)]
+    chosen = [(int(r), float(s), False) for r, s in zip(items[valid], scores[valid], strict=True)]
+    return SimilarTrainings(
+        training_id=training_id, **snapshot.versions, trainings=snapshot.answer(chosen)
     )
-
-
-@dataclass(frozen=True)
-class RankAnswer:
-    trainings: list[dict[str, Any]]
-    unknown_training_ids: list[str]
-    ignored_values: list[str]
-    scorer: str
 
 
 def rank_trainings(
@@ -454,7 +453,7 @@ def rank_trainings(
     employee_id: str | None = None,
     attributes: Mapping[str, str | Sequence[str]] | None = None,
     explain: bool = False,
-) -> RankAnswer:
+) -> RankResponse:
     """A given list of trainings, ordered for one employee (by id or by attributes).
 
     Unknown training ids are reported, not fatal. Business rules do not drop
@@ -479,12 +478,23 @@ def rank_trainings(
     order = np.argsort(-scores, kind="stable")
     chosen = [(int(known[i]), float(scores[i]), False) for i in order]
     answers = snapshot.answer(chosen, features if explain else None, with_history)
-    for item, (row, _, _) in zip(answers, chosen, strict=True):
-        item["taken"] = row in taken
-        item["recommendable"] = bool(snapshot.rules.active[row]) and row not in taken
-    return RankAnswer(answers, unknown, ignored, snapshot.scorer(with_history))
+    ranked = [
+        RankedTraining(
+            **dict(item),
+            taken=row in taken,
+            recommendable=bool(snapshot.rules.active[row]) and row not in taken,
+        )
+        for item, (row, _, _) in zip(answers, chosen, strict=True)
+    ]
+    return RankResponse(
+        **snapshot.versions,
+        scorer=snapshot.scorer(with_history),
+        trainings=ranked,
+        unknown_training_ids=unknown,
+        ignored_values=ignored,
+    )
 
 
-def contract_of(snapshot: Snapshot, fallback: Config) -> DataContract:
+def contract_of(snapshot: Snapshot) -> DataContract:
     """The data contract the model was trained with (new employees are read the same way)."""
-    return bundle_contract(snapshot.bundle, fallback.contract)
+    return bundle_contract(snapshot.bundle)

@@ -972,6 +972,41 @@ def _popularity(rng: np.random.Generator, n_trainings: int, regime: Regime) -> F
     return rng.normal(0.0, 1.0, n_trainings)
 
 
+def _oracle_params(
+    regime: str,
+    affinity: FloatArray,
+    skill_prevalence: FloatArray,
+    training_ids: pd.Series,
+    popularity: FloatArray,
+    favourites: dict[str, tuple[str, ...]],
+) -> OracleParams:
+    """The oracle's parameters as plain values (written to ``oracle.json``)."""
+    spec = REGIMES[regime]
+    return OracleParams(
+        weights=spec.weights,
+        temperature=TEMPERATURE,
+        skills=SKILLS,
+        skill_categories=dict(SKILL_CATEGORIES),
+        categories=CATEGORIES,
+        departments=DEPARTMENTS,
+        affinity=tuple(tuple(float(x) for x in row) for row in affinity),
+        languages=LANGUAGES,
+        grades=GRADES,
+        levels=LEVELS,
+        level_fit=LEVEL_FIT,
+        popularity={
+            tid: round(float(p), 6) for tid, p in zip(training_ids, popularity, strict=True)
+        },
+        regime=regime,
+        favourites=favourites,
+        favourite_weights=(
+            {skill: round(float(p), 6) for skill, p in zip(SKILLS, skill_prevalence, strict=True)}
+            if spec.favourites
+            else {}
+        ),
+    )
+
+
 def generate(
     n_users: int = 10_000,
     n_trainings: int = 500,
@@ -1025,29 +1060,8 @@ def generate(
     trainings = _make_trainings(trainings_rng, seed, n_trainings, skill_prevalence)
     popularity = _popularity(params_rng, n_trainings, spec)
     favourites = _favourites(taste_rng, users, skill_prevalence, spec.favourites)
-    params = OracleParams(
-        weights=spec.weights,
-        temperature=TEMPERATURE,
-        skills=SKILLS,
-        skill_categories=dict(SKILL_CATEGORIES),
-        categories=CATEGORIES,
-        departments=DEPARTMENTS,
-        affinity=tuple(tuple(float(x) for x in row) for row in affinity),
-        languages=LANGUAGES,
-        grades=GRADES,
-        levels=LEVELS,
-        level_fit=LEVEL_FIT,
-        popularity={
-            tid: round(float(p), 6)
-            for tid, p in zip(trainings["Training-Id"], popularity, strict=True)
-        },
-        regime=regime,
-        favourites=favourites,
-        favourite_weights=(
-            {skill: round(float(p), 6) for skill, p in zip(SKILLS, skill_prevalence, strict=True)}
-            if spec.favourites
-            else {}
-        ),
+    params = _oracle_params(
+        regime, affinity, skill_prevalence, trainings["Training-Id"], popularity, favourites
     )
     oracle = Oracle(users, trainings, params)
     taken = _make_taken(

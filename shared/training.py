@@ -214,6 +214,30 @@ class _Stopper:
         return epoch >= self.min_epochs and epoch - self.best >= wait
 
 
+def _new_model(params: Hyperparameters) -> LightFM:
+    from lightfm import LightFM
+
+    return LightFM(
+        no_components=params.no_components,
+        loss=params.loss,
+        learning_rate=params.learning_rate,
+        learning_schedule=params.learning_schedule,
+        item_alpha=params.item_alpha,
+        user_alpha=params.user_alpha,
+        max_sampled=params.max_sampled,
+        random_state=np.random.RandomState(params.random_state),
+    )
+
+
+def _sample_weight(coo: sp.coo_matrix, weights: sp.csr_matrix | None) -> sp.coo_matrix | None:
+    """The weights of the interactions, in their own order, as LightFM wants them:
+    ``weights`` may cover more than them (the whole history while fitting on a split)."""
+    if weights is None:
+        return None
+    picked = np.asarray(weights.tocsr()[coo.row, coo.col], dtype=np.float32).ravel()
+    return sp.coo_matrix((picked, (coo.row, coo.col)), shape=coo.shape)
+
+
 def fit(
     interactions: sp.csr_matrix,
     user_features: sp.csr_matrix,
@@ -246,25 +270,9 @@ def fit(
     epochs
         Overrides ``params.epochs`` (the final refit uses the epochs found best).
     """
-    from lightfm import LightFM
-
-    model = LightFM(
-        no_components=params.no_components,
-        loss=params.loss,
-        learning_rate=params.learning_rate,
-        learning_schedule=params.learning_schedule,
-        item_alpha=params.item_alpha,
-        user_alpha=params.user_alpha,
-        max_sampled=params.max_sampled,
-        random_state=np.random.RandomState(params.random_state),
-    )
+    model = _new_model(params)
     coo = interactions.tocoo()
-    sample_weight = None
-    if params.use_weights and weights is not None:
-        # LightFM wants the weights in the interactions' own order, and ``weights`` may
-        # cover more than them (the whole history while fitting on a split).
-        picked = np.asarray(weights.tocsr()[coo.row, coo.col], dtype=np.float32).ravel()
-        sample_weight = sp.coo_matrix((picked, (coo.row, coo.col)), shape=coo.shape)
+    sample_weight = _sample_weight(coo, weights) if params.use_weights else None
     total = epochs or params.epochs
     result = FitResult(model)
     stopper = _Stopper(params.min_epochs, params.patience)

@@ -244,22 +244,8 @@ def tune(
     evaluations: dict[int, Evaluation] = {}
 
     def run(overrides: dict[str, Any], against: int | None) -> Trial:
-        started = time.perf_counter()
-        evaluation = _evaluate(extracts, _with(base, overrides), oracle if not trials else None)
-        objective, each = evaluation.objective()
-        gain = evaluation.gain_over(evaluations[against]) if against is not None else None
-        epochs = [f.best_epoch for f in evaluation.fits]
-        trial = Trial(
-            len(trials),
-            overrides,
-            each.get("known", 0.0),
-            each.get("cold-start", 0.0),
-            objective,
-            gain.mean if gain else 0.0,
-            gain.ci95 if gain else 0.0,
-            int(np.median(epochs)) if epochs else 0,
-            time.perf_counter() - started,
-            evaluation.report.served_by(),
+        trial, evaluation = _trial(
+            extracts, base, overrides, evaluations, against, None if trials else oracle
         )
         evaluations[trial.number] = evaluation
         trials.append(trial)
@@ -280,17 +266,7 @@ def tune(
     while improved and len(trials) < budget:
         improved = False
         for name in settings:
-            centre = _with(base, result.best.overrides)
-            current, hp = _get(centre, name), centre.model
-            if name == EPOCHS:  # raise the cap only if early stopping did not end the fit
-                ran_out = result.best.best_epoch > hp.epochs - hp.patience and hp.epochs < 1000
-                moves = [min(2 * hp.epochs, 1000)] if ran_out else []
-            elif name in ORDERED:
-                i = space[name].index(current)
-                moves = [space[name][j] for j in (i - 1, i + 1) if 0 <= j < len(space[name])]
-            else:
-                moves = [value for value in space[name] if value != current]
-            for value in moves:
+            for value in _moves(name, _with(base, result.best.overrides), space, result.best):
                 changed = result.best.overrides | {name: value}
                 overrides = {n: v for n, v in changed.items() if v != _get(base, n)}
                 if tuple(sorted(overrides.items())) in seen or len(trials) >= budget:
@@ -302,6 +278,48 @@ def tune(
                     result.best, improved = trial, True
     result.best_config = _with(base, result.best.overrides)
     return result
+
+
+def _trial(
+    extracts: Extracts,
+    base: Config,
+    overrides: dict[str, Any],
+    evaluations: dict[int, Evaluation],
+    against: int | None,
+    oracle: OracleFn | None,
+) -> tuple[Trial, Evaluation]:
+    """The next trial: ``base`` with ``overrides``, its gain measured against trial
+    ``against`` (the oracle is given to the first trial only: its figures do not change)."""
+    started = time.perf_counter()
+    evaluation = _evaluate(extracts, _with(base, overrides), oracle)
+    objective, each = evaluation.objective()
+    gain = evaluation.gain_over(evaluations[against]) if against is not None else None
+    epochs = [f.best_epoch for f in evaluation.fits]
+    trial = Trial(
+        len(evaluations),
+        overrides,
+        each.get("known", 0.0),
+        each.get("cold-start", 0.0),
+        objective,
+        gain.mean if gain else 0.0,
+        gain.ci95 if gain else 0.0,
+        int(np.median(epochs)) if epochs else 0,
+        time.perf_counter() - started,
+        evaluation.report.served_by(),
+    )
+    return trial, evaluation
+
+
+def _moves(name: str, centre: Config, space: dict[str, tuple[Any, ...]], best: Trial) -> list[Any]:
+    """The values of one setting to try next to the best configuration (``centre``)."""
+    current, hp = _get(centre, name), centre.model
+    if name == EPOCHS:  # raise the cap only if early stopping did not end the fit
+        ran_out = best.best_epoch > hp.epochs - hp.patience and hp.epochs < 1000
+        return [min(2 * hp.epochs, 1000)] if ran_out else []
+    if name in ORDERED:
+        i = space[name].index(current)
+        return [space[name][j] for j in (i - 1, i + 1) if 0 <= j < len(space[name])]
+    return [value for value in space[name] if value != current]
 
 
 def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,12 +12,9 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-# pytest puts tests/ on sys.path, not the repo root that holds the `shared` package.
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from shared.storage import AzureBlobStore, BlobStore, LocalFolderStore
 
-from shared.storage import AzureBlobStore, BlobStore, LocalFolderStore  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]  # on sys.path: pyproject's pytest pythonpath
 
 # Azurite's well-known development account: public, documented, not a secret.
 AZURITE_ACCOUNT = "devstoreaccount1"

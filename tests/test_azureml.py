@@ -48,7 +48,12 @@ from shared.azureml import (
     registrar,
     tags_for,
 )
+from shared.bundle import FORMAT_VERSION
 from shared.errors import ConfigurationError
+from shared.evaluation import EvaluationReport, Gate
+from shared.metadata import Counts, ModelMetadata, Served, unevaluated
+from shared.scoring import MODEL, ScorerSpec
+from shared.settings import Config
 from shared.storage import BlobStore, LocalFolderStore
 
 V1 = "20261128T101500Z-3fa2c1"
@@ -60,62 +65,74 @@ ARM = (
 )
 
 
-def metadata(version: str, *, gate: bool = True) -> dict[str, Any]:
-    """A bundle's model.json as shared.modeling writes it (trimmed of unrelated parts)."""
+def metadata(version: str, *, gate: bool = True) -> ModelMetadata:
+    """A bundle's model.json as shared.modeling writes it (small figures, no arrays)."""
 
     def scores(precision: float, recall: float, ndcg: float, auc: float, coverage: float) -> Any:
         return dict(precision=precision, recall=recall, ndcg=ndcg, auc=auc, coverage=coverage)
 
-    meta: dict[str, Any] = {
-        "version": version,
-        "created_at": "2026-11-29T10:15:00+00:00",
-        "config": {
-            "model": {
-                "no_components": 64,
-                "loss": "warp",
-                "learning_rate": 0.05,
-                "item_alpha": 1e-06,
-                "epochs": 60,
-                "early_stopping": True,
+    config = Config.from_dict(
+        {"model": {"learning_rate": 0.05, "item_alpha": 1e-06}, "evaluation": {"k": 10}}
+    )
+    base = unevaluated(version, ["level"], config)
+    metrics = EvaluationReport(
+        k=10,
+        results={
+            "known": {
+                "served": scores(0.123456, 0.2, 0.31, 0.912345, 0.45),
+                "popularity": scores(0.04, 0.06, 0.07, 0.8, 0.03),
+                "department popularity": scores(0.05, 0.07, 0.08, 0.82, 0.1),
+                "oracle": scores(0.3, 0.5, 0.6, 0.99, 0.5),
             },
-            "evaluation": {"k": 10},
-        },
-        "fingerprints": {"users": "ab12cd34ef", "trainings": "5678aa", "trainings-taken": "99ff00"},
-        "counts": {"employees": 1200, "trainings": 340, "interactions": 15230},
-        "metrics": {
-            "k": 10,
-            "results": {
-                "known": {
-                    "hybrid model": scores(0.123456, 0.2, 0.31, 0.912345, 0.45),
-                    "popularity": scores(0.04, 0.06, 0.07, 0.8, 0.03),
-                    "department popularity": scores(0.05, 0.07, 0.08, 0.82, 0.1),
-                    "oracle": scores(0.3, 0.5, 0.6, 0.99, 0.5),
-                },
-                "cold-start": {
-                    "hybrid model": scores(0.38, 0.41, 0.5, 0.87, 0.2),
-                    "popularity": scores(0.14, 0.2, 0.25, 0.7, 0.03),
-                },
+            "cold-start": {
+                "served": scores(0.38, 0.41, 0.5, 0.87, 0.2),
+                "popularity": scores(0.14, 0.2, 0.25, 0.7, 0.03),
             },
-            "counts": {"known_employees_evaluated": 900},
         },
-        "training": {"final_epochs": 42},
-    }
-    if gate:
-        meta["gate"] = {
-            "decision": "accepted",
-            "checks": ["pass: known: precision@10 0.1235 vs popularity 0.0400"],
-            "reasons": [],
-            "compared_with": "20261127T101500Z-000000",
-            "tolerance": 0.05,
+        counts={"known_employees_evaluated": 900},
+    )
+    popularity = ScorerSpec("popularity", 0.0, 1.0, 0.0)
+    return base.model_copy(
+        update={
+            "created_at": "2026-11-29T10:15:00+00:00",
+            "fingerprints": {
+                "users": "ab12cd34ef",
+                "trainings": "5678aa",
+                "trainings-taken": "99ff00",
+            },
+            "counts": Counts(
+                employees=1200,
+                trainings=340,
+                interactions=15230,
+                employees_with_history=1100,
+                user_features=40,
+                item_features=350,
+            ),
+            "metrics": metrics,
+            "serving": {
+                "known": Served(choice="model", scorer=MODEL),
+                "cold-start": Served(choice="popularity", scorer=popularity),
+            },
+            "gate": Gate(
+                decision="accepted",
+                checks=["pass: known: precision@10 0.1235 vs popularity 0.0400"],
+                compared_with="20261127T101500Z-000000",
+                tolerance=0.05,
+            )
+            if gate
+            else None,
         }
-    return meta
+    )
 
 
 def write_version(store: BlobStore, version: str, **options: Any) -> dict[str, bytes]:
     """Write a fake published version; return its blobs by name."""
     blobs = {
         "model.npz": b"PK\x03\x04 not really a zip " + version.encode() + bytes(range(256)),
-        "model.json": json.dumps(metadata(version, **options)).encode(),
+        "model.json": metadata(version, **options)
+        .model_copy(update={"format_version": FORMAT_VERSION})
+        .model_dump_json()
+        .encode(),
         "card.json": json.dumps({"version": version, "headline": "p@10 0.12"}).encode(),
     }
     for name, data in blobs.items():
@@ -213,6 +230,8 @@ def test_registers_a_real_model_asset_with_the_bundle_files_and_tags(
         "gate.compared_with": "20261127T101500Z-000000",
         "gate.tolerance": "0.05",
         "gate.reasons": "none",
+        "served.known": "model",
+        "served.cold-start": "popularity",
         "metric.known.precision@10": "0.1235",
         "metric.known.recall@10": "0.2000",
         "metric.known.ndcg@10": "0.3100",
@@ -233,12 +252,25 @@ def test_registers_a_real_model_asset_with_the_bundle_files_and_tags(
         "count.employees": "1200",
         "count.trainings": "340",
         "count.interactions": "15230",
+        "count.employees_with_history": "1100",
+        "count.user_features": "40",
+        "count.item_features": "350",
+        # every hyperparameter the version was trained with
         "hp.no_components": "64",
         "hp.loss": "warp",
         "hp.learning_rate": "0.05",
+        "hp.learning_schedule": "adagrad",
         "hp.item_alpha": "1e-06",
+        "hp.user_alpha": "0.0",
+        "hp.max_sampled": "10",
         "hp.epochs": "60",
+        "hp.random_state": "42",
+        "hp.num_threads": "2",
+        "hp.use_weights": "false",
         "hp.early_stopping": "true",
+        "hp.min_epochs": "5",
+        "hp.patience": "5",
+        "hp.validation_share": "0.15",
     }
     # The body the SDK would PUT to .../models/training-recommender/versions/218110500.
     body = model._to_rest_object().as_dict()["properties"]
@@ -423,9 +455,10 @@ def test_versions_azure_ml_cannot_take_are_refused(version: str) -> None:
 
 def test_tags_are_strings_within_the_limits(caplog: pytest.LogCaptureFixture) -> None:
     meta = metadata(V1)
-    meta["gate"]["reasons"] = ["known: precision@10 too low " * 20] * 10
-    meta["config"]["model"] = {f"option_{i}": i for i in range(60)}
-    meta["config"]["model"]["x" * 300] = {"nested": [1, 2]}
+    assert meta.gate is not None and meta.metrics is not None
+    meta.gate.reasons = ["known: precision@10 too low " * 20] * 10
+    crowded = {f"scorer {i} " + "x" * 120: {"precision": 0.01 * i} for i in range(40)}
+    meta.metrics.results["known"].update(crowded)
 
     tags = tags_for(meta)
 
@@ -436,15 +469,14 @@ def test_tags_are_strings_within_the_limits(caplog: pytest.LogCaptureFixture) ->
     assert tags["gate.reasons"].endswith("…")
     # The most useful tags come first and survive; the overflow is hyperparameters.
     assert tags["metric.known.precision@10"] == "0.1235"
-    assert "hp.option_0" in tags
-    assert "hp.option_59" not in tags
+    assert tags["served.cold-start"] == "popularity"
+    assert not any(k.startswith("hp.") for k in tags)
     assert "dropped" in caplog.text
-    assert "hp.option_59" in caplog.text
+    assert "hp.no_components" in caplog.text
 
 
 def test_tags_of_a_bundle_without_gate_or_metrics() -> None:
-    meta = metadata(V1, gate=False)
-    meta["metrics"] = None
+    meta = metadata(V1, gate=False).model_copy(update={"metrics": None})
 
     tags = tags_for(meta)
 

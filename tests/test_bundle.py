@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 
 from shared.bundle import FORMAT_VERSION, ModelBundle
+from shared.card import card_html
 from shared.errors import ModelLoadError
 from shared.modeling import TrainedModel, train_model
 from shared.schema import parse_all
@@ -102,19 +105,36 @@ def test_metadata_keeps_version_config_fingerprints_counts_and_libraries(
     loaded = ModelBundle.from_bytes(*serialized)
     assert meta["format_version"] == FORMAT_VERSION
     assert loaded.version == trained.bundle.version == meta["version"]
-    assert loaded.metadata["fingerprints"] == FINGERPRINTS
-    assert Config.from_dict(loaded.metadata["config"]) == CONFIG
-    assert loaded.metadata["counts"]["employees"] == 300
-    assert loaded.metadata["counts"]["trainings"] == 60
-    assert loaded.metadata["counts"]["interactions"] == trained.dataset.taken.nnz
-    assert loaded.metadata["counts"]["successes"] == trained.dataset.interactions.nnz
-    assert set(loaded.metadata["serving"]) == {"known", "cold-start"}
-    libraries = loaded.metadata["libraries"]
+    assert loaded.metadata.fingerprints == FINGERPRINTS
+    assert loaded.metadata.config == CONFIG
+    assert loaded.metadata.counts.employees == 300
+    assert loaded.metadata.counts.trainings == 60
+    assert loaded.metadata.counts.interactions == trained.dataset.taken.nnz
+    assert loaded.metadata.counts.successes == trained.dataset.interactions.nnz
+    assert set(loaded.metadata.serving) == {"known", "cold-start"}
+    libraries = loaded.metadata.libraries
     assert {"python", "numpy", "scipy", "pandas", "rectools-lightfm"} <= set(libraries)
     assert libraries["numpy"] == np.__version__
-    assert {k: v for k, v in loaded.metadata.items() if k != "format_version"} == (
-        trained.bundle.metadata
-    )
+    assert loaded.metadata.format_version == FORMAT_VERSION
+    assert loaded.metadata.model_copy(update={"format_version": None}) == trained.bundle.metadata
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda m: m.pop("counts"), "counts: Field required"),
+        (lambda m: m["counts"].update(employees="many"), "counts.employees"),
+        (lambda m: m.update(surprise=1), "surprise: Extra inputs are not permitted"),
+        (lambda m: m["serving"].update(everyone=m["serving"]["known"]), "serving.everyone"),
+    ],
+)
+def test_metadata_that_does_not_fit_names_the_field(
+    serialized: tuple[bytes, bytes], change: Callable[[dict[str, Any]], Any], named: str
+) -> None:
+    metadata = json.loads(serialized[1])
+    change(metadata)
+    with pytest.raises(ModelLoadError, match=re.escape(named)):
+        ModelBundle.from_bytes(serialized[0], json.dumps(metadata).encode())
 
 
 # --- damaged bundles -------------------------------------------------------------------
@@ -246,50 +266,28 @@ def test_wrong_json_raises_model_load_error(serialized: tuple[bytes, bytes], met
         ModelBundle.from_bytes(serialized[0], meta)
 
 
-def test_a_bundle_of_format_1_still_loads_and_its_model_serves_everyone(
-    serialized: tuple[bytes, bytes],
-) -> None:
-    # Written before priors, history features and per-population scorers: after an
-    # upgrade, the version serving keeps serving until the next retrain replaces it.
-    npz, meta = serialized
-    arrays = arrays_of(npz)
-    for name in (
-        "popularity",
-        "department_columns",
-        *[f"department_popularity_{p}" for p in ("data", "indices", "indptr", "shape")],
-    ):
-        del arrays[name]
-    metadata = json.loads(meta)
-    metadata["format_version"] = 1
-    del metadata["serving"]
-    del metadata["config"]["features"]["history"]
-    n_items = len(arrays["item_ids"])
-    n_attributes = len(arrays["user_feature_names"]) - n_items
-    arrays["user_feature_names"] = arrays["user_feature_names"][:n_attributes]
-    arrays["user_feature_embeddings"] = arrays["user_feature_embeddings"][:n_attributes]
-    arrays["user_feature_biases"] = arrays["user_feature_biases"][:n_attributes]
-    features = sp.csr_matrix(
-        (
-            arrays["user_features_data"],
-            arrays["user_features_indices"],
-            arrays["user_features_indptr"],
-        ),
-        shape=tuple(arrays["user_features_shape"]),
-    )[:, :n_attributes]
-    arrays.update(
-        user_features_data=features.data,
-        user_features_indices=features.indices,
-        user_features_indptr=features.indptr,
-        user_features_shape=np.asarray(features.shape),
+FORMAT_1 = Path(__file__).parent / "data" / "format1"  # written by the previous release
+
+
+def test_a_bundle_written_by_the_previous_release_loads_and_its_model_serves_everyone() -> None:
+    # Before priors, history features and per-population scorers: after an upgrade, the
+    # version serving keeps serving until the next retrain replaces it.
+    old = ModelBundle.from_bytes(
+        (FORMAT_1 / "model.npz").read_bytes(), (FORMAT_1 / "model.json").read_bytes()
     )
-    old = ModelBundle.from_bytes(saved(arrays), json.dumps(metadata).encode())
-    assert not old.history and old.n_attributes == n_attributes
-    assert old.department_popularity.shape == (0, n_items)
-    recommender = Recommender(old)
-    assert {spec.name for spec in recommender.specs.values()} == {"model"}
+    assert old.metadata.format_version == 1
+    assert not old.history and old.n_attributes == len(old.user_feature_names)
+    assert old.department_popularity.shape == (0, len(old.item_ids))
+    assert old.metadata.served_by() == {"known": "model", "cold-start": "model"}
+    assert old.metadata.metrics is not None
+    assert (
+        old.metadata.served_precision("known")
+        == (old.metadata.metrics.results["known"]["hybrid model"]["precision"])
+    )
     indices, _ = all_recommendations(old)
     untaken = len(old.item_ids) - np.diff(old.taken.indptr)
     assert ((indices != -1).sum(axis=1) == np.minimum(10, untaken)).all()
+    assert card_html(old.metadata).startswith("<!DOCTYPE html>")
 
 
 def test_inconsistent_bundle_is_not_written(trained: TrainedModel) -> None:

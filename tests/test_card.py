@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
+from shared.bundle import metadata_from_json
 from shared.card import card_html, card_json
+from shared.metadata import ModelMetadata, unevaluated
 from shared.modeling import train_model
 from shared.schema import parse_all
 from shared.settings import Config
@@ -21,6 +23,7 @@ from shared.synthetic import generate
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FORMAT_1 = Path(__file__).parent / "data" / "format1"  # written by the previous release
 SCORERS = ("served", "model", "popularity", "department popularity", "oracle")
 
 
@@ -41,7 +44,7 @@ def metadata() -> dict[str, Any]:
         oracle=data.oracle.scores,
     )
     # What is stored is JSON: compare with what a reader of model.json gets back.
-    meta: dict[str, Any] = json.loads(json.dumps(trained.bundle.metadata, default=str))
+    meta: dict[str, Any] = json.loads(trained.bundle.to_bytes()[1])
     return meta
 
 
@@ -65,8 +68,13 @@ class Page(HTMLParser):
         return [attrs for name, attrs in self.tags if name == tag]
 
 
+def typed(metadata: dict[str, Any]) -> ModelMetadata:
+    """A stored model.json, as the card reads it."""
+    return ModelMetadata.model_validate(metadata)
+
+
 def test_card_json_summarises_the_metadata(metadata: dict[str, Any]) -> None:
-    card = card_json(metadata)
+    card = card_json(typed(metadata))
     assert json.loads(json.dumps(card)) == card  # JSON-ready as it is
     assert card["version"] == metadata["version"]
     assert card["created_at"] == metadata["created_at"]
@@ -111,7 +119,7 @@ def test_card_json_summarises_the_metadata(metadata: dict[str, Any]) -> None:
         stored["top_decile_share"], abs=0.01
     )
 
-    assert card["data"]["counts"] == metadata["counts"]
+    assert card["data"]["counts"] == {k: v for k, v in metadata["counts"].items() if v is not None}
     assert card["data"]["fingerprints"] == {"users": "a", "trainings": "b", "trainings-taken": "c"}
     assert [v["kind"] for v in card["data"]["validation"]] == [
         "users",
@@ -134,7 +142,7 @@ def test_card_verdict_names_the_scorer_and_compares_with_the_oracle_and_baseline
     known = results["known"]
     share = known["served"]["precision"] / known["oracle"]["precision"]
     times = known["served"]["precision"] / known["popularity"]["precision"]
-    verdict = card_json(metadata)["verdict"]
+    verdict = card_json(typed(metadata))["verdict"]
     by = metadata["serving"]["known"]["scorer"]["name"]
     assert verdict[0].startswith(f"Employees with a history are served by {by}: precision@10 is")
     assert f"{share:.0%} of the best achievable (oracle)" in verdict[0]
@@ -144,28 +152,25 @@ def test_card_verdict_names_the_scorer_and_compares_with_the_oracle_and_baseline
     no_oracle = copy.deepcopy(metadata)
     for scorers in no_oracle["metrics"]["results"].values():
         del scorers["oracle"]
-    verdict = card_json(no_oracle)["verdict"]
+    verdict = card_json(typed(no_oracle))["verdict"]
     assert "oracle" not in " ".join(verdict)
     assert f"is {times:.2f}× the popularity baseline" in verdict[0]
 
 
 def test_a_card_of_an_older_version_reads_its_hybrid_model_as_served() -> None:
-    old = {
-        "metrics": {
-            "k": 10,
-            "results": {
-                "known": {"hybrid model": {"precision": 0.095}, "popularity": {"precision": 0.1}}
-            },
-        }
-    }
-    assert card_json(old)["verdict"] == [
-        "Employees with a history are served by model: precision@10 is 0.95× the popularity "
-        "baseline."
-    ]
+    old = metadata_from_json((FORMAT_1 / "model.json").read_bytes())
+    assert old.metrics is not None
+    known = old.metrics.results["known"]
+    times = known["hybrid model"]["precision"] / known["popularity"]["precision"]
+    verdict = card_json(old)["verdict"]
+    assert verdict[0].startswith("Employees with a history are served by model: precision@10")
+    assert f"{times:.2f}× the popularity baseline" in verdict[0]  # two decimals: 0.95, not 1.0
+    page = Page(card_html(old))
+    assert "Quality gate: rejected" in " ".join(page.text)
 
 
 def test_card_html_is_a_self_contained_readable_page(metadata: dict[str, Any]) -> None:
-    page_text = card_html(metadata)
+    page_text = card_html(typed(metadata))
     page = Page(page_text)
     text = " ".join(page.text)
     assert metadata["version"] in " ".join(page.text[:5])  # in the title
@@ -199,9 +204,10 @@ def test_card_html_escapes_text_from_the_hr_files(metadata: dict[str, Any]) -> N
     meta = copy.deepcopy(metadata)
     meta["version"] = f"v1{hostile}"
     meta["fingerprints"]["users"] = hostile
-    meta["validation"][0]["problems"] = [{"text": f"line 3: unknown department {hostile}"}]
+    meta["validation"][0]["problems"] = [
+        {"source": "users.csv", "message": "?", "text": f"line 3: unknown department {hostile}"}
+    ]
     meta["validation"][0]["kind"] = hostile
-    meta["config"]["model"]["loss"] = hostile
     meta["libraries"][hostile] = hostile
     meta["gate"] = {
         "decision": "rejected",
@@ -210,11 +216,11 @@ def test_card_html_escapes_text_from_the_hr_files(metadata: dict[str, Any]) -> N
         "compared_with": hostile,
         "tolerance": 0.05,
     }
-    page = card_html(meta)
+    page = card_html(typed(meta))
     assert "<script" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert not Page(page).of("script")
-    assert card_json(meta)["data"]["validation"][0]["examples"] == [
+    assert card_json(typed(meta))["data"]["validation"][0]["examples"] == [
         f"line 3: unknown department {hostile}"
     ]
 
@@ -231,9 +237,9 @@ def test_card_html_shows_the_gate_decision(metadata: dict[str, Any], decision: s
             "tolerance": 0.05,
         },
     }
-    card = card_json(meta)
+    card = card_json(typed(meta))
     assert card["gate"]["decision"] == decision
-    page = Page(card_html(meta))
+    page = Page(card_html(typed(meta)))
     assert any(decision in (attrs.get("class") or "") for attrs in page.of("div"))
     text = " ".join(page.text)
     assert f"Quality gate: {decision}" in text
@@ -244,35 +250,23 @@ def test_card_html_shows_the_gate_decision(metadata: dict[str, Any], decision: s
 
 def test_card_says_when_the_gate_was_off(metadata: dict[str, Any]) -> None:
     meta = {**metadata, "gate": {"decision": "not checked", "checks": ["gate off: not checked"]}}
-    page = Page(card_html(meta))
+    page = Page(card_html(typed(meta)))
     text = " ".join(page.text)
     assert "Quality gate: off (not checked)" in text
     assert "fit to serve" not in text
     assert not any("accepted" in (attrs.get("class") or "") for attrs in page.of("div"))
 
 
-@pytest.mark.parametrize(
-    "meta",
-    [
-        {"version": "v-minimal"},
-        {},
-        {"version": "v", "metrics": None, "training": None, "recommendations": None},
-        {"version": "v", "metrics": {"k": 10, "results": {"known": {"popularity": {}}}}},
-        {"version": "v", "training": {"validation_curve": [{"epoch": 1}], "best_epoch": 1}},
-        {"version": "v", "recommendations": {"recommended_counts": [0, 0], "taken_counts": []}},
-        {"version": "v", "validation": [{"problems": [{"line": 3}]}], "gate": {}},
-    ],
-)
-def test_partial_metadata_still_renders(meta: dict[str, Any]) -> None:
-    card = card_json(meta)
+def test_a_version_without_evaluation_curve_or_spread_still_renders() -> None:
+    bare = unevaluated("v-bare", ["level"])  # as published with evaluation off
+    card = card_json(bare)
     assert json.loads(json.dumps(card)) == card
-    page = card_html(meta)
+    assert card["verdict"] == [] and card["metrics"]["rows"] == [] and card["gate"] is None
+    page = card_html(bare)
     Page(page)
-    assert page.startswith("<!DOCTYPE html>")
-    assert str(meta.get("version", "–")) in page
-    if meta == {"version": "v-minimal"}:
-        assert "No evaluation" in page
-        assert "<img" not in page
+    assert page.startswith("<!DOCTYPE html>") and "v-bare" in page
+    assert "No evaluation" in page
+    assert "<img" not in page
 
 
 def test_importing_the_card_does_not_import_matplotlib() -> None:

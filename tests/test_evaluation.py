@@ -20,13 +20,14 @@ from shared.evaluation import (
     Estimate,
     EvaluationReport,
     ScoreFn,
+    ServedChoice,
     baseline_spec,
     candidate_specs,
     holdout,
     measure,
     split,
 )
-from shared.scoring import Factors, Priors, Scorer
+from shared.scoring import MODEL, Factors, Priors, Scorer, ScorerSpec
 
 N_ITEMS = 8
 
@@ -312,9 +313,10 @@ def report() -> EvaluationReport:
     result.add("known", "served", model, {m: 0.01 for m in model}, 0.004)
     result.add("known", "oracle", oracle)
     result.add("cold-start", "served", {**model, "precision": 0.06}, None, 0.01)
+    department = ScorerSpec("department popularity", 0.0, 0.01, 1.0)
     result.served = {
-        "known": {"scorer": {"name": "model"}},
-        "cold-start": {"scorer": {"name": "department popularity"}},
+        "known": ServedChoice(choice="model", scorer=MODEL),
+        "cold-start": ServedChoice(choice="department popularity", scorer=department),
     }
     return result
 

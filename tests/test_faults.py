@@ -34,7 +34,7 @@ from world import csv_bytes, drop, drop_all, small_config, small_data
 import function_app
 from shared import cli, runtime
 from shared.api import create_app
-from shared.bundle import NPZ_NAME, new_version
+from shared.bundle import NPZ_NAME, ModelBundle, new_version
 from shared.errors import ModelLoadError, PreconditionFailedError, TrainingRecommenderError
 from shared.layout import (
     EXTRACTS_POINTER,
@@ -638,10 +638,10 @@ DAMAGES: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-def copy_of_serving_model(store: BlobStore) -> tuple[Any, str]:
+def copy_of_serving_model(store: BlobStore) -> tuple[ModelBundle, str]:
     """The serving bundle under a new version name: a second version without training."""
     bundle = load_bundle(store, current_version(store))
-    bundle.metadata = {**bundle.metadata, "version": new_version("c0ffee")}
+    bundle.metadata = bundle.metadata.model_copy(update={"version": new_version("c0ffee")})
     return bundle, bundle.version
 
 

@@ -93,10 +93,10 @@ def read_version(store: LocalFolderStore, config: Config) -> Version:
             if i != NO_ITEM
         ]
     snapshot = load_snapshot(store, pointer, etag)
-    contract = contract_of(snapshot, config)
+    contract = contract_of(snapshot)
     new = {
         index: [
-            (t["training_id"], t["title"], t["score"])
+            (t.training_id, t.title, t.score)
             for t in recommend_new(snapshot, attributes, 10, contract).trainings
         ]
         for index, attributes in enumerate(NEW_EMPLOYEES)

@@ -65,11 +65,11 @@ def test_evaluation_repeats_the_split_and_reports_each_population_as_served() ->
         rows = report.results[population]
         assert {"served", "model", "popularity", "department popularity", "oracle"} <= set(rows)
         served = report.served[population]
-        assert served["choice"] in served["validation"]  # chosen among the candidates
-        if served["choice"] in rows:  # the model alone, or a baseline: the same figures
-            assert rows["served"] == rows[served["choice"]]
+        assert served.choice in served.validation  # chosen among the candidates
+        if served.choice in rows:  # the model alone, or a baseline: the same figures
+            assert rows["served"] == rows[served.choice]
         assert len(evaluation.served[population]) == 2  # per repeat, per employee
         assert report.intervals[population]["served"] > 0
         for baseline, difference in report.comparisons[population].items():
             expected = rows["served"]["precision"] - rows[baseline]["precision"]
-            assert difference["difference"] == pytest.approx(expected, abs=1e-12)
+            assert difference.difference == pytest.approx(expected, abs=1e-12)

@@ -107,10 +107,10 @@ def test_retrain_without_extracts_names_what_is_missing(store: BlobStore) -> Non
 def test_retrain_publishes_a_model_and_everyone_s_recommendations(trained: BlobStore) -> None:
     model_pointer, _ = read_pointer(trained, MODELS_POINTER)
     bundle = load_bundle(trained, model_pointer["version"])
-    assert bundle.metadata["counts"]["employees"] == len(DATA.users)
-    assert set(bundle.metadata["fingerprints"]) == {"users", "trainings", "trainings-taken"}
-    assert bundle.metadata["metrics"]["results"]["known"]["served"]["precision"] > 0
-    assert set(bundle.metadata["serving"]) == {"known", "cold-start"}
+    assert bundle.metadata.counts.employees == len(DATA.users)
+    assert set(bundle.metadata.fingerprints) == {"users", "trainings", "trainings-taken"}
+    assert (bundle.metadata.served_precision("known") or 0) > 0
+    assert set(bundle.metadata.serving) == {"known", "cold-start"}
 
     recs_pointer, _ = read_pointer(trained, RECOMMENDATIONS_POINTER)
     assert recs_pointer["model_version"] == model_pointer["version"]
@@ -167,8 +167,8 @@ def test_nothing_taken_is_ever_recommended_whatever_its_weight(store: BlobStore)
         row = rows[str(employee)]
         recommended = {str(bundle.item_ids[i]) for i in table.items[row] if i != NO_ITEM}
         assert not recommended & trainings, employee
-    assert bundle.metadata["counts"]["interactions"] == len(DATA.taken)
-    assert bundle.metadata["counts"]["successes"] == len(DATA.taken) - len(low)
+    assert bundle.metadata.counts.interactions == len(DATA.taken)
+    assert bundle.metadata.counts.successes == len(DATA.taken) - len(low)
 
 
 def test_a_completion_moves_the_list_at_the_next_precompute_without_a_retrain(
@@ -222,17 +222,18 @@ def test_each_population_is_served_by_what_beats_the_baselines_and_it_is_recorde
     assert result.status == "published"
     assert result.served_by["known"] == "model"
     assert result.served_by["cold-start"] in ("popularity", "department popularity")
-    evaluation = result.evaluation or {}
-    served = evaluation["served"]
-    assert "does not beat" in served["cold-start"]["note"]
-    margin = served["known"]["margin"]
-    assert margin["mean"] > margin["ci95"]  # beyond the noise
-    results = evaluation["results"]
+    evaluation = result.evaluation
+    assert evaluation is not None
+    served = evaluation.served
+    assert "does not beat" in served["cold-start"].note
+    margin = served["known"].margin
+    assert margin is not None and margin.mean > margin.ci95  # beyond the noise
+    results = evaluation.results
     assert results["known"]["served"]["precision"] > results["known"]["popularity"]["precision"]
     cold = results["cold-start"]
     assert cold["served"] == cold[result.served_by["cold-start"]]
     bundle = load_bundle(store, str(result.version))
-    assert bundle.metadata["serving"]["cold-start"]["scorer"]["model"] == 0.0
+    assert bundle.metadata.serving["cold-start"].scorer.model == 0.0
     # And the precomputed lists follow it: employees who took nothing get the baseline's
     # order (overall popularity, or within their department).
     table = load_recommendations(store, read_pointer(store, RECOMMENDATIONS_POINTER)[0]["version"])

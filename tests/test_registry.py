@@ -11,10 +11,11 @@ from world import csv_bytes, drop, drop_all, small_config, small_data
 
 from shared.api import create_app
 from shared.errors import TrainingRecommenderError
-from shared.evaluation import EvaluationReport, quality_gate
+from shared.evaluation import Comparison, EvaluationReport, ServedChoice, quality_gate
 from shared.layout import MODELS_POINTER, RECOMMENDATIONS_POINTER, read_pointer
 from shared.pipeline import promote, retrain
 from shared.registry import list_versions, load_recommendations, metadata_of
+from shared.scoring import MODEL
 from shared.storage import BlobStore
 
 CONFIG = small_config()
@@ -28,15 +29,16 @@ def report(known: float, cold: float, ci95: float = 0.002) -> EvaluationReport:
     def metrics(precision: float) -> dict[str, float]:
         return {"precision": precision, "recall": 0, "ndcg": 0, "auc": 0, "coverage": 0}
 
-    result = EvaluationReport(10, repeats=3)
+    result = EvaluationReport(k=10, repeats=3)
     for population, precision in (("known", known), ("cold-start", cold)):
         result.add(population, "served", metrics(precision), None, ci95)
         result.add(population, "popularity", metrics(precision / 2), None, ci95)
-        result.served[population] = {
-            "scorer": {"name": "model"},
-            "note": "model did best on validation data",
+        result.served[population] = ServedChoice(
+            choice="model", scorer=MODEL, note="model did best on validation data"
+        )
+        result.comparisons[population] = {
+            "popularity": Comparison(difference=precision / 2, ci95=ci95)
         }
-        result.comparisons[population] = {"popularity": {"difference": precision / 2, "ci95": ci95}}
     return result
 
 
@@ -67,7 +69,7 @@ def test_quality_gate_refuses_only_a_candidate_worse_everywhere(
     # Every decision records what serves whom, and by how much it beats each baseline.
     assert "known: served by model, precision@10" in decision.checks[0]
     assert any("model minus popularity" in check for check in decision.checks)
-    assert decision.to_dict()["decision"] == ("rejected" if refused else "accepted")
+    assert decision.decision == ("rejected" if refused else "accepted")
 
 
 def test_a_gate_turned_off_says_so() -> None:
@@ -75,7 +77,7 @@ def test_a_gate_turned_off_says_so() -> None:
         report(0.01, 0.01), GOOD, serving_version="v1", tolerance=0.05, enabled=False
     )
     assert decision.accepted
-    assert decision.to_dict()["decision"] == "not checked"
+    assert decision.decision == "not checked" and not decision.enabled
     assert decision.checks == ["gate off: not checked"]
 
 
@@ -101,8 +103,8 @@ def test_a_degraded_candidate_is_rejected_and_nothing_serving_changes(published:
     result = retrain(store, CONFIG)
 
     assert result.status == "rejected"
-    assert result.gate is not None and result.gate["decision"] == "rejected"
-    assert any("vs serving" in reason for reason in result.gate["reasons"])
+    assert result.gate is not None and result.gate.decision == "rejected"
+    assert any("vs serving" in reason for reason in result.gate.reasons)
     assert read_pointer(store, MODELS_POINTER) == models_before
     assert read_pointer(store, RECOMMENDATIONS_POINTER) == recs_before
     table_after = load_recommendations(store, recs_before[0]["version"])
@@ -110,7 +112,7 @@ def test_a_degraded_candidate_is_rejected_and_nothing_serving_changes(published:
 
     metadata, status = metadata_of(store, str(result.version))
     assert status == "rejected"
-    assert metadata["gate"]["reasons"] == result.gate["reasons"]
+    assert metadata.gate is not None and metadata.gate.reasons == result.gate.reasons
     assert store.exists(f"models/rejected/{result.version}/card.html")
     statuses = {info.version: info.status for info in list_versions(store)}
     assert statuses == {models_before[0]["version"]: "serving", result.version: "rejected"}

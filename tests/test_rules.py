@@ -144,7 +144,7 @@ def test_a_new_employee_s_answer_is_the_head_of_the_whole_catalog_ranking(
     monkeypatch.setattr(serving, "MIN_NEW_EMPLOYEE_DEPTH", depth[1])
     config = with_status(rules={"max_per_value": caps, "pinned": ["T00002"]})
     snap = serving.ServingCache(store, 3600, config.rules).current()
-    contract = serving.contract_of(snap, config)
+    contract = serving.contract_of(snap)
     excluded = sorted(TAKEN)[:3]
     answer = serving.recommend_new(snap, NEW, 8, contract, excluded)
 
@@ -160,8 +160,10 @@ def test_a_new_employee_s_answer_is_the_head_of_the_whole_catalog_ranking(
         taken=snap.trainings.rows(excluded),
         caps=snap.rules.caps,
     )
-    assert ids(answer.trainings) == [str(snap.bundle.item_ids[r]) for r, _, _ in expected]
-    assert answer.trainings[0]["training_id"] == "T00002" and answer.trainings[0]["pinned"]
+    assert [t.training_id for t in answer.trainings] == [
+        str(snap.bundle.item_ids[r]) for r, _, _ in expected
+    ]
+    assert answer.trainings[0].training_id == "T00002" and answer.trainings[0].pinned
     assert len(answer.trainings) == (5 if caps == {"provider": 1} else 8)  # 5 providers
 
 

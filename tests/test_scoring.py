@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from shared.bundle import ModelBundle
+from shared.metadata import Served, unevaluated
 from shared.scoring import (
     MODEL,
     NO_ITEM,
@@ -203,6 +204,7 @@ def random_bundle(n_users: int = 23, n_items: int = 11, seed: int = 0) -> ModelB
         user_features=user_features,
         item_features=item_features,
         taken=sp.csr_matrix((rng.random((n_users, n_items)) < 0.3).astype(np.float32)),
+        metadata=unevaluated(f"random-{seed}", ["x"]),
     )
 
 
@@ -291,10 +293,12 @@ def test_a_scorer_adds_its_weighted_priors_to_the_model(
 def test_each_population_is_ranked_by_its_own_scorer() -> None:
     bundle = random_bundle(seed=6)
     bundle.popularity = np.log1p(np.arange(len(bundle.item_ids), dtype=np.float32))
-    bundle.metadata["serving"] = {
-        "known": {"scorer": MODEL.to_dict()},
-        "cold-start": {"scorer": ScorerSpec("popularity", 0.0, 1.0, 0.0).to_dict()},
+    popularity = ScorerSpec("popularity", 0.0, 1.0, 0.0)
+    serving = {
+        "known": Served(choice="model", scorer=MODEL),
+        "cold-start": Served(choice="popularity", scorer=popularity),
     }
+    bundle.metadata = bundle.metadata.model_copy(update={"serving": serving})
     recommender = Recommender(bundle)
     rows = np.arange(6)
     history = np.array([True, False, True, False, False, True])

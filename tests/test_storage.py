@@ -22,7 +22,6 @@ from azure.core.pipeline.transport import HttpRequest, RequestsTransport, Reques
 from azure.storage.blob import BlobLeaseClient, ExponentialRetry
 from conftest import REPO
 
-from shared.appsettings import AppSettings
 from shared.errors import (
     ConfigurationError,
     LeaseUnavailableError,
@@ -480,19 +479,6 @@ def test_settings_nothing_configured_names_the_settings_looked_for() -> None:
         "Storage__accountName",
     ):
         assert name in str(info.value)
-
-
-def test_the_app_settings_read_the_environment_once(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    for suffix in ("", "__serviceUri", "__blobServiceUri", "__accountName"):
-        monkeypatch.delenv(f"AzureWebJobsStorage{suffix}", raising=False)
-    before = AppSettings.from_environ()
-    monkeypatch.setenv("AzureWebJobsStorage", "UseDevelopmentStorage=true")
-    after = AppSettings.from_environ()
-    # A snapshot: what was read stays what it was.
-    assert isinstance(before.store("AzureWebJobsStorage", tmp_path), LocalFolderStore)
-    assert isinstance(after.store("AzureWebJobsStorage", tmp_path), AzureBlobStore)
 
 
 def test_importing_storage_loads_no_azure_sdk() -> None:

@@ -78,7 +78,7 @@ def check_n(n: int, config: Config) -> int:
 
 def check_attributes(snap: Snapshot, attributes: dict[str, Any], config: Config) -> DataContract:
     """The contract the model was trained with; 422 naming attributes it does not have."""
-    contract = contract_of(snap, config)
+    contract = contract_of(snap)
     known = set(contract.users.features)
     unknown = sorted(set(attributes) - known)
     if unknown:

@@ -7,45 +7,25 @@ from typing import Annotated, Any
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.answers import (
+    EmployeeRecommendations,
+    NewEmployeeRecommendations,
+    RankResponse,
+    SimilarTrainings,
+    Versions,
+)
+
+__all__ = [
+    "EmployeeRecommendations",
+    "NewEmployeeRecommendations",
+    "RankResponse",
+    "SimilarTrainings",
+    "Versions",
+]
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
 MAX_ATTRIBUTES = 50
 MAX_VALUES = 100
-
-
-class Contribution(BaseModel):
-    attribute: str
-    value: str
-    contribution: float
-
-
-class TrainingTaken(BaseModel):
-    training_id: str
-    title: str
-    contribution: float
-
-
-class Explanation(BaseModel):
-    text: str = Field(description="the reason in plain words")
-    employee_attributes: list[Contribution]
-    training_attributes: list[Contribution]
-    trainings_taken: list[TrainingTaken] = Field(
-        default_factory=list, description="trainings the employee took that led to this one"
-    )
-
-
-class Training(BaseModel):
-    rank: int
-    training_id: str
-    title: str
-    attributes: dict[str, str]
-    score: float
-    pinned: bool = Field(False, description="put first by a business rule")
-    explanation: Explanation | None = None
-
-
-class RankedTraining(Training):
-    taken: bool = Field(description="the employee already took it")
-    recommendable: bool = Field(description="neither taken, retired nor excluded")
 
 
 FilterValues = Annotated[
@@ -64,26 +44,6 @@ AttributeValues = dict[
     Annotated[str, Field(max_length=1000)]
     | Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=MAX_VALUES)],
 ]
-
-
-class Versions(BaseModel):
-    model_version: str
-    data_version: str
-    recommendations_version: str
-
-
-SCORER_DESCRIPTION = (
-    "what ranked this answer: 'model', the model with a popularity prior ('model + "
-    "popularity', 'model + department popularity'), or a baseline alone ('popularity', "
-    "'department popularity'), as chosen on held-out data for employees with a history "
-    "and for new employees"
-)
-
-
-class EmployeeRecommendations(Versions):
-    employee_id: str
-    scorer: str = Field(description=SCORER_DESCRIPTION)
-    trainings: list[Training]
 
 
 class NewEmployee(BaseModel):
@@ -144,28 +104,6 @@ class RankRequest(BaseModel):
         min_length=1, max_length=1000
     )
     explain: bool = False
-
-
-class RankResponse(Versions):
-    scorer: str = Field(description=SCORER_DESCRIPTION)
-    trainings: list[RankedTraining]
-    unknown_training_ids: list[str] = Field(description="ids not in the model's catalog")
-    ignored_values: list[str]
-
-
-class NewEmployeeRecommendations(Versions):
-    scorer: str = Field(description=SCORER_DESCRIPTION)
-    trainings: list[Training]
-    ignored_values: list[str] = Field(description="attribute values the model has never seen")
-    unknown_training_ids: list[str] = Field(
-        default_factory=list, description="taken trainings not in the model's catalog (ignored)"
-    )
-
-
-class SimilarTrainings(Versions):
-    training_id: str
-    scorer: str = Field("similarity", description="cosine of the trainings' representations")
-    trainings: list[Training]
 
 
 class Scorers(BaseModel):

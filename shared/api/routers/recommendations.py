@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from shared.api.dependencies import Cache, CurrentSnapshot, Settings, check_attributes, check_n
 from shared.api.schemas import (
@@ -19,7 +19,7 @@ from shared.api.schemas import (
     RankResponse,
 )
 from shared.rules import parse_filters
-from shared.serving import has_history, rank_trainings, recommend_known, recommend_new
+from shared.serving import rank_trainings, recommend_known, recommend_new
 
 router = APIRouter(tags=["recommendations"])
 
@@ -45,30 +45,25 @@ async def get_recommendations(
     """
     # The hot path. A precomputed answer costs a fraction of a millisecond, less
     # than the hop to a worker thread, so it is computed on the event loop; only
-    # storage I/O (a due pointer check, the first load) goes to a thread. The dict
-    # is built to the response model already: returned as JSON without re-validation.
+    # storage I/O (a due pointer check, the first load) goes to a thread. The answer
+    # is the response model already: serialized as it is, without re-validation.
     check_n(n, config)
     snap = cache.ready()
     if snap is None:
         snap = await run_in_threadpool(cache.current)
-    trainings = recommend_known(
-        snap, employee_id, n, filters=query_filters(filter), explain=explain
-    )
-    scorer = snap.scorer(has_history(snap, employee_id))
-    return JSONResponse(
-        {"employee_id": employee_id, **snap.versions, "scorer": scorer, "trainings": trainings}
-    )
+    answer = recommend_known(snap, employee_id, n, filters=query_filters(filter), explain=explain)
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @router.post("/recommendations", response_model=NewEmployeeRecommendations)
 def post_recommendations(
     body: NewEmployee, config: Settings, snap: CurrentSnapshot
-) -> dict[str, Any]:
+) -> NewEmployeeRecommendations:
     """Recommendations for an employee described by their attributes and the trainings
     they took: a new hire, or anyone the precomputed lists do not hold yet."""
     check_n(body.n, config)
     contract = check_attributes(snap, body.attributes, config)
-    answer = recommend_new(
+    return recommend_new(
         snap,
         body.attributes,
         body.n,
@@ -78,24 +73,17 @@ def post_recommendations(
         filters=body.filters,
         explain=body.explain,
     )
-    return {
-        **snap.versions,
-        "scorer": answer.scorer,
-        "trainings": answer.trainings,
-        "ignored_values": answer.ignored_values,
-        "unknown_training_ids": answer.unknown_training_ids,
-    }
 
 
 @router.post("/rank", response_model=RankResponse)
-def post_rank(body: RankRequest, config: Settings, snap: CurrentSnapshot) -> dict[str, Any]:
+def post_rank(body: RankRequest, config: Settings, snap: CurrentSnapshot) -> RankResponse:
     """A given list of trainings ordered for one employee (by id, or by attributes)."""
     if (body.employee_id is None) == (body.attributes is None):
         from fastapi import HTTPException
 
         raise HTTPException(422, "give exactly one of employee_id and attributes")
     contract = check_attributes(snap, body.attributes or {}, config)
-    answer = rank_trainings(
+    return rank_trainings(
         snap,
         body.training_ids,
         contract,
@@ -103,10 +91,3 @@ def post_rank(body: RankRequest, config: Settings, snap: CurrentSnapshot) -> dic
         attributes=body.attributes,
         explain=body.explain,
     )
-    return {
-        **snap.versions,
-        "scorer": answer.scorer,
-        "trainings": answer.trainings,
-        "unknown_training_ids": answer.unknown_training_ids,
-        "ignored_values": answer.ignored_values,
-    }

@@ -34,7 +34,7 @@ def health(cache: Cache) -> Any:
         "status": "degraded" if cache.last_error else "ok",
         "versions": snap.versions,
         "scorers": {"known": snap.scorers["known"], "new": snap.scorers["cold-start"]},
-        "model_age_seconds": _age(snap.bundle.metadata.get("created_at")),
+        "model_age_seconds": _age(snap.bundle.metadata.created_at),
         "recommendations_age_seconds": _age(snap.pointer.get("created_at")),
         "last_error": cache.last_error,
     }
@@ -50,7 +50,7 @@ def model(snap: CurrentSnapshot) -> dict[str, Any]:
     metadata = snap.bundle.metadata
     return {
         **card_json(metadata),
-        "evaluation": metadata.get("metrics"),
-        "config": metadata.get("config"),
+        "evaluation": metadata.metrics.to_dict() if metadata.metrics else None,
+        "config": metadata.config.to_dict(),
         **snap.versions,
     }

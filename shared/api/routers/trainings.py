@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
@@ -21,8 +21,7 @@ def get_similar(
     snap: CurrentSnapshot,
     n: Annotated[int, Query(ge=1)] = 10,
     filter: FilterQuery = (),
-) -> dict[str, Any]:
+) -> SimilarTrainings:
     """Trainings closest to a training in the model's space; a new one gets neighbours too."""
     check_n(n, config)
-    trainings = similar_trainings(snap, training_id, n, filters=query_filters(filter))
-    return {"training_id": training_id, **snap.versions, "trainings": trainings}
+    return similar_trainings(snap, training_id, n, filters=query_filters(filter))

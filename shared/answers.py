@@ -1,0 +1,86 @@
+"""What serving answers: the trainings recommended, ranked or found similar, with the
+versions that produced them. Built by :mod:`shared.serving`, answered as they are by the
+HTTP API (its response schemas) and printed by the command line.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Contribution(BaseModel):
+    attribute: str
+    value: str
+    contribution: float
+
+
+class TrainingTaken(BaseModel):
+    training_id: str
+    title: str
+    contribution: float
+
+
+class Explanation(BaseModel):
+    text: str = Field(description="the reason in plain words")
+    employee_attributes: list[Contribution]
+    training_attributes: list[Contribution]
+    trainings_taken: list[TrainingTaken] = Field(
+        default_factory=list, description="trainings the employee took that led to this one"
+    )
+
+
+class Training(BaseModel):
+    rank: int
+    training_id: str
+    title: str
+    attributes: dict[str, str]
+    score: float
+    pinned: bool = Field(False, description="put first by a business rule")
+    explanation: Explanation | None = None
+
+
+class RankedTraining(Training):
+    taken: bool = Field(description="the employee already took it")
+    recommendable: bool = Field(description="neither taken, retired nor excluded")
+
+
+class Versions(BaseModel):
+    model_version: str
+    data_version: str
+    recommendations_version: str
+
+
+SCORER_DESCRIPTION = (
+    "what ranked this answer: 'model', the model with a popularity prior ('model + "
+    "popularity', 'model + department popularity'), or a baseline alone ('popularity', "
+    "'department popularity'), as chosen on held-out data for employees with a history "
+    "and for new employees"
+)
+
+
+class EmployeeRecommendations(Versions):
+    employee_id: str
+    scorer: str = Field(description=SCORER_DESCRIPTION)
+    trainings: list[Training]
+
+
+class RankResponse(Versions):
+    scorer: str = Field(description=SCORER_DESCRIPTION)
+    trainings: list[RankedTraining]
+    unknown_training_ids: list[str] = Field(description="ids not in the model's catalog")
+    ignored_values: list[str]
+
+
+class NewEmployeeRecommendations(Versions):
+    scorer: str = Field(description=SCORER_DESCRIPTION)
+    trainings: list[Training]
+    ignored_values: list[str] = Field(description="attribute values the model has never seen")
+    unknown_training_ids: list[str] = Field(
+        default_factory=list, description="taken trainings not in the model's catalog (ignored)"
+    )
+
+
+class SimilarTrainings(Versions):
+    training_id: str
+    scorer: str = Field("similarity", description="cosine of the trainings' representations")
+    trainings: list[Training]
