@@ -89,9 +89,9 @@ class Snapshot:
 
     def training(self, row: int, score: float, rank: int, pinned: bool = False) -> Training:
         training_id, title, attributes = self.catalog[row]
-        # Built from the catalog's strings and numpy's numbers, already of the answer's
-        # types: constructed without re-validation (this is most of an answer's work).
-        return Training.model_construct(
+        # Validated: pydantic-core validates these few fields faster than
+        # model_construct copies them (measured), and the JSON comes out of Rust.
+        return Training(
             rank=rank,
             training_id=training_id,
             title=title,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 
 from shared.serving import ServingCache, Snapshot, contract_of
 from shared.settings import Config, DataContract
@@ -40,31 +41,38 @@ class ServingState:
             self._cache = ServingCache(store, serving.refresh_seconds, self.settings().rules)
         return self._cache
 
+    async def snapshot(self) -> Snapshot:
+        """The version to answer from; storage I/O (a due pointer check, the first load)
+        runs in a worker thread, the rest on the event loop."""
+        cache = self.cache()
+        snapshot = cache.ready()
+        return snapshot if snapshot is not None else await run_in_threadpool(cache.current)
 
-def serving_state(request: Request) -> ServingState:
+
+# Async and flat: an async dependency runs on the event loop where a sync one costs
+# every request a hop to a worker thread, and each dependency costs FastAPI a solve
+# (measured in-process: 480 µs per GET with sync nested dependencies, 170 µs with the
+# one below). The hot path takes the state itself; the other routes what they use.
+async def serving_state(request: Request) -> ServingState:
     state: ServingState = request.app.state.serving
     return state
 
 
-# The async ones run on the event loop (cheap once resolved); a sync dependency would
-# cost every request a hop to a worker thread.
-async def settings(state: Annotated[ServingState, Depends(serving_state)]) -> Config:
-    return state.settings()
+async def settings(request: Request) -> Config:
+    return (await serving_state(request)).settings()
 
 
-async def serving_cache(state: Annotated[ServingState, Depends(serving_state)]) -> ServingCache:
-    return state.cache()
+async def serving_cache(request: Request) -> ServingCache:
+    return (await serving_state(request)).cache()
 
 
+async def current_snapshot(request: Request) -> Snapshot:
+    return await (await serving_state(request)).snapshot()
+
+
+State = Annotated[ServingState, Depends(serving_state)]
 Settings = Annotated[Config, Depends(settings)]
 Cache = Annotated[ServingCache, Depends(serving_cache)]
-
-
-def current_snapshot(cache: Cache) -> Snapshot:
-    """The version to answer from (storage I/O when due: runs in a worker thread)."""
-    return cache.current()
-
-
 CurrentSnapshot = Annotated[Snapshot, Depends(current_snapshot)]
 
 

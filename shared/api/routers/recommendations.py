@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from shared.api.dependencies import Cache, CurrentSnapshot, Settings, check_attributes, check_n
+from shared.api.dependencies import CurrentSnapshot, Settings, State, check_attributes, check_n
 from shared.api.schemas import (
     ID_PATTERN,
     EmployeeRecommendations,
@@ -32,8 +31,7 @@ def query_filters(raw: tuple[str, ...]) -> dict[str, list[str]]:
 @router.get("/recommendations/{employee_id}", response_model=EmployeeRecommendations)
 async def get_recommendations(
     employee_id: Annotated[str, Path(pattern=ID_PATTERN, description="the employee's id")],
-    config: Settings,
-    cache: Cache,
+    state: State,
     n: Annotated[int, Query(ge=1, description="how many trainings")] = 10,
     filter: FilterQuery = (),
     explain: Annotated[bool, Query(description="add the reasons")] = False,
@@ -47,10 +45,8 @@ async def get_recommendations(
     # than the hop to a worker thread, so it is computed on the event loop; only
     # storage I/O (a due pointer check, the first load) goes to a thread. The answer
     # is the response model already: serialized as it is, without re-validation.
-    check_n(n, config)
-    snap = cache.ready()
-    if snap is None:
-        snap = await run_in_threadpool(cache.current)
+    check_n(n, state.settings())
+    snap = await state.snapshot()
     answer = recommend_known(snap, employee_id, n, filters=query_filters(filter), explain=explain)
     return Response(answer.model_dump_json(), media_type="application/json")
 
