@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 DEFAULT_STORE = Path("var/store")
 REGIME_NAMES = ("attributes", "history", "weak")  # shared.synthetic.REGIMES (Faker: dev only)
+EXIT_FINDINGS = 1  # config check found silent mistakes (the configuration still loads)
 EXIT_BAD_INPUT = 2
 EXIT_REJECTED = 3  # the quality gate refused the candidate: nothing published
 EXIT_BUSY = 4  # another retrain holds the lock: nothing published
@@ -123,6 +124,51 @@ def cmd_drop(args: argparse.Namespace, config: Config) -> None:
     _print(args, result.__dict__, human)
     if result.status == "rejected":
         raise SystemExit(EXIT_BAD_INPUT)
+
+
+def cmd_config(args: argparse.Namespace, config: Config) -> None:
+    """The effective configuration, or its findings against actual extracts."""
+    if args.action == "show":
+        print(json.dumps(config.to_dict(), indent=2))
+        return
+    from shared.configcheck import check
+
+    frames = _raw_extracts(args, config)
+    findings = check(config, frames)
+    human = f"checked {', '.join(sorted(frames))}: " + (
+        f"{len(findings)} finding(s)\n" + "\n".join(str(f) for f in findings)
+        if findings
+        else "no finding"
+    )
+    _print(args, {"checked": sorted(frames), "findings": [f.__dict__ for f in findings]}, human)
+    if findings:
+        raise SystemExit(EXIT_FINDINGS)
+
+
+def _raw_extracts(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    """Kind -> the raw cells of each extract: the files of ``--extracts``, else the
+    store's current extracts."""
+    from shared.layout import EXTRACTS_POINTER, read_pointer
+    from shared.pipeline import detect_kind
+    from shared.schema import read_table
+
+    limits = config.contract.limits
+    frames: dict[str, Any] = {}
+    if args.extracts:
+        for path in sorted(Path(args.extracts).glob("*.csv")):
+            data = path.read_bytes()
+            kind = detect_kind(path.name, data, config.contract)[0]
+            if kind is not None:
+                frames[kind] = read_table(data, str(path), limits).frame
+    else:
+        pointer, _ = read_pointer(_store(args), EXTRACTS_POINTER)
+        for kind, entry in pointer.items():
+            blob = str(entry["path"])
+            frames[kind] = read_table(_store(args).read(blob), blob, limits).frame
+    if not frames:
+        where = args.extracts or "the store"
+        raise TrainingRecommenderError(f"no extract to check in {where} (users, trainings…)")
+    return frames
 
 
 def _oracle_from(path: str | None, store: BlobStore, config: Config) -> Any:
@@ -488,6 +534,13 @@ def _data_commands(sub: Subcommands) -> None:
     p.add_argument("--out", default="var/tuned.toml", help="where to write the best configuration")
     p.add_argument("--oracle", help="oracle.json of synthetic extracts, shown for reference")
     p.set_defaults(func=cmd_tune)
+    p = sub.add_parser(
+        "config", help="show the effective configuration, or check it against extracts"
+    )
+    p.add_argument("action", choices=("show", "check"))
+    p.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file")
+    p.add_argument("--extracts", help="check: a folder of CSV extracts (default: the store's)")
+    p.set_defaults(func=cmd_config)
     p = sub.add_parser("precompute", help="every employee's top-k with the serving model")
     p.add_argument("--force", action="store_true", help="even if already computed")
     p.set_defaults(func=cmd_precompute)

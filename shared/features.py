@@ -137,7 +137,8 @@ def attribute_codes(
     for column in columns.features:
         cell_codes, cells = distinct_codes(frame[column])
         if column in columns.multi_valued:
-            owner, codes, uniques = _split_cells(cell_codes, cells, delimiter)
+            separator = columns.delimiter_of(column, delimiter)
+            owner, codes, uniques = _split_cells(cell_codes, cells, separator)
         else:
             owner, codes, uniques = np.arange(n, dtype=np.int64), cell_codes, cells
         cleaned = np.asarray(
@@ -172,9 +173,10 @@ def _attribute_codes_of_few(
     names: list[str] = []
     for column in columns.features:
         multi = column in columns.multi_valued
+        separator = columns.delimiter_of(column, delimiter)
         for row, raw in enumerate(frame[column].tolist()):
             cell = raw if isinstance(raw, str) else str(raw)
-            for piece in cell.split(delimiter) if multi else (cell,):
+            for piece in cell.split(separator) if multi else (cell,):
                 value = piece.strip()
                 if value:
                     rows.append(row)
@@ -455,10 +457,11 @@ def entity_frame(
     """
     data: dict[str, list[str]] = {ID: [str(r.get(ID, "")) for r in records]}
     for column in columns.features:
+        separator = columns.delimiter_of(column, delimiter)
         values = []
         for record in records:
             value = record.get(column, "")
-            values.append(delimiter.join(value) if not isinstance(value, str) else value)
+            values.append(separator.join(value) if not isinstance(value, str) else value)
         data[column] = values
     frame = pd.DataFrame(data, dtype=str)
     for column, edges in columns.bands.items():

@@ -17,7 +17,11 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
+import pandas as pd
+
+from shared import crosscheck
 from shared.bundle import ModelBundle
+from shared.crosscheck import Match
 from shared.errors import (
     ExtractError,
     LeaseUnavailableError,
@@ -43,8 +47,17 @@ from shared.layout import (
 from shared.metadata import ModelMetadata
 from shared.modeling import OracleFn, TrainedModel, train_model
 from shared.registry import current_version, load_bundle, metadata_of, publish, write_version
-from shared.schema import KINDS, Extracts, parse_all, parse_extract
-from shared.settings import Config
+from shared.schema import (
+    ID,
+    KINDS,
+    Extracts,
+    ValidationReport,
+    header_of,
+    kinds_with_columns,
+    parse_all,
+    parse_extract,
+)
+from shared.settings import Config, DataContract
 from shared.storage import BlobStore, Lease
 from shared.table import compute_recommendations
 from shared.training import EpochRecord
@@ -70,16 +83,35 @@ class AcceptResult:
     report: dict[str, Any]
 
 
-def extract_kind(blob_name: str) -> str | None:
-    """The extract kind from a dropped blob's name: its folder, or the start of its file name."""
-    parts = PurePosixPath(blob_name).parts
-    if len(parts) > 1 and parts[0] in KINDS:
-        return parts[0]
-    stem = PurePosixPath(blob_name).name.lower()
+def _normalized(name: str) -> str:
+    return "-".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def extract_kind(
+    blob_name: str, data: bytes = b"", contract: DataContract | None = None
+) -> str | None:
+    """The extract kind of a dropped blob (see :func:`detect_kind`)."""
+    return detect_kind(blob_name, data, contract)[0]
+
+
+def detect_kind(
+    blob_name: str, data: bytes = b"", contract: DataContract | None = None
+) -> tuple[str | None, str]:
+    """The extract kind from the blob's folder, else from the start of its file name
+    (``-``, ``_``, spaces and case alike), else from its columns; and why."""
+    path = PurePosixPath(blob_name)
+    if len(path.parts) > 1 and _normalized(path.parts[0]) in KINDS:
+        return _normalized(path.parts[0]), f"its folder {path.parts[0]}/"
+    stem = _normalized(path.name)
     for kind in sorted(KINDS, key=len, reverse=True):  # "trainings-taken" before "trainings"
         if stem.startswith(kind):
-            return kind
-    return None
+            return kind, f"its file name {path.name!r}"
+    if data:
+        names = header_of(data)
+        kinds = kinds_with_columns(names, contract or DataContract())
+        if len(kinds) == 1:
+            return kinds[0], f"its columns ({', '.join(names)})"
+    return None, "neither its folder, its file name nor its columns say"
 
 
 def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config) -> AcceptResult:
@@ -95,14 +127,27 @@ def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config
         The name inside the ``hr-extracts`` container, e.g. ``users/2026-11.csv``.
     """
     source = f"{DROP_CONTAINER}/{blob_name}"
-    kind = extract_kind(blob_name)
+    kind, why = detect_kind(blob_name, data, config.contract)
+    matches: list[Match] = []
     try:
         if kind is None:
-            message = f"cannot tell the extract kind: put it under one of {', '.join(KINDS)}/"
+            folders = ", ".join(f"{k}/" for k in KINDS)
+            message = f"cannot tell the extract kind ({why}): put it under one of {folders}"
             raise ExtractError(source, [Problem(source, message)])
-        _, report = parse_extract(kind, data, config.contract, source)
+        frame, report = parse_extract(kind, data, config.contract, source)
+        matches = _fit_with_current(store, kind, frame, config.contract)
+        fatal = crosscheck.problems(matches, source) + _usable(kind, frame, config, source)
+        if fatal:
+            raise ExtractError(source, fatal)
     except ExtractError as exc:
-        return _reject(store, blob_name, data, kind, exc)
+        if kind is not None and not why.startswith("its folder"):
+            assumed = Problem(
+                source,
+                f"read as a {kind} extract from {why}; if it is another kind, drop it under "
+                "that kind's folder (or: python -m shared drop --kind KIND FILE)",
+            )
+            exc = ExtractError(source, [assumed, *exc.problems])
+        return _reject(store, blob_name, data, kind, exc, matches)
 
     digest = hashlib.sha256(data).hexdigest()
     for _ in range(POINTER_RETRIES):
@@ -110,11 +155,11 @@ def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config
         current = pointer.get(kind, {})
         if current.get("sha256") == digest:
             log.info("%s: same content as the current %s extract, nothing to do", source, kind)
-            return AcceptResult("unchanged", kind, current["path"], report.to_dict())
+            return AcceptResult("unchanged", kind, current["path"], _with(report, matches))
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = f"extracts/{kind}/{stamp}-{digest[:12]}.csv"
         store.write(path, data, content_type="text/csv")
-        store.write(path.removesuffix(".csv") + ".report.json", json_bytes(report.to_dict()))
+        store.write(path.removesuffix(".csv") + ".report.json", json_bytes(_with(report, matches)))
         entry = {
             "path": path,
             "sha256": digest,
@@ -127,22 +172,90 @@ def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config
         except PreconditionFailedError:
             continue  # another kind was accepted meanwhile: merge with its pointer
         log.info("%s accepted as the current %s extract (%d rows)", source, kind, report.rows_kept)
-        return AcceptResult("accepted", kind, path, report.to_dict())
+        return AcceptResult("accepted", kind, path, _with(report, matches))
     raise PreconditionFailedError(
         f"{EXTRACTS_POINTER}: kept changing during {POINTER_RETRIES} tries"
     )
 
 
+def _with(report: ValidationReport, matches: list[Match]) -> dict[str, Any]:
+    return {**report.to_dict(), "matches": [m.to_dict() for m in matches]}
+
+
+def _fit_with_current(
+    store: BlobStore, kind: str, frame: pd.DataFrame, contract: DataContract
+) -> list[Match]:
+    """How a dropped extract fits the current extracts of the other kinds (and the
+    current one of its own kind, for employees and trainings)."""
+    pointer, _ = read_pointer(store, EXTRACTS_POINTER)
+
+    def current(other: str) -> pd.DataFrame | None:
+        if other not in pointer:
+            return None
+        path = str(pointer[other]["path"])
+        return parse_extract(other, store.read(path), contract, path)[0]
+
+    checks = contract.checks
+    if kind == "trainings-taken":
+        users, trainings = current("users"), current("trainings")
+        return crosscheck.taken_matches(
+            frame,
+            None if users is None else pd.Index(users[ID]),
+            None if trainings is None else pd.Index(trainings[ID]),
+            checks,
+        )
+    name, column = ("employee", "user_id") if kind == "users" else ("training", "training_id")
+    matches = []
+    taken, previous = current("trainings-taken"), current(kind)
+    if taken is not None:
+        what = f"current trainings-taken rows whose {name} is in this extract"
+        match, _ = crosscheck.rows_matching(
+            taken[column], pd.Index(frame[ID]), what, checks.min_matched_rows
+        )
+        matches.append(match)
+    if previous is not None:
+        matches.append(
+            crosscheck.ids_kept(pd.Index(frame[ID]), pd.Index(previous[ID]), f"{name}s", checks)
+        )
+    return matches
+
+
+def _usable(kind: str, frame: pd.DataFrame, config: Config, source: str) -> list[Problem]:
+    """A trainings-taken drop must leave something to learn from."""
+    if kind != "trainings-taken" or frame["positive"].any():
+        return []
+    minimum = config.contract.taken.min_weight
+    return [
+        Problem(
+            source,
+            f"no row reaches contract.taken.min_weight {minimum}: nothing to learn from",
+            column=config.contract.taken.weight,
+        )
+    ]
+
+
 def _reject(
-    store: BlobStore, blob_name: str, data: bytes, kind: str | None, exc: ExtractError
+    store: BlobStore,
+    blob_name: str,
+    data: bytes,
+    kind: str | None,
+    exc: ExtractError,
+    matches: list[Match] | None = None,
 ) -> AcceptResult:
-    target = f"{REJECTED_CONTAINER}/{blob_name}"
+    # Under its kind's folder whenever the kind is known, as the drop zone is laid out.
+    inside = (
+        blob_name
+        if kind is None or blob_name.startswith(f"{kind}/")
+        else (f"{kind}/{PurePosixPath(blob_name).name}")
+    )
+    target = f"{REJECTED_CONTAINER}/{inside}"
     report = {
         "status": "rejected",
         "source": f"{DROP_CONTAINER}/{blob_name}",
         "kind": kind,
         "rejected_at": utc_now(),
         "problems": [p.to_dict() for p in exc.problems],
+        "matches": [m.to_dict() for m in matches or []],
         "message": str(exc),
     }
     store.write(target, data)

@@ -10,6 +10,7 @@ in the :class:`ValidationReport`. Identifiers stay strings: ``"00123"`` is not
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import itertools
 import re
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import ExtractError, Problem
+from shared.ids import clean_id, id_problem
 from shared.settings import DataContract, EntityColumns, Limits, TakenColumns
 
 Kind = Literal["users", "trainings", "trainings-taken"]
@@ -191,6 +193,35 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
     return _Table(source, text, delimiter, frame)
 
 
+def header_of(data: bytes) -> list[str]:
+    """The column names of an extract (stripped), or [] when it cannot be read."""
+    try:
+        text = _decode(data[: 64 * 1024], "header")
+    except ExtractError:
+        return []
+    header = re.split(r"\r\n|\r|\n", text.lstrip(" \t\r\n"), maxsplit=1)[0]
+    names = next(csv.reader([header], delimiter=_sniff_delimiter(header)), [])
+    return [name.strip() for name in names]
+
+
+def kinds_with_columns(names: Collection[str], contract: DataContract) -> list[Kind]:
+    """The kinds whose required columns a header has."""
+    required: dict[Kind, tuple[str | None, ...]] = {
+        "users": (contract.users.id, *contract.users.features),
+        "trainings": (
+            contract.trainings.id,
+            contract.trainings.title,
+            *contract.trainings.features,
+        ),
+        "trainings-taken": (contract.taken.user_id, contract.taken.training_id),
+    }
+    return [
+        kind
+        for kind, columns in required.items()
+        if all(column in names for column in columns if column)
+    ]
+
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -241,7 +272,8 @@ def _distinct_value_problems(
     for name in columns.features:
         cells: list[str] = distinct_codes(frame[name])[1].tolist()
         if name in columns.multi_valued:
-            cells = [piece for cell in cells for piece in cell.split(delimiter)]
+            separator = columns.delimiter_of(name, delimiter)
+            cells = [piece for cell in cells for piece in cell.split(separator)]
         distinct = len({value.strip().lower() for value in cells})
         if distinct > limit:
             message = (
@@ -290,17 +322,34 @@ def _header_problems(table: _Table, required: list[str]) -> list[Problem]:
     ]
     found = ", ".join(repr(n) for n in names)
     problems += [
-        Problem(table.source, f"required column is missing (found {found})", line, name)
+        Problem(
+            table.source,
+            f"required column is missing (found {found}){did_you_mean(name, names)}",
+            line,
+            name,
+        )
         for name in required
         if name not in names
     ]
     return problems
 
 
+def did_you_mean(name: str, names: list[str]) -> str:
+    """``"; the file has 'Weight'"`` when a header is close to a configured name."""
+    folded = {n.casefold().replace("_", "-").replace(" ", ""): n for n in names}
+    key = name.casefold().replace("_", "-").replace(" ", "")
+    close = [folded[key]] if key in folded else difflib.get_close_matches(name, names, 1, 0.8)
+    return f"; the file has {close[0]!r}" if close else ""
+
+
 def _strip(
-    frame: pd.DataFrame, columns: list[str], categorical: Collection[str] = ()
+    frame: pd.DataFrame,
+    columns: list[str],
+    categorical: Collection[str] = (),
+    ids: Collection[str] = (),
 ) -> pd.DataFrame:
-    """The columns with surrounding whitespace removed (each distinct value once).
+    """The columns with surrounding whitespace removed (each distinct value once); the
+    ``ids`` columns also lose their invisible and control characters (see :mod:`shared.ids`).
 
     Columns named in ``categorical`` come back as categoricals over their sorted
     distinct values: attributes, which the checks here and the feature matrices
@@ -309,7 +358,8 @@ def _strip(
     stripped = {}
     for column in columns:
         codes, distinct = distinct_codes(frame[column])
-        values = [value.strip() for value in distinct]
+        clean = clean_id if column in ids else str.strip
+        values = [clean(value) for value in distinct]
         if column in categorical:
             # Stripping can merge values (" a" and "a"): categories must be distinct.
             merged, categories = pd.factorize(np.asarray(values, dtype=object), sort=True)
@@ -345,11 +395,18 @@ def positions(
 def _blank_id_problem(
     table: _Table, ids: pd.Series, column: str
 ) -> tuple[pd.Series, list[Problem]]:
-    blank = (ids == "").to_numpy()
-    if not blank.any():
-        return pd.Series(True, index=ids.index), []
-    problem = table.problem(np.flatnonzero(blank), "blank identifier: row dropped", column)
-    return pd.Series(~blank, index=ids.index), [problem]
+    """Rows with a blank id, or one the API could not serve, are dropped and reported."""
+    codes, distinct = distinct_codes(ids)
+    reasons = np.asarray(
+        ["blank identifier" if not v else (id_problem(v) or "") for v in distinct], dtype=object
+    )
+    why = reasons[codes] if len(distinct) else np.empty(0, dtype=object)
+    problems = [
+        table.problem(np.flatnonzero(why == reason), f"{reason}: row dropped", column)
+        for reason in dict.fromkeys(reasons.tolist())
+        if reason
+    ]
+    return pd.Series(why == "", index=ids.index), problems
 
 
 def _repeated_header(
@@ -430,7 +487,9 @@ def parse_entities(
     table = _read_with_columns(data, source, limits, wanted)
 
     attributes = [name for name in columns.features if name not in columns.bands]
-    frame = _strip(table.frame, list(dict.fromkeys(wanted)), categorical=attributes)
+    frame = _strip(
+        table.frame, list(dict.fromkeys(wanted)), categorical=attributes, ids=[columns.id]
+    )
     for name in columns.extra:  # optional: blank when the file does not have it
         frame[name] = _strip(table.frame, [name])[name] if name in table.frame else ""
     keep, problems = _blank_id_problem(table, frame[columns.id], columns.id)
@@ -534,9 +593,14 @@ def parse_taken(
     """
     cols = contract.taken
     table = _read_with_columns(data, source, contract.limits, [cols.user_id, cols.training_id])
+    _require_weights(table, cols)
 
     present = [c for c in (cols.weight, cols.date) if c and c in table.frame.columns]
-    frame = _strip(table.frame, list(dict.fromkeys([cols.user_id, cols.training_id, *present])))
+    frame = _strip(
+        table.frame,
+        list(dict.fromkeys([cols.user_id, cols.training_id, *present])),
+        ids=[cols.user_id, cols.training_id],
+    )
     keep, problems = _blank_id_problem(table, frame[cols.user_id], cols.user_id)
     keep_t, blank_t = _blank_id_problem(table, frame[cols.training_id], cols.training_id)
     keep &= keep_t
@@ -581,6 +645,18 @@ def parse_taken(
         source, "trainings-taken", len(frame), len(clean), tuple(problems), notes
     )
     return clean, report
+
+
+def _require_weights(table: _Table, cols: TakenColumns) -> None:
+    """Without its weights no row reaches a minimum weight: refused, not "accepted, 0 kept"."""
+    if not cols.weight or cols.min_weight is None or cols.weight in table.frame.columns:
+        return
+    names = [str(c) for c in table.frame.columns]
+    message = (
+        f"the weight column is missing, and contract.taken.min_weight "
+        f"{cols.min_weight} needs it{did_you_mean(cols.weight, names)}"
+    )
+    raise ExtractError(table.source, [Problem(table.source, message, 1, cols.weight)])
 
 
 def _known_ids(

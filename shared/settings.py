@@ -32,6 +32,9 @@ class EntityColumns(_Frozen):
     title: str | None = None
     features: tuple[str, ...]
     multi_valued: tuple[str, ...] = ()
+    # A multi-valued column whose cells use another delimiter than
+    # contract.value_delimiter, e.g. {"career interests" = ","}.
+    delimiters: dict[str, str] = Field(default_factory=dict)
     # Numeric columns cut into bands: upper-exclusive edges, e.g. (2, 5, 10) gives
     # "0-1", "2-4", "5-9", "10+" for whole years.
     bands: dict[str, tuple[float, ...]] = Field(default_factory=dict)
@@ -44,10 +47,19 @@ class EntityColumns(_Frozen):
         for name in (*self.multi_valued, *self.bands):
             if name not in self.features:
                 raise ValueError(f"column {name!r} is configured but is not in features")
+        for name, delimiter in self.delimiters.items():
+            if name not in self.multi_valued:
+                raise ValueError(f"delimiters: {name!r} is not a multi_valued column")
+            if not delimiter:
+                raise ValueError(f"delimiters: the delimiter of {name!r} is empty")
         for name, edges in self.bands.items():
             if list(edges) != sorted(set(edges)) or not edges:
                 raise ValueError(f"bands of {name!r} must be increasing numbers, got {edges}")
         return self
+
+    def delimiter_of(self, column: str, default: str) -> str:
+        """The delimiter of a multi-valued column's cells."""
+        return self.delimiters.get(column, default)
 
 
 class TakenColumns(_Frozen):
@@ -74,6 +86,19 @@ class Limits(_Frozen):
     max_distinct_values: int = Field(5_000, ge=1)
 
 
+class CrossChecks(_Frozen):
+    """How well a dropped extract must fit the current ones (0 turns a check off)."""
+
+    # Trainings-taken rows whose employee and training are in the users and trainings
+    # extracts: under this share, the drop is refused (a spreadsheet that turned
+    # "00042" into 42 leaves almost none).
+    min_matched_rows: float = Field(0.9, ge=0, le=1)
+    # Ids of the current users or trainings extract that the new one still has: under
+    # this share, the drop is refused (a re-organisation keeps most people; a file
+    # whose ids changed shape keeps none).
+    min_kept_ids: float = Field(0.5, ge=0, le=1)
+
+
 class DataContract(_Frozen):
     """Column names and parsing rules of the three HR extracts."""
 
@@ -91,6 +116,7 @@ class DataContract(_Frozen):
     value_delimiter: str = ";"
     department: str = "ou"  # the employees' column the department baseline groups by
     limits: Limits = Limits()
+    checks: CrossChecks = CrossChecks()
 
 
 class FeatureOptions(_Frozen):
@@ -241,14 +267,36 @@ class Config(_Frozen):
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "configuration") -> Config:
-        """Validate a nested mapping; errors name the offending key."""
+        """Validate a nested mapping over the defaults, merged key by key in every
+        section (a section that names one key keeps the defaults of the others);
+        errors name the offending key."""
         try:
-            return cls.model_validate(dict(data))
+            return cls.model_validate(_merged(cls().model_dump(), data))
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
             )
             raise ConfigurationError(f"{source}: {problems}") from None
+
+
+def _merged(defaults: dict[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` over ``defaults``, key by key at every level. A description of the
+    employees or trainings that lists its own ``features`` keeps only the default
+    multi-valued and banded columns it still has."""
+    out = dict(defaults)
+    for key, value in given.items():
+        default = out.get(key)
+        if isinstance(value, Mapping) and isinstance(default, dict):
+            out[key] = _merged(default, value)
+        else:
+            out[key] = value
+    if "features" in given and "id" in defaults:  # an EntityColumns section
+        features = set(given["features"]) if isinstance(given["features"], list | tuple) else set()
+        if "multi_valued" not in given:
+            out["multi_valued"] = [c for c in defaults["multi_valued"] if c in features]
+        if "bands" not in given:
+            out["bands"] = {c: e for c, e in defaults["bands"].items() if c in features}
+    return out
 
 
 def load_config(path: Path | str | None = None) -> Config:

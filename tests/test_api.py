@@ -24,6 +24,7 @@ from world import csv_bytes, drop, drop_all, small_config, small_data
 from shared.api import create_app
 from shared.api.routers import recommendations, status, trainings
 from shared.api.schemas import EmployeeRecommendations
+from shared.ids import MAX_ID_LENGTH
 from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
 from shared.pipeline import precompute, retrain
 from shared.serving import ServingCache
@@ -130,8 +131,9 @@ def test_unknown_employee_is_a_404_that_says_how_to_score_a_new_one(client: Test
         ("/recommendations/000001?n=0", 422),
         ("/recommendations/000001?n=101", 422),
         ("/recommendations/000001?n=abc", 422),
-        ("/recommendations/" + "9" * 65, 422),
-        ("/recommendations/bad%20id", 422),
+        ("/recommendations/" + "9" * (MAX_ID_LENGTH + 1), 422),
+        ("/recommendations/bad%3Cid%3E", 422),  # markup: no id carries it
+        ("/recommendations/%20padded", 422),  # ids have no surrounding spaces
         ("/trainings/T00001/similar?n=-1", 422),
     ],
 )

@@ -20,7 +20,7 @@ from shared.layout import (
     RETRAIN_LOCK,
     read_pointer,
 )
-from shared.pipeline import extract_kind, precompute, retrain
+from shared.pipeline import detect_kind, extract_kind, precompute, retrain
 from shared.registry import load_bundle, load_recommendations
 from shared.scoring import NO_ITEM, Recommender
 from shared.storage import BlobStore
@@ -48,11 +48,51 @@ def trained(store: BlobStore) -> BlobStore:
         ("trainings-taken-2026.csv", "trainings-taken"),
         ("trainings_2026.csv", "trainings"),
         ("Users.csv", "users"),
+        ("trainings_taken.csv", "trainings-taken"),
+        ("Trainings Taken 2026-11.csv", "trainings-taken"),
+        ("TRAININGS-TAKEN.csv", "trainings-taken"),
+        ("Trainings_Taken/x.csv", "trainings-taken"),
         ("payroll/x.csv", None),
     ],
 )
 def test_extract_kind_from_the_blob_name(name: str, kind: str | None) -> None:
     assert extract_kind(name) == kind
+
+
+@pytest.mark.parametrize(
+    ("frame", "kind"),
+    [("users", "users"), ("trainings", "trainings"), ("taken", "trainings-taken")],
+)
+def test_extract_kind_from_the_columns_when_the_name_says_nothing(frame: str, kind: str) -> None:
+    data = csv_bytes(getattr(DATA, frame).head(3))
+    assert detect_kind("export-0042.csv", data, CONFIG.contract) == (
+        kind,
+        f"its columns ({', '.join(getattr(DATA, frame).columns)})",
+    )
+    assert detect_kind("export-0042.csv", b"a,b\n1,2\n", CONFIG.contract)[0] is None
+
+
+def test_a_guessed_kind_is_said_with_how_to_override_and_the_file_lands_under_it(
+    store: BlobStore,
+) -> None:
+    # A trainings-taken file named so that it reads as a trainings extract.
+    result = drop(store, "trainings 2026.csv", csv_bytes(DATA.taken), CONFIG)
+
+    assert result.status == "rejected"
+    first = result.report["problems"][0]["message"]
+    assert first.startswith("read as a trainings extract from its file name 'trainings 2026.csv'")
+    assert "--kind KIND" in first
+    assert result.path == "hr-extracts-rejected/trainings/trainings 2026.csv"
+    assert store.exists("hr-extracts-rejected/trainings/trainings 2026.error.json")
+
+
+def test_a_file_of_no_known_kind_says_where_to_put_it(store: BlobStore) -> None:
+    result = drop(store, "payroll.csv", b"a,b\n1,2\n", CONFIG)
+    assert result.status == "rejected"
+    message = result.report["problems"][0]["message"]
+    assert "neither its folder, its file name nor its columns say" in message
+    assert "users/, trainings/, trainings-taken/" in message
+    assert result.path == "hr-extracts-rejected/payroll.csv"
 
 
 def test_a_good_extract_becomes_current_and_the_same_bytes_twice_change_nothing(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,52 @@ def test_the_readme_shows_the_example_file() -> None:
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     example = (REPO / "config.example.toml").read_text(encoding="utf-8")
     assert block == example[example.index("[contract]") :]
+
+
+# One key changed per section: (path to the section, key, value).
+PARTIAL_SECTIONS = [
+    (("contract", "users"), "id", "Employee-Id"),
+    (("contract", "trainings"), "features", ["main skill", "level"]),
+    (("contract", "taken"), "min_weight", 4),
+    (("contract", "limits"), "max_rows", 1000),
+    (("contract", "checks"), "min_matched_rows", 0.5),
+    (("contract",), "value_delimiter", ","),
+    (("features",), "item_identity", False),
+    (("model",), "epochs", 7),
+    (("evaluation",), "k", 5),
+    (("gate",), "tolerance", 0.1),
+    (("serving",), "top_k", 5),
+    (("rules",), "pinned", ["T1"]),
+]
+
+
+@pytest.mark.parametrize(("path", "key", "value"), PARTIAL_SECTIONS)
+def test_a_section_that_names_one_key_keeps_the_defaults_of_the_others(
+    tmp_path: Path, path: tuple[str, ...], key: str, value: object
+) -> None:
+    toml = f"[{'.'.join(path)}]\n{key} = {json_as_toml(value)}\n"
+    (tmp_path / "partial.toml").write_text(toml)
+
+    loaded = load_config(tmp_path / "partial.toml").model_dump(mode="json")
+    expected = Config().model_dump(mode="json")
+    section_loaded, section_expected = loaded, expected
+    for name in path:
+        section_loaded, section_expected = section_loaded[name], section_expected[name]
+    section_expected[key] = value
+
+    assert section_loaded == section_expected
+    assert loaded == expected  # and nothing else moved
+
+
+def json_as_toml(value: object) -> str:
+    return json.dumps(value)  # numbers, booleans, strings and string lists read alike
+
+
+def test_an_employees_section_with_its_own_features_keeps_the_defaults_it_still_names() -> None:
+    config = Config.from_dict(
+        {"contract": {"users": {"id": "emp", "features": ["ou", "skills", "site"]}}}
+    )
+    users = config.contract.users
+    assert users.multi_valued == ("skills",)  # still split on ";", not one value per cell
+    assert users.features == ("ou", "skills", "site")
+    assert config.contract.trainings.title == "Training Title"  # other sections untouched

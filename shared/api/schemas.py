@@ -14,6 +14,7 @@ from shared.answers import (
     SimilarTrainings,
     Versions,
 )
+from shared.ids import ID_DESCRIPTION, ID_PATTERN, MAX_ID_LENGTH
 
 __all__ = [
     "EmployeeRecommendations",
@@ -23,7 +24,16 @@ __all__ = [
     "Versions",
 ]
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$"
+# The one id rule of shared.ids: what the extracts accept, the API serves.
+Id = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        pattern=ID_PATTERN,
+        description=ID_DESCRIPTION,
+    ),
+]
 MAX_ATTRIBUTES = 50
 MAX_VALUES = 100
 
@@ -70,14 +80,14 @@ class NewEmployee(BaseModel):
 
     attributes: AttributeValues = Field(max_length=MAX_ATTRIBUTES)
     n: int = Field(10, ge=1)
-    taken_training_ids: list[Annotated[str, Field(max_length=64)]] = Field(
+    taken_training_ids: list[Id] = Field(
         default_factory=list,
         max_length=1000,
         description="trainings the employee already took: they shape the list and are never "
         "recommended (an employee of the extracts posted with their attributes and these "
         "gets their precomputed list)",
     )
-    exclude_training_ids: list[Annotated[str, Field(max_length=64)]] = Field(
+    exclude_training_ids: list[Id] = Field(
         default_factory=list,
         max_length=1000,
         description="trainings never to recommend (e.g. already assigned); they do not shape "
@@ -98,11 +108,9 @@ class RankRequest(BaseModel):
         },
     )
 
-    employee_id: Annotated[str, Field(pattern=ID_PATTERN)] | None = None
+    employee_id: Id | None = None
     attributes: AttributeValues | None = Field(None, max_length=MAX_ATTRIBUTES)
-    training_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
-        min_length=1, max_length=1000
-    )
+    training_ids: list[Id] = Field(min_length=1, max_length=1000)
     explain: bool = False
 
 

@@ -9,7 +9,6 @@ from fastapi.responses import Response
 
 from shared.api.dependencies import CurrentSnapshot, Settings, State, check_attributes, check_n
 from shared.api.schemas import (
-    ID_PATTERN,
     EmployeeRecommendations,
     FilterQuery,
     NewEmployee,
@@ -17,6 +16,7 @@ from shared.api.schemas import (
     RankRequest,
     RankResponse,
 )
+from shared.ids import ID_DESCRIPTION, ID_PATTERN, MAX_ID_LENGTH
 from shared.rules import parse_filters
 from shared.serving import rank_trainings, recommend_known, recommend_new
 
@@ -30,7 +30,15 @@ def query_filters(raw: tuple[str, ...]) -> dict[str, list[str]]:
 
 @router.get("/recommendations/{employee_id}", response_model=EmployeeRecommendations)
 async def get_recommendations(
-    employee_id: Annotated[str, Path(pattern=ID_PATTERN, description="the employee's id")],
+    employee_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=MAX_ID_LENGTH,
+            pattern=ID_PATTERN,
+            description=f"the employee's id: {ID_DESCRIPTION}",
+        ),
+    ],
     state: State,
     n: Annotated[int, Query(ge=1, description="how many trainings")] = 10,
     filter: FilterQuery = (),

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Path, Query
 
 from shared.api.dependencies import CurrentSnapshot, Settings, check_n
 from shared.api.routers.recommendations import query_filters
-from shared.api.schemas import ID_PATTERN, FilterQuery, SimilarTrainings
+from shared.api.schemas import FilterQuery, SimilarTrainings
+from shared.ids import ID_DESCRIPTION, ID_PATTERN, MAX_ID_LENGTH
 from shared.serving import similar_trainings
 
 router = APIRouter(tags=["trainings"])
@@ -16,7 +17,15 @@ router = APIRouter(tags=["trainings"])
 
 @router.get("/trainings/{training_id}/similar", response_model=SimilarTrainings)
 def get_similar(
-    training_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    training_id: Annotated[
+        str,
+        Path(
+            min_length=1,
+            max_length=MAX_ID_LENGTH,
+            pattern=ID_PATTERN,
+            description=f"the training's id: {ID_DESCRIPTION}",
+        ),
+    ],
     config: Settings,
     snap: CurrentSnapshot,
     n: Annotated[int, Query(ge=1)] = 10,
