@@ -179,7 +179,9 @@ def _validation(metadata: ModelMetadata) -> list[dict[str, Any]]:
             "rows_kept": report.rows_kept,
             "problems": len(report.problems),
             "notes": report.notes,
-            "examples": [problem.text for problem in report.problems[:3]],
+            "dropped": report.dropped,  # rows_read = rows_kept + the sum of these
+            # Every problem: each one already groups the lines it covers.
+            "examples": [problem.text for problem in report.problems],
         }
         for report in metadata.validation
     ]
@@ -436,8 +438,9 @@ def card_html(metadata: ModelMetadata) -> str:
             f": the model favours them {'more' if popular > takes else 'less'} than employees do"
         )
     checks = [
-        [_fmt(r[key]) for key in ("kind", "rows_read", "rows_kept", "problems")]
-        + ["<br>".join(escape(text) for text in r["examples"])]
+        [_fmt(r[key]) for key in ("kind", "rows_read", "rows_kept")]
+        + ["<br>".join(f"{escape(reason)}: {n:,}" for reason, n in r["dropped"].items())]
+        + [_fmt(r["problems"]), "<br>".join(escape(text) for text in r["examples"])]
         for r in data["validation"]
     ]
     return PAGE.format(
@@ -455,7 +458,9 @@ def card_html(metadata: ModelMetadata) -> str:
         concentration=concentration,
         counts=_grid(data["counts"], COUNTS),
         fingerprints=_grid(data["fingerprints"], {}),
-        validation=_table(["extract", "rows read", "rows kept", "problems", "examples"], checks),
+        validation=_table(
+            ["extract", "rows read", "rows kept", "rows dropped", "problems", "listed"], checks
+        ),
         hyperparameters=_grid(card["hyperparameters"], {}),
         libraries=" · ".join(f"{escape(n)} {_fmt(v)}" for n, v in card["libraries"].items()) or "–",
     )

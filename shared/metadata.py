@@ -79,6 +79,7 @@ class ExtractReport(_Record):
     rows_kept: int
     problems: list[ProblemRecord] = []
     notes: dict[str, int] = {}
+    dropped: dict[str, int] = {}  # rows not kept, by reason (empty before they were counted)
 
 
 class Served(_Record):

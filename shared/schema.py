@@ -42,7 +42,10 @@ class ValidationReport:
     rows_read: int
     rows_kept: int
     problems: tuple[Problem, ...] = ()  # repairable problems, already repaired
-    notes: dict[str, int] = field(default_factory=dict)  # rows dropped by configuration
+    notes: dict[str, int] = field(default_factory=dict)  # rows kept but set apart, e.g.
+    # below min_weight
+    # Every row read and not kept, by reason: rows_read = rows_kept + sum(dropped).
+    dropped: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class ValidationReport:
             "rows_kept": self.rows_kept,
             "problems": [p.to_dict() for p in self.problems],
             "notes": dict(self.notes),
+            "dropped": dict(self.dropped),
         }
 
 
@@ -63,6 +67,7 @@ class _Table:
     text: str
     delimiter: str
     frame: pd.DataFrame
+    repairs: list[Problem] = field(default_factory=list)  # how the file was read differently
 
     @cached_property
     def _record_lines(self) -> np.ndarray:
@@ -92,6 +97,13 @@ def _decode(data: bytes, source: str) -> str:
             raise ExtractError(
                 source, [Problem(source, f"unreadable UTF-16: {exc.reason}")]
             ) from None
+    encoding = _utf16_without_bom(data)
+    if encoding is not None:  # Excel's "Unicode text" saved by a tool that drops the BOM
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError as exc:
+            message = f"unreadable {encoding.upper()}: {exc.reason}"
+            raise ExtractError(source, [Problem(source, message)]) from None
     nul = data.find(b"\x00")
     if nul >= 0:
         message = f"binary content, not a CSV file (NUL byte at offset {nul})"
@@ -106,6 +118,19 @@ def _decode(data: bytes, source: str) -> str:
         line = data[: exc.start].count(b"\n") + 1
         message = f"unreadable encoding: neither UTF-8 nor cp1252 (byte {data[exc.start]:#04x})"
         raise ExtractError(source, [Problem(source, message, line)]) from None
+
+
+def _utf16_without_bom(data: bytes) -> str | None:
+    """UTF-16 text without its byte order mark: every other byte of a Latin text is 0."""
+    sample = data[:4096]
+    if len(sample) < 4:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    if odd.count(0) >= 0.9 * len(odd) and even.count(0) <= 0.1 * len(even):
+        return "utf-16-le"
+    if even.count(0) >= 0.9 * len(even) and odd.count(0) <= 0.1 * len(odd):
+        return "utf-16-be"
+    return None
 
 
 def _refuse_mixed_encodings(data: bytes, exc: UnicodeDecodeError, source: str) -> None:
@@ -167,30 +192,88 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
     text = _decode(data, source)
     if not text.strip():
         raise ExtractError(source, [Problem(source, "the file is empty", 1)])
+    text, declared = _without_sep_line(text)
     header = re.split(r"\r\n|\r|\n", text.lstrip(" \t\r\n"), maxsplit=1)[0]  # Mac: lone CR
-    delimiter = _sniff_delimiter(header)
+    delimiter = declared or _sniff_delimiter(header)
+    names = _names(header, delimiter)
+    while names and not names[-1]:  # Excel keeps empty columns right of the data
+        names.pop()
     try:
-        with warnings.catch_warnings():
-            # A first row longer than the header is only a warning for pandas, which
-            # would then drop cells silently.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(
-                io.StringIO(text),
-                sep=delimiter,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                skipinitialspace=True,
-                index_col=False,
-                engine="c",
-            )
+        frame = _read_csv(text, delimiter)
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
-        raise ExtractError(source, _field_count_problems(text, delimiter, source, exc)) from None
+        padded = _padded(text, delimiter, names)
+        if padded is None:
+            problems = _field_count_problems(text, delimiter, source, exc)
+            raise ExtractError(source, problems) from None
+        frame = padded
     if len(frame) > limits.max_rows:
         message = f"the file has {len(frame)} rows, over the limit of {limits.max_rows}"
         raise ExtractError(source, [Problem(source, message, limits.max_rows + 2)])
+    repairs = []
+    if declared:
+        message = f"read with the delimiter {declared!r} that its first line declares"
+        repairs.append(Problem(source, message, 1))
+    if len(frame.columns) > len(names) and not _filled(frame, len(names)):
+        ignored = len(frame.columns) - len(names)
+        message = f"{ignored} empty column(s) right of the data ignored (a spreadsheet's)"
+        repairs.append(Problem(source, message, 1))
+        frame = frame.iloc[:, : len(names)]
     frame.columns = [str(c).strip() for c in frame.columns]
-    return _Table(source, text, delimiter, frame)
+    return _Table(source, text, delimiter, frame, repairs)
+
+
+def _names(header: str, delimiter: str) -> list[str]:
+    """The header's column names, stripped ([] if csv cannot read it: reported later)."""
+    try:
+        return [n.strip() for n in next(csv.reader([header], delimiter=delimiter), [])]
+    except csv.Error:
+        return []
+
+
+def _padded(text: str, delimiter: str, names: list[str]) -> pd.DataFrame | None:
+    """Rows longer than the header, read anyway when what they hold past it is empty
+    (Excel pads every row to its widest one); else None."""
+    widest = max((len(r) for _, r in _records(text, delimiter)), default=0)
+    padded = [*names, *(f"\x00{i}" for i in range(len(names), widest))]
+    try:
+        frame = _read_csv(text, delimiter, padded)
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
+        return None
+    return None if _filled(frame, len(names)) else frame
+
+
+def _filled(frame: pd.DataFrame, width: int) -> bool:
+    """Whether any cell right of the first ``width`` columns holds something."""
+    return bool((frame.iloc[:, width:] != "").to_numpy().any())
+
+
+def _without_sep_line(text: str) -> tuple[str, str | None]:
+    """Excel's ``sep=;`` first line: its delimiter, and the text with the line blanked
+    (kept as an empty line, so that every other line keeps its number)."""
+    found = re.match(r'"?sep=([^\r\n])"?[ \t]*(?=\r|\n|$)', text)
+    if not found:
+        return text, None
+    return text[found.end() :], found.group(1)
+
+
+def _read_csv(text: str, delimiter: str, names: list[str] | None = None) -> pd.DataFrame:
+    """The cells as strings; under ``names`` (the header row skipped) when given."""
+    with warnings.catch_warnings():
+        # A first row longer than the header is only a warning for pandas, which
+        # would then drop cells silently.
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        return pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skipinitialspace=True,
+            index_col=False,
+            engine="c",
+            header=0,
+            names=names,
+        )
 
 
 def header_of(data: bytes) -> list[str]:
@@ -200,8 +283,7 @@ def header_of(data: bytes) -> list[str]:
     except ExtractError:
         return []
     header = re.split(r"\r\n|\r|\n", text.lstrip(" \t\r\n"), maxsplit=1)[0]
-    names = next(csv.reader([header], delimiter=_sniff_delimiter(header)), [])
-    return [name.strip() for name in names]
+    return _names(header, _sniff_delimiter(header))
 
 
 def kinds_with_columns(names: Collection[str], contract: DataContract) -> list[Kind]:
@@ -313,9 +395,13 @@ def _unclosed_quote_line(text: str) -> int | None:
     return opened if inside else None
 
 
-def _header_problems(table: _Table, required: list[str]) -> list[Problem]:
+def _header_problems(
+    table: _Table, required: list[str], renamed: dict[str, str] | None = None
+) -> list[Problem]:
     line, raw_header = next(_records(table.text, table.delimiter), (1, []))
-    names = [h.strip() for h in raw_header]
+    # The names as read: empty columns right of the data dropped, case repairs applied.
+    names = [(renamed or {}).get(h.strip(), h.strip()) for h in raw_header]
+    names = names[: len(table.frame.columns)]
     problems = [
         Problem(table.source, "the column appears more than once in the header", line, name)
         for name in sorted({n for n in names if names.count(n) > 1})
@@ -390,6 +476,34 @@ def positions(
     position_of_code = np.full(len(uniques), -1, dtype=np.int64)
     position_of_code[codes[: len(known)][::-1]] = np.arange(len(known) - 1, -1, -1)
     return position_of_code[codes[len(known) :]]
+
+
+_DECIMAL_ID = re.compile(r"^([0-9]+)\.0+$")
+
+
+def _decimal_ids(table: _Table, frame: pd.DataFrame, column: str) -> list[Problem]:
+    """Ids a spreadsheet wrote as decimals (``42.0``) in a file of whole-number ids, read
+    as whole numbers, in place (zero-padded when every other id has the same width);
+    reported. Left alone when the file's other ids are not whole numbers."""
+    codes, distinct = distinct_codes(frame[column])
+    values: list[str] = distinct.tolist()
+    decimals = {v: found.group(1) for v in values if (found := _DECIMAL_ID.match(v))}
+    whole = [v for v in values if v.isascii() and v.isdigit()]
+    if not decimals or not whole or len(whole) < 0.9 * (len(values) - len(decimals)):
+        return []
+    widths = {len(v) for v in whole}
+    width = widths.pop() if len(widths) == 1 else 0
+    repaired = {v: digits.zfill(width) for v, digits in decimals.items()}
+    frame[column] = pd.Series(
+        pd.array([repaired.get(v, v) for v in values], dtype="str").take(codes), index=frame.index
+    )
+    rows = np.flatnonzero(np.isin(codes, [i for i, v in enumerate(values) if v in repaired]))
+    before, after = next(iter(repaired.items()))
+    message = (
+        f"identifier written as a decimal read as a whole number ({before!r} as {after!r}): "
+        "a spreadsheet stored it as a number"
+    )
+    return [table.problem(rows, message, column)]
 
 
 def _blank_id_problem(
@@ -484,7 +598,7 @@ def parse_entities(
     """
     limits = limits or Limits()
     wanted = [columns.id, *([columns.title] if columns.title else []), *columns.features]
-    table = _read_with_columns(data, source, limits, wanted)
+    table = _read_with_columns(data, source, limits, wanted, list(columns.extra))
 
     attributes = [name for name in columns.features if name not in columns.bands]
     frame = _strip(
@@ -492,12 +606,18 @@ def parse_entities(
     )
     for name in columns.extra:  # optional: blank when the file does not have it
         frame[name] = _strip(table.frame, [name])[name] if name in table.frame else ""
-    keep, problems = _blank_id_problem(table, frame[columns.id], columns.id)
+    problems = [*table.repairs, *_decimal_ids(table, frame, columns.id)]
+    dropped: dict[str, int] = {}
+    keep, blank = _blank_id_problem(table, frame[columns.id], columns.id)
+    kept = _tally(dropped, "identifier blank or refused", len(frame), keep)
     keep, repeated_header = _repeated_header(table, frame, keep)
+    kept = _tally(dropped, "header repeated as a row", kept, keep)
     keep, duplicates = _exact_duplicates(table, frame, keep)
-    problems += repeated_header + duplicates
+    kept = _tally(dropped, "exact duplicate of an earlier row", kept, keep)
+    problems += blank + repeated_header + duplicates
 
     keep = _one_row_per_id(table, frame, keep, columns.id)
+    _tally(dropped, "same id and content as an earlier row", kept, keep)
     fatal = _distinct_value_problems(
         table, frame[keep], columns, delimiter, limits.max_distinct_values
     )
@@ -513,19 +633,55 @@ def parse_entities(
     clean = clean.reset_index(drop=True)
     for name in attributes:  # values only dropped rows had are no attribute values
         clean[name] = clean[name].cat.remove_unused_categories()
-    report = ValidationReport(source, kind, len(frame), len(clean), tuple(problems))
+    report = ValidationReport(source, kind, len(frame), len(clean), tuple(problems), {}, dropped)
     return clean, report
 
 
-def _read_with_columns(data: bytes, source: str, limits: Limits, wanted: list[str]) -> _Table:
-    """Read an extract that must have ``wanted`` columns and at least one data row."""
+def _tally(dropped: dict[str, int], reason: str, kept_before: int, keep: pd.Series) -> int:
+    """Count the rows a step dropped under its reason; return how many are kept now."""
+    kept = int(keep.sum())
+    if kept < kept_before:
+        dropped[reason] = dropped.get(reason, 0) + kept_before - kept
+    return kept
+
+
+def _read_with_columns(
+    data: bytes, source: str, limits: Limits, wanted: list[str], optional: list[str] | None = None
+) -> _Table:
+    """Read an extract that must have ``wanted`` columns and at least one data row.
+
+    A column whose name differs from a configured one only by case or spacing
+    (``user-id``, `` OU``) is read as that column, and the repair reported.
+    """
     table = read_table(data, source, limits)
-    fatal = _header_problems(table, wanted)
+    renamed = _match_case(table, [*wanted, *(optional or [])])
+    fatal = _header_problems(table, wanted, renamed)
     if not fatal and table.frame.empty:
         fatal.append(Problem(source, "no data rows below the header", 2))
     if fatal:
         raise ExtractError(source, fatal)
     return table
+
+
+def _match_case(table: _Table, configured: list[str]) -> dict[str, str]:
+    """Rename the columns that match a configured name but for case and spacing."""
+
+    def key(name: str) -> str:
+        return " ".join(name.split()).casefold()
+
+    columns = [str(c) for c in table.frame.columns]
+    renamed: dict[str, str] = {}
+    for name in dict.fromkeys(configured):
+        if name in columns:
+            continue
+        matches = [c for c in columns if key(c) == key(name) and c not in configured]
+        if len(matches) == 1:
+            renamed[matches[0]] = name
+            message = f"column {matches[0]!r} read as {name!r} (its case or spacing differs)"
+            table.repairs.append(Problem(table.source, message, 1, name))
+    if renamed:
+        table.frame = table.frame.rename(columns=renamed)
+    return renamed
 
 
 def _one_row_per_id(
@@ -592,7 +748,10 @@ def parse_taken(
     over them and rows are ordered by employee then training, as the ids are known.
     """
     cols = contract.taken
-    table = _read_with_columns(data, source, contract.limits, [cols.user_id, cols.training_id])
+    optional = [c for c in (cols.weight, cols.date) if c]
+    table = _read_with_columns(
+        data, source, contract.limits, [cols.user_id, cols.training_id], optional
+    )
     _require_weights(table, cols)
 
     present = [c for c in (cols.weight, cols.date) if c and c in table.frame.columns]
@@ -601,22 +760,10 @@ def parse_taken(
         list(dict.fromkeys([cols.user_id, cols.training_id, *present])),
         ids=[cols.user_id, cols.training_id],
     )
-    keep, problems = _blank_id_problem(table, frame[cols.user_id], cols.user_id)
-    keep_t, blank_t = _blank_id_problem(table, frame[cols.training_id], cols.training_id)
-    keep &= keep_t
-    problems += blank_t
-    keep, repeated_header = _repeated_header(table, frame, keep)
-    keep, duplicates = _exact_duplicates(table, frame, keep)
-    problems += repeated_header + duplicates
-
-    ids = {
-        "user_id": _known_ids(table, frame, keep, cols.user_id, known_users, "employee"),
-        "training_id": _known_ids(
-            table, frame, keep, cols.training_id, known_trainings, "training"
-        ),
-    }
-    problems += [p for p in (ids["user_id"][1], ids["training_id"][1]) if p is not None]
+    keep, ids, problems, dropped = _taken_rows(table, frame, cols, known_users, known_trainings)
+    kept = int(keep.sum())
     weight, bad_weights = _weights(table, frame, keep, cols)
+    _tally(dropped, "weight not a number", kept, keep)
     problems += bad_weights
     positive = pd.Series(True, index=frame.index)
     if cols.min_weight is not None:
@@ -627,8 +774,8 @@ def parse_taken(
     )
     clean = pd.DataFrame(
         {
-            "user_id": ids["user_id"][0],
-            "training_id": ids["training_id"][0],
+            "user_id": ids["user_id"],
+            "training_id": ids["training_id"],
             "weight": weight.astype(np.float64),
             "date": date,
             "positive": positive.to_numpy(dtype=bool),
@@ -641,8 +788,9 @@ def parse_taken(
         notes["below_min_weight"] = int((~clean["positive"]).sum())
     if rows_before > len(clean):
         notes["repeated_pairs_merged"] = rows_before - len(clean)
+        dropped["repeated pair merged (highest weight kept)"] = rows_before - len(clean)
     report = ValidationReport(
-        source, "trainings-taken", len(frame), len(clean), tuple(problems), notes
+        source, "trainings-taken", len(frame), len(clean), tuple(problems), notes, dropped
     )
     return clean, report
 
@@ -657,6 +805,38 @@ def _require_weights(table: _Table, cols: TakenColumns) -> None:
         f"{cols.min_weight} needs it{did_you_mean(cols.weight, names)}"
     )
     raise ExtractError(table.source, [Problem(table.source, message, 1, cols.weight)])
+
+
+def _taken_rows(
+    table: _Table,
+    frame: pd.DataFrame,
+    cols: TakenColumns,
+    known_users: pd.Index | None,
+    known_trainings: pd.Index | None,
+) -> tuple[pd.Series, dict[str, Any], list[Problem], dict[str, int]]:
+    """The rows of a trainings-taken extract to keep (so far), its id columns (encoded
+    against the known ids when given), the problems found and the rows dropped, by reason."""
+    problems = [*table.repairs, *_decimal_ids(table, frame, cols.user_id)]
+    problems += _decimal_ids(table, frame, cols.training_id)
+    dropped: dict[str, int] = {}
+    keep, blank = _blank_id_problem(table, frame[cols.user_id], cols.user_id)
+    keep_t, blank_t = _blank_id_problem(table, frame[cols.training_id], cols.training_id)
+    keep &= keep_t
+    kept = _tally(dropped, "identifier blank or refused", len(frame), keep)
+    keep, repeated_header = _repeated_header(table, frame, keep)
+    kept = _tally(dropped, "header repeated as a row", kept, keep)
+    keep, duplicates = _exact_duplicates(table, frame, keep)
+    kept = _tally(dropped, "exact duplicate of an earlier row", kept, keep)
+    problems += blank + blank_t + repeated_header + duplicates
+    ids: dict[str, Any] = {}
+    for name, column, known, what in (
+        ("user_id", cols.user_id, known_users, "employee"),
+        ("training_id", cols.training_id, known_trainings, "training"),
+    ):
+        ids[name], problem = _known_ids(table, frame, keep, column, known, what)
+        kept = _tally(dropped, f"unknown {what}", kept, keep)
+        problems += [problem] if problem is not None else []
+    return keep, ids, problems, dropped
 
 
 def _known_ids(

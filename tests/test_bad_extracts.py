@@ -143,7 +143,8 @@ CASES = [
     Case("random_bytes.bin", "users", REJECTED, (Located("binary content", 1),)),
     Case("png_image.png", "trainings", REJECTED, (Located("binary content", 3),)),
     Case("zipped_extract.zip", "trainings-taken", REJECTED, (Located("binary content", 1),)),
-    Case("utf16_without_bom.csv", "trainings", REJECTED, (Located("binary content", 1),)),
+    # UTF-16-LE without its byte order mark: every other byte is 0, read as UTF-16.
+    Case("utf16_without_bom.csv", "users", ACCEPTED, kept_ids=("000001",)),
     Case("html_error_page.html", "users", REJECTED, (Located("2 fields where the header", 3),)),
     Case("zero_bytes.csv", "users", REJECTED, (Located("empty", 1),)),
     Case("header_only.csv", "trainings", REJECTED, (Located("no data rows", 2),)),
@@ -188,6 +189,46 @@ CASES = [
         never_text="Ã",
     ),
     Case("leading_zeros_spaces.csv", "users", ACCEPTED, kept_ids=("000001", "000002", "000010")),
+    # Excel's quirks, read as Excel wrote them (each repair reported).
+    Case(
+        "excel_trailing_empty_columns.csv",
+        "users",
+        ACCEPTED,
+        (Located(r"3 empty column\(s\) right of the data ignored", 1),),
+        kept_ids=("000001", "000002"),
+    ),
+    Case(
+        "excel_trailing_empty_fields.csv",
+        "users",
+        ACCEPTED,
+        kept_ids=("000001", "000002", "000003"),
+    ),
+    Case(
+        "excel_sep_line.csv",
+        "users",
+        ACCEPTED,
+        (Located("read with the delimiter ';' that its first line declares", 1),),
+        kept_ids=("000001", "000002"),
+    ),
+    Case("utf16_be_without_bom.csv", "users", ACCEPTED, kept_ids=("000001", "000002")),
+    Case(
+        "excel_header_case_spaces.csv",
+        "users",
+        ACCEPTED,
+        (
+            Located(r"column 'user-id' read as 'User-Id'", 1, "User-Id"),
+            Located(r"column 'OU' read as 'ou'", 1, "ou"),
+            Located(r"'Career  Interests' read as 'career interests'", 1, "career interests"),
+        ),
+        kept_ids=("000001", "000002"),
+    ),
+    Case(
+        "excel_decimal_ids.csv",
+        "users",
+        ACCEPTED,
+        (Located(r"decimal read as a whole number \('3.0' as '000003'\)", 4, "User-Id"),),
+        kept_ids=("000001", "000002", "000003", "000004"),
+    ),
     Case(
         "formula_cells.csv",
         "trainings",
@@ -355,6 +396,17 @@ def test_the_corpus_files_are_all_used() -> None:
     # A file added to tests/data/bad_extracts/ without a case would silently test nothing.
     used = {case.name for case in CASES if case.generate is None}
     assert used == {p.name for p in CORPUS.iterdir() if p.name != "README.md"}
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if "accepted" in c.statuses], ids=case_id)
+def test_every_row_of_an_accepted_corpus_file_is_kept_or_dropped_under_a_reason(
+    case: Case,
+) -> None:
+    try:
+        _, report = parse_extract(case.kind, case.data(), case.config().contract, case.name)
+    except ExtractError:
+        return  # accepted or rejected are both fine for this case, and it was rejected
+    assert report.rows_read == report.rows_kept + sum(report.dropped.values()), report.dropped
 
 
 # --- what follows an accepted drop ------------------------------------------------------
@@ -527,6 +579,7 @@ def check_parse(kind: str, data: bytes, contract: DataContract) -> None:
     event("accepted")
     assert report.kind == kind
     assert len(frame) == report.rows_kept <= report.rows_read
+    assert report.rows_read == report.rows_kept + sum(report.dropped.values())  # counts add up
     assert all(p.source == source and (p.line is None or p.line >= 1) for p in report.problems)
     for column in (ID,) if kind != "trainings-taken" else ("user_id", "training_id"):
         ids = frame[column]

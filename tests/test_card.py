@@ -15,7 +15,7 @@ import pytest
 
 from shared.bundle import metadata_from_json
 from shared.card import card_html, card_json
-from shared.metadata import ModelMetadata, unevaluated
+from shared.metadata import ExtractReport, ModelMetadata, unevaluated
 from shared.modeling import train_model
 from shared.schema import parse_all
 from shared.settings import Config
@@ -275,3 +275,35 @@ def test_importing_the_card_does_not_import_matplotlib() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_card_counts_every_dropped_row_and_lists_every_problem() -> None:
+    problems = [
+        {"source": "taken.csv", "message": m, "line": n, "text": f"taken.csv, line {n}: {m}"}
+        for n, m in [
+            (2, "blank identifier: row dropped"),
+            (3, "unknown employee: row dropped"),
+            (4, "unknown training: row dropped"),
+            (5, "weight is not a number: row dropped"),
+        ]
+    ]
+    report = ExtractReport(
+        source="taken.csv",
+        kind="trainings-taken",
+        rows_read=10,
+        rows_kept=6,
+        problems=problems,
+        dropped={
+            "identifier blank or refused": 1,
+            "unknown employee": 1,
+            "unknown training": 1,
+            "weight not a number": 1,
+        },
+    )
+    metadata = unevaluated("v1", []).model_copy(update={"validation": [report]})
+
+    [row] = card_json(metadata)["data"]["validation"]
+    assert row["rows_read"] == row["rows_kept"] + sum(row["dropped"].values())
+    assert len(row["examples"]) == row["problems"] == 4  # all of them, not the first three
+    html = card_html(metadata)
+    assert "weight is not a number" in html and "unknown training: 1" in html

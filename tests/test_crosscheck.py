@@ -153,14 +153,19 @@ def test_a_missing_weight_column_with_a_minimum_names_the_column_the_file_has(
     store: BlobStore,
 ) -> None:
     config = small_config(contract={"taken": {"min_weight": 4}})
-    taken = DATA.taken.rename(columns={"rating": "Rating "})
+    taken = DATA.taken.rename(columns={"rating": "ratings"})
 
     result = drop(store, "trainings-taken/renamed.csv", csv_bytes(taken), config)
 
     assert result.status == "rejected"
     [problem] = result.report["problems"]
     assert problem["column"] == "rating"
-    assert "min_weight 4" in problem["message"] and "the file has 'Rating'" in problem["message"]
+    assert "min_weight 4" in problem["message"] and "the file has 'ratings'" in problem["message"]
+    # Only the case and spacing differ: read as the configured column, and said so.
+    taken = DATA.taken.rename(columns={"rating": " Rating"})
+    result = drop(store, "trainings-taken/case.csv", csv_bytes(taken), config)
+    assert result.status == "accepted"
+    assert "column 'Rating' read as 'rating'" in result.report["problems"][0]["message"]
 
 
 def test_a_drop_with_no_success_to_learn_from_is_refused(store: BlobStore) -> None:

@@ -550,9 +550,10 @@ def test_other_column_names_come_from_the_configuration() -> None:
     users_report, _, taken_report = extracts.reports
     assert_located(users_report.problems[0], 3, "Skills")
     assert_located(only(taken_report.problems, "unknown employee"), 3, "EmployeeNumber")
-    # The default names are now missing columns.
+    # The default names are now missing columns ("skills" is read as "Skills": only
+    # its case differs).
     problems = fatal("users", csv_bytes(USERS, GOOD_ROWS["users"]), config.contract)
-    assert [p.column for p in problems] == ["EmployeeNumber", "Department", "Skills"]
+    assert [p.column for p in problems] == ["EmployeeNumber", "Department"]
     assert_located(problems[0], 1, "EmployeeNumber")
 
 
@@ -622,3 +623,47 @@ def test_attributes_are_categorical_stripped_and_only_of_the_kept_rows() -> None
     assert frame[ID].tolist() == ["u1", "u2"] and frame[ID].dtype == "str"
     assert frame["los"].tolist() == ["2-4", "5-9"]  # banded: labels, not categories
     assert report.rows_kept == 2
+
+
+def test_every_row_dropped_is_counted_under_its_reason() -> None:
+    users = csv_bytes(
+        USERS,
+        "u1,sales,python,english,G2,data",
+        " u1 ,sales,python,english,G2,data",  # the same row but for spaces around the id
+        ",sales,python,english,G2,data",  # blank id
+        USERS,  # two exports pasted together
+        "u2,hr,sql,french,G3,people",
+        "u2,hr,sql,french,G3,people",  # exact duplicate
+        "a/b,hr,sql,french,G3,people",  # an id the API refuses
+    )
+    _, report = parse_extract("users", users, CONTRACT, SOURCE)
+    assert (report.rows_read, report.rows_kept) == (7, 2)
+    assert report.dropped == {
+        "identifier blank or refused": 2,
+        "header repeated as a row": 1,
+        "exact duplicate of an earlier row": 1,
+        "same id and content as an earlier row": 1,
+    }
+
+    contract = DataContract.model_validate({"taken": {"min_weight": 4}})
+    taken = csv_bytes(
+        TAKEN,
+        "u1,t1,5,2025-01-01",
+        "u1,t1,4,2025-02-01",  # the pair again: merged, highest weight kept
+        ",,5,2025-01-01",  # both ids blank: one row, counted once
+        "u9,t1,5,2025-01-01",  # unknown employee
+        "u1,t9,5,2025-01-01",  # unknown training
+        "u2,t1,five,2025-01-01",  # weight not a number
+        "u2,t2,2,2025-01-01",  # below min_weight: kept, set apart
+    )
+    _, report = parse_taken(taken, contract, SOURCE, pd.Index(["u1", "u2"]), pd.Index(["t1", "t2"]))
+    assert (report.rows_read, report.rows_kept) == (7, 2)
+    assert report.dropped == {
+        "identifier blank or refused": 1,
+        "unknown employee": 1,
+        "unknown training": 1,
+        "weight not a number": 1,
+        "repeated pair merged (highest weight kept)": 1,
+    }
+    assert report.notes["below_min_weight"] == 1
+    assert report.rows_read == report.rows_kept + sum(report.dropped.values())
