@@ -36,6 +36,11 @@ class Training(BaseModel):
     attributes: dict[str, str]
     score: float
     pinned: bool = Field(False, description="put first by a business rule")
+    new: bool = Field(
+        False,
+        description="added to the catalog since the model was trained: scored from its "
+        "attributes until the next retrain",
+    )
     explanation: Explanation | None = None
 
 

@@ -106,6 +106,9 @@ class ModelBundle:
     popularity: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     department_columns: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     department_popularity: sp.csr_matrix = field(default_factory=lambda: sp.csr_matrix((0, 0)))
+    # Trainings added to the catalog after training, scored from their attributes; they
+    # come last in item_ids (see shared.catalog). Serving only: never written.
+    new_items: int = 0
 
     def __post_init__(self) -> None:
         n_items = len(self.item_ids)
@@ -129,9 +132,14 @@ class ModelBundle:
         return self.metadata.config.features.normalize
 
     @property
+    def n_trained_items(self) -> int:
+        """The trainings the model was trained with: the first ones of item_ids."""
+        return len(self.item_ids) - self.new_items
+
+    @property
     def n_attributes(self) -> int:
         """How many of the employee feature columns are attributes (the history follows)."""
-        return len(self.user_feature_names) - (len(self.item_ids) if self.history else 0)
+        return len(self.user_feature_names) - (self.n_trained_items if self.history else 0)
 
     def check(self) -> None:
         """Raise :class:`ModelLoadError` unless every array agrees with the others."""
@@ -194,6 +202,8 @@ class ModelBundle:
 
     def to_bytes(self) -> tuple[bytes, bytes]:
         """Serialize as (``model.npz`` bytes, ``model.json`` bytes)."""
+        if self.new_items:
+            raise ValueError("a bundle extended with new trainings is not written")
         self.check()
         arrays: dict[str, np.ndarray] = {name: np.asarray(getattr(self, name)) for name in _DENSE}
         for name in _SPARSE:

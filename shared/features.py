@@ -322,7 +322,9 @@ def employee_rows(
     attributes, unknown = rows_for_new(
         frame, contract.users, contract.value_delimiter, names, bundle.normalize
     )
-    return describe_employees(attributes, taken if bundle.history else None), unknown
+    # History columns are the trainings the model was trained with (new ones come last).
+    history = taken[:, : bundle.n_trained_items] if bundle.history else None
+    return describe_employees(attributes, history), unknown
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from shared.answers import (
     TrainingTaken,
 )
 from shared.bundle import ModelBundle
+from shared.catalog import extend
 from shared.errors import ModelLoadError, NoModelError, NotFoundError
 from shared.features import IdMap, employee_rows, entity_frame
 from shared.features import contract_of as bundle_contract
@@ -98,6 +99,7 @@ class Snapshot:
             attributes=attributes,
             score=round(float(score), 6),
             pinned=pinned,
+            new=row >= self.bundle.n_trained_items,
             explanation=None,
         )
 
@@ -209,6 +211,12 @@ def load_snapshot(
     options = options or RulesOptions()
     table = load_recommendations(store, str(pointer["version"]))
     bundle = load_bundle(store, str(pointer["model_version"]))
+    if table.catalog is not None:  # the catalog as the precompute read it
+        if len(table.catalog.ids) - table.catalog.n_new != len(bundle.item_ids):
+            raise ModelLoadError(
+                f"recommendations {pointer['version']} do not match model {bundle.version}"
+            )
+        bundle = extend(bundle, table.catalog)
     if (table.items.size and int(table.items.max()) >= len(bundle.item_ids)) or len(
         table.active
     ) != len(bundle.item_ids):

@@ -20,6 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from shared.bundle import ModelBundle, npz_bytes, sparse_arrays, sparse_from
+from shared.catalog import Catalog, current_catalog, extend
 from shared.errors import ModelLoadError
 from shared.features import IdMap, employee_rows, interaction_matrices
 from shared.rules import Rules, active_trainings
@@ -47,6 +48,9 @@ class RecommendationTable:
     taken: sp.csr_matrix  # employees x the model's trainings
     active: np.ndarray  # bool per training of the model: may be recommended today
     metadata: dict[str, Any]
+    # The trainings served, as the current extract describes them (the model's, then
+    # the new ones); None for a table written before: the model's catalog as trained.
+    catalog: Catalog | None = None
 
     def to_bytes(self) -> bytes:
         return npz_bytes(
@@ -58,6 +62,7 @@ class RecommendationTable:
                 "active": self.active,
                 **sparse_arrays("user_features", self.user_features),
                 **sparse_arrays("taken", self.taken),
+                **(_catalog_arrays(self.catalog) if self.catalog is not None else {}),
             }
         )
 
@@ -75,6 +80,7 @@ class RecommendationTable:
                     sparse_from("taken", archive),
                     archive["active"],
                     metadata,
+                    _catalog_from(archive) if "catalog_ids" in archive.files else None,
                 )
         except (
             ValueError,
@@ -95,6 +101,24 @@ class RecommendationTable:
         return table
 
 
+def _catalog_arrays(catalog: Catalog) -> dict[str, np.ndarray]:
+    return {
+        "catalog_ids": catalog.ids.astype(str),
+        "catalog_titles": catalog.titles.astype(str),
+        "catalog_attributes": catalog.attributes.astype(str),
+        **sparse_arrays("catalog_new_features", catalog.new_features),
+    }
+
+
+def _catalog_from(archive: Any) -> Catalog:
+    return Catalog(
+        archive["catalog_ids"],
+        archive["catalog_titles"],
+        archive["catalog_attributes"],
+        sparse_from("catalog_new_features", archive),
+    )
+
+
 def compute_recommendations(
     bundle: ModelBundle, extracts: Extracts, config: Config
 ) -> tuple[RecommendationTable, pd.DataFrame]:
@@ -106,6 +130,8 @@ def compute_recommendations(
     retired or excluded trainings are never candidates.
     """
     serving = config.serving
+    catalog = current_catalog(bundle, extracts.trainings, config.contract)
+    bundle = extend(bundle, catalog)
     recommender = Recommender(bundle)
     users = extracts.users
     user_map = IdMap.of(users[ID].to_numpy(dtype=str))
@@ -120,7 +146,7 @@ def compute_recommendations(
         feature_rows, has_history, depth, taken, active, chunk_size=serving.chunk_size
     )
     table = RecommendationTable(
-        user_map.ids, items, scores, has_history, feature_rows, taken, active, {}
+        user_map.ids, items, scores, has_history, feature_rows, taken, active, {}, catalog
     )
     rules = Rules.compile(bundle, active, config.rules)
     return table, export_frame(table, recommender, rules, serving.top_k)
