@@ -72,8 +72,8 @@ class _Table:
     @cached_property
     def _record_lines(self) -> np.ndarray:
         # pandas does not keep line numbers; only paid for when reporting.
-        starts = [line for line, _ in _records(self.text, self.delimiter)]
-        return np.asarray(starts[1:], dtype=np.int64)  # the header is not a record
+        starts = np.fromiter((line for line, _ in _records(self.text, self.delimiter)), np.int64)
+        return starts[1:]  # the header is not a record
 
     def line_of(self, position: int) -> int:
         lines = self._record_lines
@@ -157,6 +157,9 @@ def _sniff_delimiter(header: str) -> str:
     return max(counts, key=lambda d: (counts[d], d == ","))
 
 
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
 def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """(first line, fields) of each record that pandas reads, the header included.
 
@@ -167,7 +170,10 @@ def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     consumed: list[str] = []  # the physical lines of the record being read
 
     def lines() -> Iterator[str]:
-        for line in io.StringIO(text, newline=""):
+        # One line at a time, as io.StringIO(text, newline="") splits them, without its
+        # copy of the whole text (four bytes a character).
+        for found in _LINE.finditer(text):
+            line = found.group()
             consumed.append(line)
             yield line
 
@@ -190,16 +196,18 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
         message = f"the file has {len(data)} bytes, over the limit of {limits.max_bytes}"
         raise ExtractError(source, [Problem(source, message)])
     text = _decode(data, source)
-    if not text.strip():
+    if not text or text.isspace():
         raise ExtractError(source, [Problem(source, "the file is empty", 1)])
     text, declared = _without_sep_line(text)
-    header = re.split(r"\r\n|\r|\n", text.lstrip(" \t\r\n"), maxsplit=1)[0]  # Mac: lone CR
+    header = _first_line(text)
     delimiter = declared or _sniff_delimiter(header)
     names = _names(header, delimiter)
     while names and not names[-1]:  # Excel keeps empty columns right of the data
         names.pop()
+    # pandas reads bytes: the file's own when they are UTF-8 as they stand (no copy).
+    raw = data if declared is None and _is_utf8(data) else text.encode("utf-8")
     try:
-        frame = _read_csv(text, delimiter)
+        frame = _read_csv(raw, delimiter)
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
         padded = _padded(text, delimiter, names)
         if padded is None:
@@ -222,6 +230,25 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
     return _Table(source, text, delimiter, frame, repairs)
 
 
+def _first_line(text: str) -> str:
+    """The header line, without copying the text (blank lines before it skipped)."""
+    start = re.match(r"[ \t\r\n]*", text)
+    begin = start.end() if start else 0
+    end = re.compile(r"\r|\n").search(text, begin)  # Mac: lone CR
+    return text[begin : end.start() if end else len(text)]
+
+
+def _is_utf8(data: bytes) -> bool:
+    """Whether the bytes are the UTF-8 that _decode read them as."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_without_bom(data) is not None:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _names(header: str, delimiter: str) -> list[str]:
     """The header's column names, stripped ([] if csv cannot read it: reported later)."""
     try:
@@ -236,7 +263,7 @@ def _padded(text: str, delimiter: str, names: list[str]) -> pd.DataFrame | None:
     widest = max((len(r) for _, r in _records(text, delimiter)), default=0)
     padded = [*names, *(f"\x00{i}" for i in range(len(names), widest))]
     try:
-        frame = _read_csv(text, delimiter, padded)
+        frame = _read_csv(text.encode("utf-8"), delimiter, padded)
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
         return None
     return None if _filled(frame, len(names)) else frame
@@ -256,14 +283,27 @@ def _without_sep_line(text: str) -> tuple[str, str | None]:
     return text[found.end() :], found.group(1)
 
 
-def _read_csv(text: str, delimiter: str, names: list[str] | None = None) -> pd.DataFrame:
-    """The cells as strings; under ``names`` (the header row skipped) when given."""
+CHUNK_ROWS = 100_000  # rows parsed at once: bounds the cells held as Python strings
+
+
+def _read_csv(raw: bytes, delimiter: str, names: list[str] | None = None) -> pd.DataFrame:
+    """The cells, under ``names`` (the header row skipped) when given, as categoricals
+    over their sorted distinct values.
+
+    Read a chunk at a time, each chunk's cells folded into codes of the distinct values
+    seen so far: a column of a million cells is then a million small codes and a few
+    thousand strings, not a million string objects (13x the file before, measured).
+    """
+    codes: dict[str, list[np.ndarray]] = {}
+    seen: dict[str, dict[str, int]] = {}
+    columns: list[str] = []
     with warnings.catch_warnings():
         # A first row longer than the header is only a warning for pandas, which
         # would then drop cells silently.
         warnings.simplefilter("error", pd.errors.ParserWarning)
-        return pd.read_csv(
-            io.StringIO(text),
+        reader = pd.read_csv(
+            io.BytesIO(raw),
+            encoding="utf-8-sig",
             sep=delimiter,
             dtype=str,
             keep_default_na=False,
@@ -273,7 +313,35 @@ def _read_csv(text: str, delimiter: str, names: list[str] | None = None) -> pd.D
             engine="c",
             header=0,
             names=names,
+            chunksize=CHUNK_ROWS,
         )
+        with reader:
+            for chunk in reader:
+                columns = [str(c) for c in chunk.columns]
+                for position, column in enumerate(columns):
+                    local, values = pd.factorize(chunk.iloc[:, position].to_numpy(dtype=object))
+                    known = seen.setdefault(column, {})
+                    into = np.fromiter(
+                        (known.setdefault(v, len(known)) for v in values), np.int64, len(values)
+                    )
+                    codes.setdefault(column, []).append(into[local].astype(np.int32))
+    if not codes:  # a header and no row
+        header = names or _names(_first_line(raw.decode("utf-8-sig")), delimiter)
+        return pd.DataFrame({c: pd.Series([], dtype=str) for c in header})
+    return pd.DataFrame(
+        {column: _sorted_categorical(codes[column], seen[column]) for column in columns},
+        columns=columns,
+    )
+
+
+def _sorted_categorical(parts: list[np.ndarray], values: dict[str, int]) -> pd.Categorical:
+    distinct = np.asarray(list(values), dtype=object)
+    order = np.argsort(distinct, kind="stable")
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return pd.Categorical.from_codes(
+        rank[np.concatenate(parts)], categories=pd.Index(distinct[order], dtype="str")
+    )
 
 
 def header_of(data: bytes) -> list[str]:
@@ -471,6 +539,11 @@ def positions(
     The known ids and the values are factorized together: one hash lookup per value,
     cheaper than ``isin`` or ``Index.get_indexer`` over a million interactions.
     """
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        # Each distinct value looked up once, then spread through the codes.
+        categorical = pd.Categorical(values)
+        of_category = np.append(positions(known, categorical.categories.to_numpy(object)), -1)
+        return np.asarray(of_category[categorical.codes], dtype=np.int64)  # code -1 -> -1
     known = np.asarray(known, dtype=object)
     codes, uniques = pd.factorize(np.concatenate([known, np.asarray(values, dtype=object)]))
     position_of_code = np.full(len(uniques), -1, dtype=np.int64)
@@ -540,13 +613,29 @@ def _repeated_header(
 def _exact_duplicates(
     table: _Table, frame: pd.DataFrame, keep: pd.Series
 ) -> tuple[pd.Series, list[Problem]]:
-    duplicated = table.frame.duplicated(keep="first").to_numpy() & keep.to_numpy()
+    duplicated = _duplicated_rows(table.frame) & keep.to_numpy()
     if not duplicated.any():
         return keep, []
     problem = table.problem(
         np.flatnonzero(duplicated), "exact duplicate of an earlier row: dropped"
     )
     return keep & ~duplicated, [problem]
+
+
+def _duplicated_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Rows equal to an earlier row, from the columns' codes (one int64 per row) when
+    they fit, without hashing every cell."""
+    if not all(isinstance(frame[c].dtype, pd.CategoricalDtype) for c in frame.columns):
+        return frame.duplicated(keep="first").to_numpy()
+    key = np.zeros(len(frame), dtype=np.int64)
+    room = 1
+    for column in frame.columns:
+        size = len(frame[column].cat.categories) + 1
+        room *= size
+        if room >= 2**62:  # the codes no longer fit one int64
+            return frame.duplicated(keep="first").to_numpy()
+        key = key * size + frame[column].cat.codes.to_numpy().astype(np.int64) + 1
+    return pd.Series(key).duplicated(keep="first").to_numpy()
 
 
 def band_labels(values: pd.Series, edges: tuple[float, ...]) -> tuple[pd.Series, np.ndarray]:
@@ -755,11 +844,9 @@ def parse_taken(
     _require_weights(table, cols)
 
     present = [c for c in (cols.weight, cols.date) if c and c in table.frame.columns]
-    frame = _strip(
-        table.frame,
-        list(dict.fromkeys([cols.user_id, cols.training_id, *present])),
-        ids=[cols.user_id, cols.training_id],
-    )
+    wanted = list(dict.fromkeys([cols.user_id, cols.training_id, *present]))
+    # Categoricals throughout: a million rows repeat a few thousand ids, ratings, dates.
+    frame = _strip(table.frame, wanted, categorical=wanted, ids=[cols.user_id, cols.training_id])
     keep, ids, problems, dropped = _taken_rows(table, frame, cols, known_users, known_trainings)
     kept = int(keep.sum())
     weight, bad_weights = _weights(table, frame, keep, cols)
@@ -782,7 +869,9 @@ def parse_taken(
         }
     )[keep]
     rows_before = len(clean)
-    clean = _one_row_per_pair(clean)
+    clean = _one_row_per_pair(
+        clean, grouped=known_users is not None and known_trainings is not None
+    )
     notes: dict[str, int] = {}
     if cols.min_weight is not None:
         notes["below_min_weight"] = int((~clean["positive"]).sum())
@@ -883,21 +972,29 @@ def _weights(
     return parsed.where(~blank, np.nan if cols.min_weight is not None else 1.0), problems
 
 
-def _one_row_per_pair(clean: pd.DataFrame) -> pd.DataFrame:
+def _one_row_per_pair(clean: pd.DataFrame, grouped: bool) -> pd.DataFrame:
     """A pair taken several times becomes its row with the highest weight (then the
-    latest date). With ids encoded against the known ones, rows are grouped by employee,
-    trainings in catalog order (the extracts' orders): the interaction matrix is then
-    read off the frame without sorting a million pairs; otherwise they keep file order."""
-    clean = clean.sort_values(["weight", "date"], ascending=False, kind="stable").drop_duplicates(
-        ["user_id", "training_id"], keep="first"
+    latest date, then the first in the file). ``grouped`` (ids encoded against the
+    known ones): rows grouped by employee, trainings in catalog order (the extracts'
+    orders), so that the interaction matrix is read off the frame without sorting a
+    million pairs; otherwise they keep file order. One sort of codes, no copy of the
+    frame until the rows kept are taken."""
+    users, trainings = (pd.Categorical(clean[c]) for c in ("user_id", "training_id"))
+    pair = users.codes.astype(np.int64) * (len(trainings.categories) + 1) + trainings.codes
+    date = clean["date"]
+    dates = (
+        date.cat.codes.to_numpy()
+        if isinstance(date.dtype, pd.CategoricalDtype)
+        else (pd.factorize(date.to_numpy(dtype=object), sort=True)[0])
     )
-    if all(isinstance(clean[c].dtype, pd.CategoricalDtype) for c in ("user_id", "training_id")):
-        users, trainings = clean["user_id"].cat, clean["training_id"].cat
-        pair = users.codes.to_numpy(np.int64) * len(trainings.categories)
-        clean = clean.iloc[np.argsort(pair + trainings.codes.to_numpy(np.int64), kind="stable")]
-    else:
-        clean = clean.sort_index()  # file order
-    return clean.reset_index(drop=True)
+    # lexsort is stable: among equal keys, file order decides.
+    order = np.lexsort((-dates.astype(np.int32), -clean["weight"].to_numpy(np.float64), pair))
+    grouped_pairs = pair[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = grouped_pairs[1:] != grouped_pairs[:-1]
+    del grouped_pairs
+    kept = order[first] if grouped else np.sort(order[first])
+    return clean.iloc[kept].reset_index(drop=True)
 
 
 def parse_extract(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import http, matrices, precompute, quality, retrain, startup
+from benchmarks import http, matrices, parse, precompute, quality, retrain, startup
 from benchmarks.__main__ import NAMES
 from benchmarks.__main__ import main as dispatch
 from benchmarks.common import Table
@@ -203,3 +203,12 @@ def test_quality_reports_every_regime_population_and_target() -> None:
     lines = [line for line in text.splitlines() if line.startswith("target ")]
     assert len(lines) == sum(len(quality.checks(r)) for r in results) >= 9
     assert all(line.endswith(")") and (" MET " in line or " NOT MET " in line) for line in lines)
+
+
+def test_parse_measures_the_peak_against_the_file_size(capsys: pytest.CaptureFixture[str]) -> None:
+    table = parse.run((20_000,))
+    out = printed(table, capsys)
+    [ratio] = table.result
+    assert 0 < ratio < 100
+    assert "20,000 rows" in out and "x the file" in out
+    assert "target peak <= 4x the file" in out
