@@ -4,7 +4,8 @@ A trainings-taken file of ``rows`` rows (100,000 employees x 5,000 trainings, a
 rating and a date each) is parsed and validated against the known ids in a fresh
 interpreter; its peak resident memory over the loaded bytes (VmHWM) is compared with
 the file's size. Target: at most 4x the file (a 2 GB Functions instance then reads a
-few hundred MB), from 13x before the cells were read as codes (1 M rows, measured).
+few hundred MB), from 13x before the cells were read as codes (1 M rows, measured;
+5.7x since).
 
     python -m benchmarks parse            # 1 M and 10 M rows
     python -m benchmarks parse --small    # 100,000 and 1 M rows

@@ -64,10 +64,20 @@ class _Table:
     """A parsed CSV: string cells, plus the file line of each record (computed on demand)."""
 
     source: str
-    text: str
+    raw: bytes  # the file as UTF-8 (its own bytes when it was): what pandas read
     delimiter: str
     frame: pd.DataFrame
     repairs: list[Problem] = field(default_factory=list)  # how the file was read differently
+
+    @cached_property
+    def text(self) -> str:
+        # Decoded again only to locate problems: not held while the frame is built.
+        return self.raw.decode("utf-8-sig")
+
+    @property
+    def head(self) -> str:
+        """The start of the text: enough for the header record."""
+        return self.raw[: 1 << 20].decode("utf-8-sig", errors="ignore")
 
     @cached_property
     def _record_lines(self) -> np.ndarray:
@@ -90,9 +100,14 @@ class _Table:
 
 
 def _decode(data: bytes, source: str) -> str:
+    return _decode_as(data, source)[0]
+
+
+def _decode_as(data: bytes, source: str) -> tuple[str, str]:
+    """The text, and the encoding it was read with."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" export
         try:
-            return data.decode("utf-16")
+            return data.decode("utf-16"), "utf-16"
         except UnicodeDecodeError as exc:
             raise ExtractError(
                 source, [Problem(source, f"unreadable UTF-16: {exc.reason}")]
@@ -100,7 +115,7 @@ def _decode(data: bytes, source: str) -> str:
     encoding = _utf16_without_bom(data)
     if encoding is not None:  # Excel's "Unicode text" saved by a tool that drops the BOM
         try:
-            return data.decode(encoding)
+            return data.decode(encoding), encoding
         except UnicodeDecodeError as exc:
             message = f"unreadable {encoding.upper()}: {exc.reason}"
             raise ExtractError(source, [Problem(source, message)]) from None
@@ -109,11 +124,11 @@ def _decode(data: bytes, source: str) -> str:
         message = f"binary content, not a CSV file (NUL byte at offset {nul})"
         raise ExtractError(source, [Problem(source, message, data[:nul].count(b"\n") + 1)])
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), "utf-8-sig"
     except UnicodeDecodeError as exc:
         _refuse_mixed_encodings(data, exc, source)
     try:
-        return data.decode("cp1252")  # Excel's "CSV" export on Western Windows
+        return data.decode("cp1252"), "cp1252"  # Excel's "CSV" export on Western Windows
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         message = f"unreadable encoding: neither UTF-8 nor cp1252 (byte {data[exc.start]:#04x})"
@@ -195,7 +210,7 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
     if len(data) > limits.max_bytes:
         message = f"the file has {len(data)} bytes, over the limit of {limits.max_bytes}"
         raise ExtractError(source, [Problem(source, message)])
-    text = _decode(data, source)
+    text, encoding = _decode_as(data, source)
     if not text or text.isspace():
         raise ExtractError(source, [Problem(source, "the file is empty", 1)])
     text, declared = _without_sep_line(text)
@@ -204,11 +219,14 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
     names = _names(header, delimiter)
     while names and not names[-1]:  # Excel keeps empty columns right of the data
         names.pop()
-    # pandas reads bytes: the file's own when they are UTF-8 as they stand (no copy).
-    raw = data if declared is None and _is_utf8(data) else text.encode("utf-8")
+    # pandas reads bytes: the file's own when they are UTF-8 as they stand (no copy),
+    # and the text is not held meanwhile.
+    raw = data if declared is None and encoding == "utf-8-sig" else text.encode("utf-8")
+    del text
     try:
         frame = _read_csv(raw, delimiter)
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
+        text = raw.decode("utf-8-sig")
         padded = _padded(text, delimiter, names)
         if padded is None:
             problems = _field_count_problems(text, delimiter, source, exc)
@@ -227,7 +245,7 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
         repairs.append(Problem(source, message, 1))
         frame = frame.iloc[:, : len(names)]
     frame.columns = [str(c).strip() for c in frame.columns]
-    return _Table(source, text, delimiter, frame, repairs)
+    return _Table(source, raw, delimiter, frame, repairs)
 
 
 def _first_line(text: str) -> str:
@@ -236,17 +254,6 @@ def _first_line(text: str) -> str:
     begin = start.end() if start else 0
     end = re.compile(r"\r|\n").search(text, begin)  # Mac: lone CR
     return text[begin : end.start() if end else len(text)]
-
-
-def _is_utf8(data: bytes) -> bool:
-    """Whether the bytes are the UTF-8 that _decode read them as."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_without_bom(data) is not None:
-        return False
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _names(header: str, delimiter: str) -> list[str]:
@@ -466,7 +473,7 @@ def _unclosed_quote_line(text: str) -> int | None:
 def _header_problems(
     table: _Table, required: list[str], renamed: dict[str, str] | None = None
 ) -> list[Problem]:
-    line, raw_header = next(_records(table.text, table.delimiter), (1, []))
+    line, raw_header = next(_records(table.head, table.delimiter), (1, []))
     # The names as read: empty columns right of the data dropped, case repairs applied.
     names = [(renamed or {}).get(h.strip(), h.strip()) for h in raw_header]
     names = names[: len(table.frame.columns)]
@@ -856,21 +863,24 @@ def parse_taken(
     if cols.min_weight is not None:
         positive = weight >= cols.min_weight  # NaN (no weight) is below any minimum
 
-    date = (
-        frame[cols.date] if cols.date and cols.date in frame else pd.Series("", index=frame.index)
+    date = pd.Categorical(
+        frame[cols.date] if cols.date and cols.date in frame else np.full(len(frame), "")
     )
+    users, trainings = pd.Categorical(ids["user_id"]), pd.Categorical(ids["training_id"])
+    weights = weight.to_numpy(dtype=np.float64)
+    rows = np.flatnonzero(keep.to_numpy())
+    rows_before = len(rows)
+    grouped = known_users is not None and known_trainings is not None
+    chosen = _one_row_per_pair(rows, users, trainings, weights, date, grouped)
+    # Built once, from the rows kept: no frame of every row, no masked copy of it.
     clean = pd.DataFrame(
         {
-            "user_id": ids["user_id"],
-            "training_id": ids["training_id"],
-            "weight": weight.astype(np.float64),
-            "date": date,
-            "positive": positive.to_numpy(dtype=bool),
+            "user_id": users.take(chosen),
+            "training_id": trainings.take(chosen),
+            "weight": weights[chosen],
+            "date": date.take(chosen),
+            "positive": positive.to_numpy(dtype=bool)[chosen],
         }
-    )[keep]
-    rows_before = len(clean)
-    clean = _one_row_per_pair(
-        clean, grouped=known_users is not None and known_trainings is not None
     )
     notes: dict[str, int] = {}
     if cols.min_weight is not None:
@@ -972,29 +982,33 @@ def _weights(
     return parsed.where(~blank, np.nan if cols.min_weight is not None else 1.0), problems
 
 
-def _one_row_per_pair(clean: pd.DataFrame, grouped: bool) -> pd.DataFrame:
-    """A pair taken several times becomes its row with the highest weight (then the
-    latest date, then the first in the file). ``grouped`` (ids encoded against the
-    known ones): rows grouped by employee, trainings in catalog order (the extracts'
-    orders), so that the interaction matrix is read off the frame without sorting a
-    million pairs; otherwise they keep file order. One sort of codes, no copy of the
-    frame until the rows kept are taken."""
-    users, trainings = (pd.Categorical(clean[c]) for c in ("user_id", "training_id"))
-    pair = users.codes.astype(np.int64) * (len(trainings.categories) + 1) + trainings.codes
-    date = clean["date"]
-    dates = (
-        date.cat.codes.to_numpy()
-        if isinstance(date.dtype, pd.CategoricalDtype)
-        else (pd.factorize(date.to_numpy(dtype=object), sort=True)[0])
-    )
+def _one_row_per_pair(
+    rows: np.ndarray,
+    users: pd.Categorical,
+    trainings: pd.Categorical,
+    weights: np.ndarray,
+    dates: pd.Categorical,
+    grouped: bool,
+) -> np.ndarray:
+    """Of the ``rows`` kept, one per (employee, training) pair: the highest weight, then
+    the latest date (dates sort as text: ISO dates do), then the first in the file.
+    ``grouped`` (ids encoded against the known ones, whose codes follow the extracts'
+    orders): grouped by employee, trainings in catalog order, so that the interaction
+    matrix is read off the frame without sorting a million pairs; otherwise file order.
+    One stable sort of codes, no frame."""
+    by_text = np.argsort(np.asarray(dates.categories, dtype=object), kind="stable")
+    date_rank = np.argsort(by_text).astype(np.int32)
+    date_codes = date_rank[dates.codes[rows]] if len(date_rank) else np.zeros(len(rows), np.int32)
+    pair = users.codes[rows].astype(np.int64) * (len(trainings.categories) + 1)
+    pair += trainings.codes[rows]
     # lexsort is stable: among equal keys, file order decides.
-    order = np.lexsort((-dates.astype(np.int32), -clean["weight"].to_numpy(np.float64), pair))
+    order = np.lexsort((-date_codes, -weights[rows], pair))
     grouped_pairs = pair[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = grouped_pairs[1:] != grouped_pairs[:-1]
-    del grouped_pairs
-    kept = order[first] if grouped else np.sort(order[first])
-    return clean.iloc[kept].reset_index(drop=True)
+    del grouped_pairs, pair
+    chosen = order[first]
+    return rows[chosen if grouped else np.sort(chosen)]
 
 
 def parse_extract(
