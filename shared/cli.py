@@ -161,10 +161,11 @@ def _raw_extracts(args: argparse.Namespace, config: Config) -> dict[str, Any]:
             if kind is not None:
                 frames[kind] = read_table(data, str(path), limits).frame
     else:
-        pointer, _ = read_pointer(_store(args), EXTRACTS_POINTER)
+        store = _store(args)
+        pointer, _ = read_pointer(store, EXTRACTS_POINTER)
         for kind, entry in pointer.items():
             blob = str(entry["path"])
-            frames[kind] = read_table(_store(args).read(blob), blob, limits).frame
+            frames[kind] = read_table(store.read(blob), blob, limits).frame
     if not frames:
         where = args.extracts or "the store"
         raise TrainingRecommenderError(f"no extract to check in {where} (users, trainings…)")

@@ -10,7 +10,6 @@ every drop's report, accepted or not.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import Problem
+from shared.ids import DECIMAL_ID
+from shared.schema import positions
 from shared.settings import CrossChecks
 
-_DECIMAL = re.compile(r"^(\d+)\.0+$")
 EXAMPLES = 3  # pairs quoted in a diagnosis
 
 
@@ -76,7 +76,7 @@ def diagnose(unmatched: np.ndarray, known: pd.Index) -> str | None:
 
 
 def _whole_number(text: str) -> str:
-    found = _DECIMAL.match(text)
+    found = DECIMAL_ID.match(text)
     return (found.group(1) if found else text).lstrip("0") or "0"
 
 
@@ -84,10 +84,9 @@ def rows_matching(
     ids: pd.Series, known: pd.Index, what: str, minimum: float
 ) -> tuple[Match, np.ndarray]:
     """Rows whose id is among the ``known`` ones; and the mask of those rows."""
-    values = ids.astype(str).to_numpy()
-    found = pd.Index(known.astype(str)).get_indexer(values) >= 0
-    unmatched = np.unique(values[~found])
-    match = Match(what, int(found.sum()), len(values), minimum, diagnose(unmatched, known))
+    found = positions(known, ids) >= 0  # each distinct id looked up once
+    unmatched = np.unique(np.asarray(ids[~found], dtype=str))
+    match = Match(what, int(found.sum()), len(found), minimum, diagnose(unmatched, known))
     return match, found
 
 
@@ -115,12 +114,10 @@ def taken_matches(
 
 def ids_kept(new: pd.Index, previous: pd.Index, what: str, checks: CrossChecks) -> Match:
     """How many ids of the previous extract of a kind the new one still has."""
-    previous_text = pd.Index(previous.astype(str))
-    kept = pd.Index(new.astype(str)).get_indexer(previous_text) >= 0
-    unmatched = np.unique(previous_text.to_numpy()[~kept])
+    kept = positions(new, previous) >= 0
     # Diagnosed from the new side: it is the new file whose ids changed shape.
-    new_unmatched = np.setdiff1d(new.astype(str).to_numpy(), previous_text.to_numpy())
-    diagnosis = diagnose(new_unmatched, previous) if len(unmatched) else None
+    new_unmatched = np.asarray(new[positions(previous, new) < 0], dtype=str)
+    diagnosis = diagnose(new_unmatched, previous) if not kept.all() else None
     return Match(
         f"{what} of the current extract still in this one",
         int(kept.sum()),

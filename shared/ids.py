@@ -22,6 +22,8 @@ INVISIBLE += "\ufeff"
 REFUSED = "/\\<>\"'`"
 _NOT_ALLOWED = re.escape(INVISIBLE + REFUSED)
 _INVISIBLE = re.compile(f"[{re.escape(INVISIBLE)}]")
+# A whole number a spreadsheet wrote as a decimal ("42.0"): its digits are group 1.
+DECIMAL_ID = re.compile(r"^([0-9]+)\.0+$")
 
 # For the API (OpenAPI ``pattern``): no lookaround, which pydantic's regex engine lacks.
 ID_PATTERN = rf"^[^\s{_NOT_ALLOWED}](?:[^{_NOT_ALLOWED}]*[^\s{_NOT_ALLOWED}])?$"

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import ExtractError, Problem
-from shared.ids import clean_id, id_problem
+from shared.ids import DECIMAL_ID, clean_id, id_problem
 from shared.settings import DataContract, EntityColumns, Limits, TakenColumns
 
 Kind = Literal["users", "trainings", "trainings-taken"]
@@ -357,7 +357,7 @@ def header_of(data: bytes) -> list[str]:
         text = _decode(data[: 64 * 1024], "header")
     except ExtractError:
         return []
-    header = re.split(r"\r\n|\r|\n", text.lstrip(" \t\r\n"), maxsplit=1)[0]
+    header = _first_line(text)
     return _names(header, _sniff_delimiter(header))
 
 
@@ -558,16 +558,13 @@ def positions(
     return position_of_code[codes[len(known) :]]
 
 
-_DECIMAL_ID = re.compile(r"^([0-9]+)\.0+$")
-
-
 def _decimal_ids(table: _Table, frame: pd.DataFrame, column: str) -> list[Problem]:
     """Ids a spreadsheet wrote as decimals (``42.0``) in a file of whole-number ids, read
     as whole numbers, in place (zero-padded when every other id has the same width);
     reported. Left alone when the file's other ids are not whole numbers."""
     codes, distinct = distinct_codes(frame[column])
     values: list[str] = distinct.tolist()
-    decimals = {v: found.group(1) for v in values if (found := _DECIMAL_ID.match(v))}
+    decimals = {v: found.group(1) for v in values if (found := DECIMAL_ID.match(v))}
     whole = [v for v in values if v.isascii() and v.isdigit()]
     if not decimals or not whole or len(whole) < 0.9 * (len(values) - len(decimals)):
         return []

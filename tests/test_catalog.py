@@ -8,12 +8,12 @@ import io
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from world import csv_bytes, drop, drop_all, small_config, small_data
+from world import csv_bytes, drop, published, small_config, small_data
 
 from shared.api import create_app
 from shared.catalog import current_catalog, extend
 from shared.layout import MODELS_POINTER, read_pointer
-from shared.pipeline import precompute, retrain
+from shared.pipeline import precompute
 from shared.registry import load_bundle
 from shared.schema import parse_extract
 from shared.storage import BlobStore, LocalFolderStore
@@ -35,9 +35,7 @@ def with_changes(trainings: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def refreshed(tmp_path_factory: pytest.TempPathFactory) -> LocalFolderStore:
-    store = LocalFolderStore(tmp_path_factory.mktemp("catalog") / "store")
-    drop_all(store, DATA, CONFIG)
-    assert retrain(store, CONFIG).status == "published"
+    store = published(LocalFolderStore(tmp_path_factory.mktemp("catalog") / "store"), DATA, CONFIG)
     trainings = csv_bytes(with_changes(DATA.trainings))
     assert drop(store, "trainings/next.csv", trainings, CONFIG).status == "accepted"
     assert precompute(store, CONFIG).status == "computed"  # no retrain

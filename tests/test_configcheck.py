@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from world import csv_bytes, small_data
+from world import csv_bytes, drop_all, small_config, small_data
 
 from shared import cli
 from shared.configcheck import check
 from shared.settings import Config, load_config
+from shared.storage import LocalFolderStore
 
 DATA = small_data()
 
@@ -111,3 +112,17 @@ def test_config_show_prints_the_effective_configuration_merged_with_the_defaults
     shown = json.loads(capsys.readouterr().out)
     assert shown == load_config(path).to_dict()
     assert shown["contract"]["users"]["multi_valued"] == ["skills"]
+
+
+def test_config_check_reads_the_store_s_current_extracts_and_exits_0_when_clean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = LocalFolderStore(tmp_path / "store")
+    drop_all(store, DATA, small_config())
+
+    code = cli.main(["--store", str(tmp_path / "store"), "config", "check"], environ={})
+
+    assert code == 0
+    assert capsys.readouterr().out.strip() == (
+        "checked trainings, trainings-taken, users: no finding"
+    )

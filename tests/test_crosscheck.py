@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from world import csv_bytes, drop, drop_all, small_config, small_data
+from world import csv_bytes, drop, drop_all, published, small_config, small_data
 
 from shared.api import create_app
 from shared.crosscheck import diagnose, ids_kept, taken_matches
 from shared.layout import EXTRACTS_POINTER, RECOMMENDATIONS_POINTER, read_pointer
-from shared.pipeline import precompute, retrain
+from shared.pipeline import precompute
 from shared.settings import CrossChecks
 from shared.storage import BlobStore
 
@@ -88,8 +88,7 @@ def served_answers(store: BlobStore) -> list[bytes]:
 def test_a_spreadsheet_resaved_trainings_taken_is_refused_and_nothing_changes(
     store: BlobStore,
 ) -> None:
-    drop_all(store, DATA, CONFIG)
-    assert retrain(store, CONFIG).status == "published"
+    published(store, DATA, CONFIG)
     before = served_answers(store)
     pointers = (
         read_pointer(store, EXTRACTS_POINTER)[0],

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from world import drop_all, small_config, small_data
+from world import published, small_config, small_data
 
 from shared.answers import (
     EmployeeRecommendations,
@@ -16,7 +16,6 @@ from shared.answers import (
 )
 from shared.api import create_app
 from shared.errors import NotFoundError
-from shared.pipeline import retrain
 from shared.serving import (
     ServingCache,
     Snapshot,
@@ -37,10 +36,7 @@ NEW = {"ou": "development", "skills": ["python", "sql"], "career interests": "da
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> LocalFolderStore:
-    store = LocalFolderStore(tmp_path_factory.mktemp("serving") / "store")
-    drop_all(store, DATA, CONFIG)
-    assert retrain(store, CONFIG).status == "published"
-    return store
+    return published(LocalFolderStore(tmp_path_factory.mktemp("serving") / "store"), DATA, CONFIG)
 
 
 @pytest.fixture(scope="module")

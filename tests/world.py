@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from shared.layout import DROP_CONTAINER
-from shared.pipeline import AcceptResult, accept_extract
+from shared.pipeline import AcceptResult, accept_extract, retrain
 from shared.settings import Config
 from shared.storage import BlobStore
 from shared.synthetic import SyntheticData, generate
@@ -46,3 +46,10 @@ def drop_all(store: BlobStore, data: SyntheticData, config: Config) -> list[Acce
         drop(store, f"{kind}/{kind}.csv", csv_bytes(getattr(data, attr)), config)
         for kind, attr in KIND_FRAMES.items()
     ]
+
+
+def published(store: BlobStore, data: SyntheticData, config: Config) -> BlobStore:
+    """A store serving a model of ``data``: the three extracts dropped, then retrained."""
+    drop_all(store, data, config)
+    assert retrain(store, config).status == "published"
+    return store
