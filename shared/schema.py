@@ -9,13 +9,14 @@ in the :class:`ValidationReport`. Identifiers stay strings: ``"00123"`` is not
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
 import io
 import itertools
 import re
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -69,11 +70,6 @@ class _Table:
     frame: pd.DataFrame
     repairs: list[Problem] = field(default_factory=list)  # how the file was read differently
 
-    @cached_property
-    def text(self) -> str:
-        # Decoded again only to locate problems: not held while the frame is built.
-        return self.raw.decode("utf-8-sig")
-
     @property
     def head(self) -> str:
         """The start of the text: enough for the header record."""
@@ -81,8 +77,10 @@ class _Table:
 
     @cached_property
     def _record_lines(self) -> np.ndarray:
-        # pandas does not keep line numbers; only paid for when reporting.
-        starts = np.fromiter((line for line, _ in _records(self.text, self.delimiter)), np.int64)
+        # pandas does not keep line numbers; only paid for when reporting, and read off
+        # the bytes a line at a time (no decoded copy of the whole file held).
+        records = _records(_byte_lines(self.raw), self.delimiter)
+        starts = np.fromiter((line for line, _ in records), np.int32)
         return starts[1:]  # the header is not a record
 
     def line_of(self, position: int) -> int:
@@ -173,9 +171,23 @@ def _sniff_delimiter(header: str) -> str:
 
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+_BYTE_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
-def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
+def _text_lines(text: str) -> Iterator[str]:
+    """The lines as io.StringIO(text, newline="") splits them, without its copy of the
+    whole text (four bytes a character)."""
+    return (found.group() for found in _LINE.finditer(text))
+
+
+def _byte_lines(raw: bytes) -> Iterator[str]:
+    """The lines of UTF-8 bytes, each decoded on its own (no line break is part of a
+    multi-byte character in UTF-8)."""
+    lines = _BYTE_LINE.finditer(raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw)
+    return (found.group().decode("utf-8") for found in lines)
+
+
+def _records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """(first line, fields) of each record that pandas reads, the header included.
 
     csv counts lines as pandas does (quoted newlines, "\\r" and "\\r\\n" ends), but
@@ -184,15 +196,12 @@ def _records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """
     consumed: list[str] = []  # the physical lines of the record being read
 
-    def lines() -> Iterator[str]:
-        # One line at a time, as io.StringIO(text, newline="") splits them, without its
-        # copy of the whole text (four bytes a character).
-        for found in _LINE.finditer(text):
-            line = found.group()
+    def tracked() -> Iterator[str]:
+        for line in lines:
             consumed.append(line)
             yield line
 
-    reader = csv.reader(lines(), delimiter=delimiter)
+    reader = csv.reader(tracked(), delimiter=delimiter)
     start = 0
     try:
         for record in reader:
@@ -267,7 +276,7 @@ def _names(header: str, delimiter: str) -> list[str]:
 def _padded(text: str, delimiter: str, names: list[str]) -> pd.DataFrame | None:
     """Rows longer than the header, read anyway when what they hold past it is empty
     (Excel pads every row to its widest one); else None."""
-    widest = max((len(r) for _, r in _records(text, delimiter)), default=0)
+    widest = max((len(r) for _, r in _records(_text_lines(text), delimiter)), default=0)
     padded = [*names, *(f"\x00{i}" for i in range(len(names), widest))]
     try:
         frame = _read_csv(text.encode("utf-8"), delimiter, padded)
@@ -290,7 +299,7 @@ def _without_sep_line(text: str) -> tuple[str, str | None]:
     return text[found.end() :], found.group(1)
 
 
-CHUNK_ROWS = 100_000  # rows parsed at once: bounds the cells held as Python strings
+CHUNK_ROWS = 100000  # rows parsed at once: bounds the cells held as Python strings
 
 
 def _read_csv(raw: bytes, delimiter: str, names: list[str] | None = None) -> pd.DataFrame:
@@ -335,10 +344,10 @@ def _read_csv(raw: bytes, delimiter: str, names: list[str] | None = None) -> pd.
     if not codes:  # a header and no row
         header = names or _names(_first_line(raw.decode("utf-8-sig")), delimiter)
         return pd.DataFrame({c: pd.Series([], dtype=str) for c in header})
-    return pd.DataFrame(
-        {column: _sorted_categorical(codes[column], seen[column]) for column in columns},
-        columns=columns,
-    )
+    # A column's parts are let go as soon as it is built, and the frame takes the
+    # columns as they are (no copy).
+    built = {column: _sorted_categorical(codes.pop(column), seen.pop(column)) for column in columns}
+    return pd.DataFrame(built, columns=columns, copy=False)
 
 
 def _sorted_categorical(parts: list[np.ndarray], values: dict[str, int]) -> pd.Categorical:
@@ -392,7 +401,7 @@ def distinct_codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     categories nobody in it has).
     """
     if isinstance(values.dtype, pd.CategoricalDtype) and not values.hasnans:
-        codes = values.cat.codes.to_numpy().astype(np.int64)
+        codes = values.cat.codes.to_numpy()  # int8 to int32: a million rows, no int64 copy
         distinct = values.cat.categories.to_numpy(dtype=object)
         used = np.bincount(codes, minlength=len(distinct)) > 0
         if not used.all():
@@ -444,7 +453,7 @@ def _distinct_value_problems(
 def _field_count_problems(text: str, delimiter: str, source: str, exc: Exception) -> list[Problem]:
     header: list[str] | None = None
     problems: list[Problem] = []
-    for start, record in _records(text, delimiter):
+    for start, record in _records(_text_lines(text), delimiter):
         if header is None:
             header = record
         elif len(record) > len(header):
@@ -473,7 +482,7 @@ def _unclosed_quote_line(text: str) -> int | None:
 def _header_problems(
     table: _Table, required: list[str], renamed: dict[str, str] | None = None
 ) -> list[Problem]:
-    line, raw_header = next(_records(table.head, table.delimiter), (1, []))
+    line, raw_header = next(_records(_text_lines(table.head), table.delimiter), (1, []))
     # The names as read: empty columns right of the data dropped, case repairs applied.
     names = [(renamed or {}).get(h.strip(), h.strip()) for h in raw_header]
     names = names[: len(table.frame.columns)]
@@ -524,6 +533,12 @@ def _strip(
         if column in categorical:
             # Stripping can merge values (" a" and "a"): categories must be distinct.
             merged, categories = pd.factorize(np.asarray(values, dtype=object), sort=True)
+            original = frame[column]
+            if isinstance(original.dtype, pd.CategoricalDtype) and categories.tolist() == (
+                original.cat.categories.tolist()
+            ):
+                stripped[column] = original  # nothing stripped: its codes, not a copy
+                continue
             stripped[column] = pd.Series(
                 pd.Categorical.from_codes(
                     merged[codes], categories=pd.Index(categories, dtype="str")
@@ -534,7 +549,7 @@ def _strip(
             stripped[column] = pd.Series(
                 pd.array(values, dtype="str").take(codes), index=frame.index
             )
-    return pd.DataFrame(stripped, index=frame.index)
+    return pd.DataFrame(stripped, index=frame.index, copy=False)
 
 
 def positions(
@@ -588,16 +603,18 @@ def _blank_id_problem(
 ) -> tuple[pd.Series, list[Problem]]:
     """Rows with a blank id, or one the API could not serve, are dropped and reported."""
     codes, distinct = distinct_codes(ids)
-    reasons = np.asarray(
-        ["blank identifier" if not v else (id_problem(v) or "") for v in distinct], dtype=object
-    )
-    why = reasons[codes] if len(distinct) else np.empty(0, dtype=object)
+    reasons = ["blank identifier" if not v else (id_problem(v) or "") for v in distinct]
+    listed = list(dict.fromkeys(r for r in reasons if r))
+    if not listed:  # the usual case: no per-row work
+        return pd.Series(True, index=ids.index), []
+    # Each distinct id's reason as a small number (0: fine), spread through the codes.
+    number = np.asarray([listed.index(r) + 1 if r else 0 for r in reasons], dtype=np.int16)
+    why = number[codes]
     problems = [
-        table.problem(np.flatnonzero(why == reason), f"{reason}: row dropped", column)
-        for reason in dict.fromkeys(reasons.tolist())
-        if reason
+        table.problem(np.flatnonzero(why == n), f"{reason}: row dropped", column)
+        for n, reason in enumerate(listed, start=1)
     ]
-    return pd.Series(why == "", index=ids.index), problems
+    return pd.Series(why == 0, index=ids.index), problems
 
 
 def _repeated_header(
@@ -626,6 +643,9 @@ def _exact_duplicates(
     return keep & ~duplicated, [problem]
 
 
+KEY_ROOM = 2**62  # codes combined into one int64 key per row must stay below this
+
+
 def _duplicated_rows(frame: pd.DataFrame) -> np.ndarray:
     """Rows equal to an earlier row, from the columns' codes (one int64 per row) when
     they fit, without hashing every cell."""
@@ -636,10 +656,19 @@ def _duplicated_rows(frame: pd.DataFrame) -> np.ndarray:
     for column in frame.columns:
         size = len(frame[column].cat.categories) + 1
         room *= size
-        if room >= 2**62:  # the codes no longer fit one int64
+        if room >= KEY_ROOM:  # the codes no longer fit one int64
             return frame.duplicated(keep="first").to_numpy()
-        key = key * size + frame[column].cat.codes.to_numpy().astype(np.int64) + 1
-    return pd.Series(key).duplicated(keep="first").to_numpy()
+        key *= size
+        key += frame[column].array.codes  # in place: no int64 copy of each column
+        key += 1
+    # Sorted rather than hashed: a hash table of a million keys costs 1.6x the file.
+    order = np.argsort(key, kind="stable")  # stable: the first in the file stays first
+    key = key[order]
+    repeated = key[1:] == key[:-1]
+    del key
+    duplicated = np.zeros(len(frame), dtype=bool)
+    duplicated[order[1:][repeated]] = True
+    return duplicated
 
 
 def band_labels(values: pd.Series, edges: tuple[float, ...]) -> tuple[pd.Series, np.ndarray]:
@@ -853,31 +882,34 @@ def parse_taken(
     frame = _strip(table.frame, wanted, categorical=wanted, ids=[cols.user_id, cols.training_id])
     keep, ids, problems, dropped = _taken_rows(table, frame, cols, known_users, known_trainings)
     kept = int(keep.sum())
-    weight, bad_weights = _weights(table, frame, keep, cols)
+    weight_codes, weight_values, bad_weights = _weights(table, frame, keep, cols)
     _tally(dropped, "weight not a number", kept, keep)
     problems += bad_weights
-    positive = pd.Series(True, index=frame.index)
-    if cols.min_weight is not None:
-        positive = weight >= cols.min_weight  # NaN (no weight) is below any minimum
 
-    date = pd.Categorical(
-        frame[cols.date] if cols.date and cols.date in frame else np.full(len(frame), "")
+    no_dates = np.zeros(len(frame), dtype=np.int8)
+    has_dates = cols.date and cols.date in frame
+    date = _categorical(
+        frame[cols.date].array if has_dates else pd.Categorical.from_codes(no_dates, pd.Index([""]))
     )
-    users, trainings = pd.Categorical(ids["user_id"]), pd.Categorical(ids["training_id"])
-    weights = weight.to_numpy(dtype=np.float64)
-    rows = np.flatnonzero(keep.to_numpy())
-    rows_before = len(rows)
+    users, trainings = _categorical(ids["user_id"]), _categorical(ids["training_id"])
+    keep_rows = keep.to_numpy()
+    rows_before = int(keep_rows.sum())
     grouped = known_users is not None and known_trainings is not None
-    chosen = _one_row_per_pair(rows, users, trainings, weights, date, grouped)
-    # Built once, from the rows kept: no frame of every row, no masked copy of it.
+    weights = (weight_codes, weight_values)
+    chosen = _one_row_per_pair(keep_rows, users, trainings, weights, date, grouped)
+    weight = weight_values[weight_codes[chosen]]
+    # Built once, from the rows kept and without copies: no frame of every row, no
+    # masked copy of it.
     clean = pd.DataFrame(
         {
             "user_id": users.take(chosen),
             "training_id": trainings.take(chosen),
-            "weight": weights[chosen],
+            "weight": weight,
             "date": date.take(chosen),
-            "positive": positive.to_numpy(dtype=bool)[chosen],
-        }
+            # NaN (no weight) is below any minimum.
+            "positive": weight >= cols.min_weight if cols.min_weight is not None else True,
+        },
+        copy=False,
     )
     notes: dict[str, int] = {}
     if cols.min_weight is not None:
@@ -960,52 +992,92 @@ def _known_ids(
 
 def _weights(
     table: _Table, frame: pd.DataFrame, keep: pd.Series, cols: TakenColumns
-) -> tuple[pd.Series, list[Problem]]:
-    """Each row's weight (1 without a weight column; NaN for a blank one when there is a
-    minimum); rows whose weight is not a number are dropped from ``keep``, in place."""
+) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
+    """Each row's code into the distinct weights, and those weights (1 without a weight
+    column; NaN for a blank one when there is a minimum); rows whose weight is not a
+    number are dropped from ``keep``, in place.
+
+    Ratings repeat: each distinct value is parsed and judged once, and no row holds a
+    float until it is kept.
+    """
     if not cols.weight or cols.weight not in frame:
-        return pd.Series(1.0, index=frame.index), []
-    codes, distinct = distinct_codes(frame[cols.weight])  # ratings repeat: parse each once
+        return np.zeros(len(frame), dtype=np.int8), np.ones(1), []
+    codes, distinct = distinct_codes(frame[cols.weight])
     numbers = pd.to_numeric(
         pd.Series([v.replace(",", ".") for v in distinct], dtype=object), errors="coerce"
-    ).to_numpy(dtype=np.float64)
-    parsed = pd.Series(numbers[codes], index=frame.index)
-    blank = np.array([v == "" for v in distinct], dtype=bool)[codes]
-    bad = np.flatnonzero(parsed.isna().to_numpy() & ~blank & keep.to_numpy())
+    ).to_numpy(dtype=np.float64, copy=True)
+    blank = np.array([v == "" for v in distinct], dtype=bool)
+    numbers[blank] = np.nan if cols.min_weight is not None else 1.0
     problems = []
-    if len(bad):
-        problems.append(table.problem(bad, "weight is not a number: row dropped", cols.weight))
-        keep.iloc[bad] = False
-    return parsed.where(~blank, np.nan if cols.min_weight is not None else 1.0), problems
+    not_a_number = np.isnan(numbers) & ~blank
+    if not_a_number.any():
+        bad = np.flatnonzero(not_a_number[codes] & keep.to_numpy())
+        if len(bad):
+            problems.append(table.problem(bad, "weight is not a number: row dropped", cols.weight))
+            keep.iloc[bad] = False
+    return codes, numbers, problems
 
 
 def _one_row_per_pair(
-    rows: np.ndarray,
+    keep: np.ndarray,
     users: pd.Categorical,
     trainings: pd.Categorical,
-    weights: np.ndarray,
+    weights: tuple[np.ndarray, np.ndarray],
     dates: pd.Categorical,
     grouped: bool,
 ) -> np.ndarray:
-    """Of the ``rows`` kept, one per (employee, training) pair: the highest weight, then
-    the latest date (dates sort as text: ISO dates do), then the first in the file.
-    ``grouped`` (ids encoded against the known ones, whose codes follow the extracts'
-    orders): grouped by employee, trainings in catalog order, so that the interaction
-    matrix is read off the frame without sorting a million pairs; otherwise file order.
-    One stable sort of codes, no frame."""
-    by_text = np.argsort(np.asarray(dates.categories, dtype=object), kind="stable")
-    date_rank = np.argsort(by_text).astype(np.int32)
-    date_codes = date_rank[dates.codes[rows]] if len(date_rank) else np.zeros(len(rows), np.int32)
-    pair = users.codes[rows].astype(np.int64) * (len(trainings.categories) + 1)
-    pair += trainings.codes[rows]
-    # lexsort is stable: among equal keys, file order decides.
-    order = np.lexsort((-date_codes, -weights[rows], pair))
-    grouped_pairs = pair[order]
+    """Of the rows to ``keep``, one per (employee, training) pair, as row positions: the
+    highest weight, then the latest date (dates sort as text: ISO dates do), then the
+    first in the file. ``grouped`` (ids encoded against the known ones, whose codes
+    follow the extracts' orders): grouped by employee, trainings in catalog order, so
+    that the interaction matrix is read off the frame without sorting a million pairs;
+    otherwise file order.
+
+    ``weights`` is each row's code into the distinct weights, and those weights. One
+    stable sort of one integer key per row (pair, then preference), built in place.
+    """
+    weight_codes, weight_values = weights
+    # Preference ranks within a pair, 0 first: the highest weight (NaN, no weight, last),
+    # then the latest date; computed once per distinct value.
+    by_weight = _dense_rank(-weight_values)
+    by_date = _dense_rank(np.asarray(dates.categories, dtype=object))
+    by_date = by_date.max(initial=0) - by_date
+    n_weights, n_dates = int(by_weight.max(initial=0)) + 1, int(by_date.max(initial=0)) + 1
+    width = len(trainings.categories) + 1
+    key = users.codes[keep].astype(np.int64)
+    key *= width
+    key += trainings.codes[keep]
+    if (len(users.categories) + 1) * width * n_weights * n_dates < KEY_ROOM:
+        # One int64 key per row, the pair then the preference: one stable sort (among
+        # equal keys, file order decides).
+        key *= n_weights
+        key += by_weight[weight_codes[keep]]
+        key *= n_dates
+        key += by_date[dates.codes[keep]]
+        order = np.argsort(key, kind="stable")
+        key = key[order]
+        key //= n_weights * n_dates  # the pair alone
+    else:
+        preference = (by_weight[weight_codes[keep]], by_date[dates.codes[keep]])
+        order = np.lexsort((preference[1], preference[0], key))
+        key = key[order]
     first = np.ones(len(order), dtype=bool)
-    first[1:] = grouped_pairs[1:] != grouped_pairs[:-1]
-    del grouped_pairs, pair
+    first[1:] = key[1:] != key[:-1]
+    del key
     chosen = order[first]
-    return rows[chosen if grouped else np.sort(chosen)]
+    del order
+    return np.flatnonzero(keep)[chosen if grouped else np.sort(chosen)]
+
+
+def _categorical(values: Any) -> pd.Categorical:
+    """The values as a categorical: as they are when they already are one (no copy)."""
+    return values if isinstance(values, pd.Categorical) else pd.Categorical(values)
+
+
+def _dense_rank(values: np.ndarray) -> np.ndarray:
+    """Each value's rank among the distinct values, ascending (equal values share one;
+    NaN last)."""
+    return np.unique(values, return_inverse=True)[1].reshape(-1)
 
 
 def parse_extract(
