@@ -1,7 +1,9 @@
 """The command line over the same use cases as the Functions app.
 
 ``python -m shared demo`` runs the whole job on synthetic data in a local folder.
-Bad input ends with one clear line on stderr and exit status 2, never a traceback.
+Global options (``--store``, ``--json``…) go before or after the command.
+Bad input ends with one clear line on stderr and exit status 2, never a traceback;
+a reader that stops early (``| head``) ends it quietly with status 141.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.appsettings import AppSettings
 from shared.errors import TrainingRecommenderError
+from shared.ids import clean_id
 from shared.settings import Config
 from shared.storage import BlobStore
 
@@ -30,6 +34,7 @@ EXIT_FINDINGS = 1  # config check found silent mistakes (the configuration still
 EXIT_BAD_INPUT = 2
 EXIT_REJECTED = 3  # the quality gate refused the candidate: nothing published
 EXIT_BUSY = 4  # another retrain holds the lock: nothing published
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
 POPULATION_NAMES = {"known": "employees with a history", "cold-start": "new employees"}
 EXAMPLE_NEW_EMPLOYEE = {
     "ou": "development",
@@ -78,6 +83,15 @@ def _trainings_table(items: Sequence[Training]) -> str:
         if t.explanation:
             lines.append(f"      {t.explanation.text}")
     return "\n".join(lines)
+
+
+def _id(text: str) -> str:
+    """An employee or training id trimmed the way the extracts are (``clean_id``): so
+    ``" 00005 "``, pasted from a spreadsheet, finds employee 00005."""
+    cleaned = clean_id(text)
+    if not cleaned:
+        raise argparse.ArgumentTypeError(f"empty identifier: {text!r}")
+    return cleaned
 
 
 def _attributes(pairs: Sequence[str]) -> dict[str, str]:
@@ -330,7 +344,7 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
             f"{_trainings_table(known.trainings)}",
         )
         return
-    taken = [t.strip() for t in ",".join(args.taken).split(",") if t.strip()]
+    taken = [t for t in map(clean_id, ",".join(args.taken).split(",")) if t]
     answer = recommend_new(
         snapshot,
         attributes,
@@ -539,7 +553,6 @@ def _data_commands(sub: Subcommands) -> None:
         "config", help="show the effective configuration, or check it against extracts"
     )
     p.add_argument("action", choices=("show", "check"))
-    p.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file")
     p.add_argument("--extracts", help="check: a folder of CSV extracts (default: the store's)")
     p.set_defaults(func=cmd_config)
     p = sub.add_parser("precompute", help="every employee's top-k with the serving model")
@@ -552,7 +565,7 @@ def _serving_commands(sub: Subcommands) -> None:
     p = sub.add_parser(
         "recommend", help="an employee's recommendations (or a new one's, with --attr)"
     )
-    p.add_argument("employee_id", nargs="?")
+    p.add_argument("employee_id", nargs="?", type=_id)
     p.add_argument(
         "--attr",
         action="append",
@@ -578,7 +591,7 @@ def _serving_commands(sub: Subcommands) -> None:
     p.add_argument("--explain", action="store_true", help="say why each training is recommended")
     p.set_defaults(func=cmd_recommend)
     p = sub.add_parser("similar", help="trainings similar to a training")
-    p.add_argument("training_id")
+    p.add_argument("training_id", type=_id)
     p.add_argument("-n", type=int, default=10)
     p.add_argument("--filter", action="append", default=[], metavar="ATTRIBUTE=VALUE[,VALUE]")
     p.set_defaults(func=cmd_similar)
@@ -597,39 +610,76 @@ def _serving_commands(sub: Subcommands) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def build_parser(settings: AppSettings | None = None) -> argparse.ArgumentParser:
-    """The command line; ``settings`` give the defaults taken from the environment."""
-    settings = settings or AppSettings()
-    parser = argparse.ArgumentParser(prog="training-recommender", description=__doc__)
-    parser.add_argument(
-        "--config", help="TOML configuration file (default: $TR_CONFIG, else built-in)"
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool = False) -> None:
+    """The options of every command, accepted before or after it.
+
+    The main parser holds them with their defaults; each command's parser holds them
+    again with ``suppress``: absent after the command, an option then leaves the value
+    given before it alone instead of overwriting it with a default of its own."""
+    group = parser.add_argument_group(
+        "global options (before or after the command)",
+        argument_default=argparse.SUPPRESS if suppress else None,
     )
-    parser.add_argument(
+    group.add_argument(
+        "--config", metavar="FILE", help="TOML configuration (default: $TR_CONFIG, else built-in)"
+    )
+    group.add_argument(
         "--store",
-        default=settings.local_store or str(DEFAULT_STORE),
-        help="local folder used as blob storage (default: %(default)s)",
+        metavar="DIR",
+        help=f"local folder used as blob storage (default: $TR_LOCAL_STORE, else {DEFAULT_STORE})",
     )
-    parser.add_argument(
+    group.add_argument(
         "--connection-string",
-        default=settings.connection_string,
+        metavar="CS",
         help="Azure Storage / Azurite connection string instead of the local folder",
     )
-    parser.add_argument(
+    group.add_argument(
         "--azure",
         action="store_true",
         help="use the app settings (AzureWebJobsStorage or __serviceUri) like the app",
     )
-    parser.add_argument("--connection-name", default="AzureWebJobsStorage")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    group.add_argument("--connection-name", metavar="NAME", help="default: AzureWebJobsStorage")
+    group.add_argument("--json", action="store_true", help="machine-readable output")
+    group.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+
+def build_parser(settings: AppSettings | None = None) -> argparse.ArgumentParser:
+    """The command line; ``settings`` give the defaults taken from the environment."""
+    settings = settings or AppSettings()
+    parser = argparse.ArgumentParser(prog="training-recommender", description=__doc__)
+    _global_options(parser)
+    parser.set_defaults(  # on the main parser only: the commands' copies keep SUPPRESS
+        store=settings.local_store or str(DEFAULT_STORE),
+        connection_string=settings.connection_string,
+        connection_name="AzureWebJobsStorage",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _data_commands(sub)
     _serving_commands(sub)
+    for command in sub.choices.values():
+        _global_options(command, suppress=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run one command; the environment (``os.environ`` unless given) is read here, once."""
+    """Run one command; the environment (``os.environ`` unless given) is read here, once.
+
+    When stdout is a pipe its reader closed (``| head -c 10``), the command ends quietly
+    with ``EXIT_BROKEN_PIPE`` (141, as if killed by SIGPIPE), without a traceback."""
+    try:
+        try:
+            return _run(argv, environ)
+        finally:
+            # Flush here, where the error can be caught: output still buffered would
+            # otherwise fail at interpreter exit ("Exception ignored ... BrokenPipeError").
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Send what is left, and the interpreter's final flush, to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     settings = AppSettings.from_environ(environ)
     args = build_parser(settings).parse_args(argv)
     args.settings = settings

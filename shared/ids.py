@@ -25,8 +25,11 @@ _INVISIBLE = re.compile(f"[{re.escape(INVISIBLE)}]")
 # A whole number a spreadsheet wrote as a decimal ("42.0"): its digits are group 1.
 DECIMAL_ID = re.compile(r"^([0-9]+)\.0+$")
 
+# What str.strip() removes, listed: regex engines disagree on what \s covers (U+0085).
+SPACES = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
+_EDGE = re.escape(SPACES) + _NOT_ALLOWED
 # For the API (OpenAPI ``pattern``): no lookaround, which pydantic's regex engine lacks.
-ID_PATTERN = rf"^[^\s{_NOT_ALLOWED}](?:[^{_NOT_ALLOWED}]*[^\s{_NOT_ALLOWED}])?$"
+ID_PATTERN = rf"^[^{_EDGE}](?:[^{_NOT_ALLOWED}]*[^{_EDGE}])?$"
 ID_DESCRIPTION = (
     f"1 to {MAX_ID_LENGTH} characters of any script (e.g. an email address), without "
     f"surrounding spaces, control or invisible characters, or any of {REFUSED}; "

@@ -330,7 +330,8 @@ def _employee_row(snapshot: Snapshot, employee_id: str) -> int:
     row = snapshot.employees.row(employee_id)
     if row is None:
         raise NotFoundError(
-            f"employee {employee_id!r} is not in the current employees extract; "
+            # The id is not echoed back (the API never returns its input).
+            "the employee is not in the current employees extract; "
             "for a new employee, POST their attributes to /recommendations"
         )
     return row
@@ -443,7 +444,7 @@ def similar_trainings(
     """Trainings closest to one training, among those that may be recommended."""
     row = snapshot.trainings.row(training_id)
     if row is None:
-        raise NotFoundError(f"training {training_id!r} is not in the serving model's catalog")
+        raise NotFoundError("the training is not in the serving model's catalog")
     mask = snapshot.rules.allowed(snapshot.allowed(filters))
     items, scores = snapshot.recommender.similar(row, n, mask)
     valid = items != NO_ITEM

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from shared.cli import main
+from shared.cli import EXIT_BROKEN_PIPE, main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SIZES = ["--users", "300", "--trainings", "50", "--interactions", "3000", "--seed", "2"]
 
@@ -125,17 +132,93 @@ def test_a_rejected_drop_exits_2_with_the_problems(
     assert "rejected" in out and "column 'User-Id'" in out and "line 1" in out
 
 
-def published_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], *options: str) -> list[str]:
+def publish(tmp_path: Path, *options: str) -> list[str]:
     """A store serving a model trained with the gate on; returns the base arguments."""
     data = tmp_path / "data"
     config = tmp_path / "gated.toml"
     config.write_text("[model]\nepochs = 8\nnum_threads = 1\nno_components = 16\n")
     base = ["--store", str(tmp_path / "store"), "--config", str(config), *options]
-    assert run(capsys, *base, "generate", *SIZES, "--out", str(data))[0] == 0
+    assert main([*base, "generate", *SIZES, "--out", str(data)]) == 0
     for kind in ("users", "trainings", "trainings-taken"):
-        assert run(capsys, *base, "drop", str(data / f"{kind}.csv"), "--kind", kind)[0] == 0
-    assert run(capsys, *base, "train")[0] == 0
+        assert main([*base, "drop", str(data / f"{kind}.csv"), "--kind", kind]) == 0
+    assert main([*base, "train"]) == 0
     return base
+
+
+def published_store(tmp_path: Path, capsys: pytest.CaptureFixture[str], *options: str) -> list[str]:
+    base = publish(tmp_path, *options)
+    capsys.readouterr()  # the set-up's output is not the test's
+    return base
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """One published store for the tests that only read it: the base arguments."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return publish(tmp_path_factory.mktemp("serving"))
+
+
+def test_global_options_go_before_or_after_the_command(
+    serving: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # serving is --store and --config: all before, then all after the command.
+    before = run(capsys, *serving, "--json", "recommend", "000001", "-n", "3")
+    after = run(capsys, "recommend", "000001", "-n", "3", *serving, "--json")
+    assert after == before
+    assert before[0] == 0 and len(json.loads(before[1])["trainings"]) == 3
+    # Split: an option given before is not reset by the command's absent copy of it.
+    split = run(capsys, "--json", "models", "list", *serving)
+    assert split == run(capsys, *serving, "models", "list", "--json")
+    assert split[0] == 0 and json.loads(split[1])
+
+
+def test_ids_on_the_command_line_are_trimmed_like_the_extracts(
+    serving: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean = run(capsys, *serving, "--json", "recommend", "000001", "-n", "3")
+    assert clean[0] == 0
+    # Spaces, a tab and a zero-width space, as a spreadsheet or a web page leaves them.
+    assert run(capsys, *serving, "--json", "recommend", " 000001\u200b ", "-n", "3") == clean
+    assert run(capsys, *serving, "similar", "\tT00001 ") == run(
+        capsys, *serving, "similar", "T00001"
+    )
+    code, out, _ = run(
+        capsys, *serving, "--json", "recommend", "--attr", "ou=it", "--taken", " T00001 , T00002"
+    )
+    assert code == 0 and json.loads(out)["taken_training_ids"] == ["T00001", "T00002"]
+    with pytest.raises(SystemExit) as exit_info:  # nothing left: refused, not a new employee
+        main([*serving, "recommend", " "])
+    assert exit_info.value.code == 2 and "empty identifier" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_a_reader_that_stops_early_ends_the_command_quietly(
+    serving: list[str], unbuffered: bool
+) -> None:
+    # Buffered, the answer fails at the last flush; unbuffered, in the command's print().
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    env |= {"PYTHONUNBUFFERED": "1"} if unbuffered else {}
+    # `| head -c 10` once head has its bytes and is gone. Its read end is closed before
+    # the command starts: reading a few bytes first would race the command, whose whole
+    # answer fits in the pipe's buffer (then no write ever fails).
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "shared", *serving, "--json", "recommend", "000001"],
+            cwd=ROOT,
+            env=env,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
+    assert done.stderr == ""
+    assert done.returncode == EXIT_BROKEN_PIPE == 141
 
 
 def test_train_exits_3_and_says_why_when_the_candidate_is_refused(

@@ -66,7 +66,7 @@ def test_the_answer_is_exactly_what_the_http_api_returns(store: LocalFolderStore
 
 
 def test_an_unknown_employee_is_not_found_with_what_to_do_instead(snap: Snapshot) -> None:
-    with pytest.raises(NotFoundError, match=r"'nobody-1'.*POST their attributes"):
+    with pytest.raises(NotFoundError, match=r"not in the current employees.*POST their attributes"):
         recommend_known(snap, "nobody-1", 5)
 
 
@@ -115,7 +115,7 @@ def test_similar_trainings_never_include_the_training_itself(snap: Snapshot) -> 
     assert answer.training_id == training and answer.scorer == "similarity"
     assert len(answer.trainings) == 5
     assert training not in {t.training_id for t in answer.trainings}
-    with pytest.raises(NotFoundError, match="'T-NOPE'"):
+    with pytest.raises(NotFoundError, match="not in the serving model's catalog"):
         similar_trainings(snap, "T-NOPE", 5)
 
 

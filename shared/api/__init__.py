@@ -12,15 +12,27 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.api import openapi
 from shared.api.dependencies import ServingState
+from shared.api.http import HeadAsGet, field_errors, problem_response, retry_after
 from shared.api.middleware import BodyLimit
 from shared.api.routers import recommendations, status, trainings
 from shared.api.schemas import ERRORS
-from shared.errors import NoModelError, NotFoundError, TrainingRecommenderError
+from shared.errors import NotFoundError, TrainingRecommenderError
 from shared.rules import UnknownFilterError
 from shared.settings import Config
 from shared.storage import BlobStore
+
+DESCRIPTION = """Recommendations of internal and external trainings for employees.
+
+Errors are `application/problem+json` (RFC 9457). GET answers carry an `ETag` and
+`Cache-Control: private, max-age=<refresh seconds>`: send `If-None-Match` to get a
+304 without a body while the answer is unchanged. Every GET also answers HEAD. A 503
+carries `Retry-After`. A trailing slash is a 404, not a redirect.
+"""
 
 
 def create_app(
@@ -29,15 +41,24 @@ def create_app(
     """The FastAPI app over a store and a configuration, or factories of them (called on
     the first request). CORS follows ``serving.cors_origins`` when the configuration is
     given as a value (in Azure, the Function App's CORS setting does it)."""
-    app = FastAPI(
+    # Swagger UI and ReDoc from the pinned fastapi-offline package, served by the app
+    # itself: an intranet without internet access still gets its docs (not a CDN's).
+    app = FastAPIOffline(
         title="Training Recommender",
         version="1.0",
-        description="Recommendations of internal and external trainings for employees.",
+        description=DESCRIPTION,
         responses=ERRORS,
+        redirect_slashes=False,  # /recommendations/ is a 404, never a redirect
+        swagger_ui_parameters={"validatorUrl": None},  # no call to validator.swagger.io
+        generate_unique_id_function=lambda route: route.name,  # operationId: the function
     )
     state = ServingState(store, config)
     app.state.serving = state
-    app.add_middleware(BodyLimit, limit=lambda: state.settings().serving.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=lambda: state.settings().serving.max_body_bytes,
+        routes=lambda: app.routes,
+    )
     if isinstance(config, Config) and config.serving.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -47,43 +68,42 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["content-type", "x-functions-key"],
         )
+    app.add_middleware(HeadAsGet)
     _handle_errors(app)
     for router in (recommendations.router, trainings.router, status.router):
         app.include_router(router)
+    openapi.install(app, state)
     return app
 
 
 def _handle_errors(app: FastAPI) -> None:
-    """Every error as ``{"detail": …}`` with its status; never the input echoed back."""
+    """Every error as problem details (:mod:`shared.api.http`); never the input echoed."""
 
-    @app.exception_handler(UnknownFilterError)
-    async def bad_filter(_: Request, exc: UnknownFilterError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and "GET" in headers.get("Allow", ""):
+            headers["Allow"] += ", HEAD"  # every GET also answers HEAD (HeadAsGet)
+        return problem_response(exc.status_code, str(exc.detail), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Only where and what: echoing the input could hold NaN (not JSON) or 64 KiB.
-        errors = [
-            {
-                "type": str(e.get("type")),
-                "loc": [str(p) for p in e.get("loc", ())],
-                "msg": e.get("msg"),
-            }
-            for e in exc.errors()
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
+        errors = field_errors(list(exc.errors()))
+        listed = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        return problem_response(422, f"invalid request: {listed}{more}", errors)
 
-    @app.exception_handler(NoModelError)
-    async def no_model(_: Request, exc: NoModelError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+    @app.exception_handler(UnknownFilterError)
+    async def bad_filter(_: Request, exc: UnknownFilterError) -> JSONResponse:
+        return problem_response(422, str(exc))
 
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return problem_response(404, str(exc))
 
-    @app.exception_handler(TrainingRecommenderError)
-    async def unavailable(_: Request, exc: TrainingRecommenderError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+    @app.exception_handler(TrainingRecommenderError)  # NoModelError, storage unavailable
+    async def unavailable(request: Request, exc: TrainingRecommenderError) -> JSONResponse:
+        return problem_response(503, str(exc), headers=retry_after(request))
 
 
 __all__ = ["create_app"]

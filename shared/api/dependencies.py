@@ -88,7 +88,12 @@ def check_attributes(snap: Snapshot, attributes: dict[str, Any], config: Config)
     """The contract the model was trained with; 422 naming attributes it does not have."""
     contract = contract_of(snap)
     known = set(contract.users.features)
-    unknown = sorted(set(attributes) - known)
+    unknown = set(attributes) - known
     if unknown:
-        raise HTTPException(422, f"unknown attribute(s) {unknown}; the model uses {sorted(known)}")
+        # The names sent are not echoed back; the ones the model reads are listed.
+        raise HTTPException(
+            422,
+            f"{len(unknown)} attribute name(s) the model does not use; it uses {sorted(known)} "
+            "(GET /model/schema)",
+        )
     return contract

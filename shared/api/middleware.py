@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from fastapi.responses import JSONResponse
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.api.http import problem_response
 
 
 class BodyLimit:
@@ -16,12 +18,15 @@ class BodyLimit:
     before. Bodies are small (64 KiB by default), so buffering costs nothing.
     """
 
-    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: Callable[[], int], routes: Callable[[], Sequence[BaseRoute]]
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http" or not self._takes_a_body(scope):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers", []))
@@ -57,10 +62,16 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
+    def _takes_a_body(self, scope: Scope) -> bool:
+        """Whether a route takes this method on this path: anything else goes on to the
+        router, which answers 404, or 405 with Allow (a PUT on /health is no 415)."""
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return False
+        return any(route.matches(scope)[0] is Match.FULL for route in self.routes())
+
 
 async def _refuse(send: Send, status: int, detail: str) -> None:
-    response = JSONResponse({"detail": detail}, status_code=status)
-    await response({"type": "http"}, _no_receive, send)
+    await problem_response(status, detail)({"type": "http"}, _no_receive, send)
 
 
 async def _no_receive() -> Message:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from shared.answers import (
     EmployeeRecommendations,
@@ -14,7 +14,9 @@ from shared.answers import (
     SimilarTrainings,
     Versions,
 )
+from shared.api.http import PROBLEM_JSON
 from shared.ids import ID_DESCRIPTION, ID_PATTERN, MAX_ID_LENGTH
+from shared.settings import EntityColumns
 
 __all__ = [
     "EmployeeRecommendations",
@@ -34,7 +36,26 @@ Id = Annotated[
         description=ID_DESCRIPTION,
     ),
 ]
+INTEGER, TEXT = {"type": "integer"}, {"type": "string"}
+RETRY_AFTER = {"Retry-After": {"description": "seconds before retrying", "schema": INTEGER}}
+CACHING = {
+    "ETag": {"description": "strong validator of this answer", "schema": TEXT},
+    "Cache-Control": {"description": "private, max-age=<refresh seconds>", "schema": TEXT},
+}
+CACHED_GET: dict[int | str, dict[str, Any]] = {
+    200: {"headers": CACHING},
+    304: {"description": "unchanged since the ETag sent in If-None-Match (no body)"},
+}
 MAX_ATTRIBUTES = 50
+
+
+def _whole(value: Any) -> Any:
+    # JSON has one number type: 14.0 is the integer 14 (as JSON Schema says); 14.5 and
+    # "14" stay refused by the strict model.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
 MAX_VALUES = 100
 
 
@@ -79,7 +100,7 @@ class NewEmployee(BaseModel):
     )
 
     attributes: AttributeValues = Field(max_length=MAX_ATTRIBUTES)
-    n: int = Field(10, ge=1)
+    n: WholeNumber = Field(10, ge=1)
     taken_training_ids: list[Id] = Field(
         default_factory=list,
         max_length=1000,
@@ -97,21 +118,71 @@ class NewEmployee(BaseModel):
     explain: bool = Field(False, description="add the reasons of each recommendation")
 
 
-class RankRequest(BaseModel):
-    """An employee (by id, or by attributes for a new one) and the trainings to order."""
+class _Rank(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        json_schema_extra={
-            "examples": [{"employee_id": "000123", "training_ids": ["T00001", "T00042"]}]
-        },
-    )
-
-    employee_id: Id | None = None
-    attributes: AttributeValues | None = Field(None, max_length=MAX_ATTRIBUTES)
     training_ids: list[Id] = Field(min_length=1, max_length=1000)
     explain: bool = False
+
+
+class RankForEmployee(_Rank):
+    """Trainings to order for an employee of the extracts."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"employee_id": "000123", "training_ids": ["T00001", "T00042"]}]
+        }
+    )
+
+    employee_id: Id
+
+
+class RankForAttributes(_Rank):
+    """Trainings to order for an employee described by their attributes."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"attributes": {"ou": "development"}, "training_ids": ["T00001"]}]
+        }
+    )
+
+    attributes: AttributeValues = Field(max_length=MAX_ATTRIBUTES)
+
+
+# Exactly one of the two shapes (each forbids the other's field): oneOf in the schema.
+RankRequest = RankForEmployee | RankForAttributes
+
+
+class AttributesSchema(Versions):
+    attributes: dict[str, Any] = Field(
+        description="JSON Schema of the attributes object the serving model reads"
+    )
+
+
+def attributes_schema(columns: EntityColumns) -> dict[str, Any]:
+    """The JSON Schema of an employee's attributes under the model's data contract: the
+    names it reads, and what each holds. Values are text (a number as text for a banded
+    column); a multi-valued column also takes a list."""
+    properties: dict[str, Any] = {}
+    for name in columns.features:
+        text: dict[str, Any] = {"type": "string", "maxLength": 1000}
+        if name in columns.bands:
+            edges = ", ".join(f"{e:g}" for e in columns.bands[name])
+            properties[name] = {**text, "description": f"a number, cut into bands at {edges}"}
+        elif name in columns.multi_valued:
+            values = {"type": "array", "items": {"type": "string", "maxLength": 200}}
+            properties[name] = {
+                "anyOf": [values | {"maxItems": MAX_VALUES}, text],
+                "description": "several values: a list, or one text with the delimiter",
+            }
+        else:
+            properties[name] = {**text, "description": "one value"}
+    return {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        "maxProperties": MAX_ATTRIBUTES,
+    }
 
 
 class Scorers(BaseModel):
@@ -133,25 +204,31 @@ FilterQuery = Annotated[
     Query(
         max_length=20,
         description="attribute:value[,value…], repeatable, e.g. provider:internal",
-        json_schema_extra={"items": {"type": "string", "pattern": r"^[^:]{1,64}:.{1,500}$"}},
+        json_schema_extra={
+            "items": {"type": "string", "maxLength": 600, "pattern": r"^[^:]{1,64}:.{1,500}$"}
+        },
     ),
 ]
 
 
-class ErrorResponse(BaseModel):
-    """Every error: one sentence, or (422 from validation) the list of what is wrong."""
-
-    detail: str | list[dict[str, Any]]
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse, "description": text}
+    code: {
+        "description": text,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        **({"headers": RETRY_AFTER} if code == 503 else {}),
+    }
     for code, text in (
-        (400, "body cannot be parsed"),
-        (404, "unknown employee or training"),
+        (400, "body cannot be parsed (e.g. JSON nested too deep)"),
+        (404, "unknown employee or training, or no such path"),
+        (405, "method not allowed: the Allow header lists the methods of the path"),
         (413, "request body too large"),
         (415, "not JSON"),
-        (422, "invalid parameter or body"),
-        (503, "nothing published yet, or storage unavailable"),
+        (
+            422,
+            "invalid parameter, or a body that is not JSON or not valid (errors: each field "
+            "and what is wrong), or an attribute the serving model does not use (GET "
+            "/model/schema lists them)",
+        ),
+        (503, "nothing published yet, or storage unavailable: retry after Retry-After"),
     )
 }

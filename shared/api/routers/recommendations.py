@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from shared.api.dependencies import CurrentSnapshot, Settings, State, check_attributes, check_n
+from shared.api.http import cached
 from shared.api.schemas import (
+    CACHED_GET,
     EmployeeRecommendations,
     FilterQuery,
     NewEmployee,
     NewEmployeeRecommendations,
+    RankForEmployee,
     RankRequest,
     RankResponse,
 )
@@ -28,8 +31,13 @@ def query_filters(raw: tuple[str, ...]) -> dict[str, list[str]]:
     return parse_filters(raw, ":", "filter")
 
 
-@router.get("/recommendations/{employee_id}", response_model=EmployeeRecommendations)
+@router.get(
+    "/recommendations/{employee_id}",
+    response_model=EmployeeRecommendations,
+    responses=CACHED_GET,
+)
 async def get_recommendations(
+    request: Request,
     employee_id: Annotated[
         str,
         Path(
@@ -53,10 +61,11 @@ async def get_recommendations(
     # than the hop to a worker thread, so it is computed on the event loop; only
     # storage I/O (a due pointer check, the first load) goes to a thread. The answer
     # is the response model already: serialized as it is, without re-validation.
-    check_n(n, state.settings())
+    config = state.settings()
+    check_n(n, config)
     snap = await state.snapshot()
     answer = recommend_known(snap, employee_id, n, filters=query_filters(filter), explain=explain)
-    return Response(answer.model_dump_json(), media_type="application/json")
+    return cached(request, answer.model_dump_json().encode(), config.serving.refresh_seconds)
 
 
 @router.post("/recommendations", response_model=NewEmployeeRecommendations)
@@ -81,17 +90,16 @@ def post_recommendations(
 
 @router.post("/rank", response_model=RankResponse)
 def post_rank(body: RankRequest, config: Settings, snap: CurrentSnapshot) -> RankResponse:
-    """A given list of trainings ordered for one employee (by id, or by attributes)."""
-    if (body.employee_id is None) == (body.attributes is None):
-        from fastapi import HTTPException
-
-        raise HTTPException(422, "give exactly one of employee_id and attributes")
-    contract = check_attributes(snap, body.attributes or {}, config)
+    """A given list of trainings ordered for one employee: by id, or by attributes
+    (exactly one of the two)."""
+    employee_id = body.employee_id if isinstance(body, RankForEmployee) else None
+    attributes = None if isinstance(body, RankForEmployee) else body.attributes
+    contract = check_attributes(snap, attributes or {}, config)
     return rank_trainings(
         snap,
         body.training_ids,
         contract,
-        employee_id=body.employee_id,
-        attributes=body.attributes,
+        employee_id=employee_id,
+        attributes=attributes,
         explain=body.explain,
     )

@@ -6,12 +6,15 @@ import time
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
 
-from shared.api.dependencies import Cache, CurrentSnapshot
-from shared.api.schemas import Health
+from shared.api.dependencies import Cache, CurrentSnapshot, Settings
+from shared.api.http import cached, problem_response, retry_after
+from shared.api.schemas import CACHED_GET, AttributesSchema, Health, attributes_schema
 from shared.errors import NoModelError
+from shared.serving import contract_of
 
 router = APIRouter(tags=["status"])
 
@@ -24,12 +27,15 @@ def _age(timestamp: Any) -> float | None:
 
 
 @router.get("/health", response_model=Health)
-def health(cache: Cache) -> Any:
-    """Serving versions and their age; 503 while there is nothing to serve."""
+def health(request: Request, cache: Cache, response: Response) -> Any:
+    """Serving versions and their age; 503 (with Retry-After) while there is nothing to
+    serve. Never cached."""
+    response.headers["Cache-Control"] = "no-store"
     try:
         snap = cache.current()
     except NoModelError as exc:
-        return JSONResponse({"status": "unavailable", "last_error": str(exc)}, status_code=503)
+        headers = {**retry_after(request), "Cache-Control": "no-store"}
+        return problem_response(503, f"unavailable: {exc}", headers=headers)
     return {
         "status": "degraded" if cache.last_error else "ok",
         "versions": snap.versions,
@@ -40,17 +46,30 @@ def health(cache: Cache) -> Any:
     }
 
 
-@router.get("/model")
-def model(snap: CurrentSnapshot) -> dict[str, Any]:
+@router.get("/model", responses=CACHED_GET)
+def model(request: Request, config: Settings, snap: CurrentSnapshot) -> Response:
     """The serving model's card: gate, metrics against the baselines, training curve,
     spread over the catalog, data counts and fingerprints, hyperparameters; plus the
     raw evaluation report and configuration."""
     from shared.card import card_json
 
     metadata = snap.bundle.metadata
-    return {
+    payload = {
         **card_json(metadata),
         "evaluation": metadata.metrics.to_dict() if metadata.metrics else None,
         "config": metadata.config.to_dict(),
         **snap.versions,
     }
+    body = JSONResponse(jsonable_encoder(payload)).body
+    return cached(request, bytes(body), config.serving.refresh_seconds)
+
+
+@router.get("/model/schema", response_model=AttributesSchema, responses=CACHED_GET)
+def model_schema(request: Request, config: Settings, snap: CurrentSnapshot) -> Response:
+    """The employee attributes the serving model reads (POST /recommendations and
+    POST /rank by attributes): their names and value types, as a JSON Schema. Any other
+    name is refused with a 422."""
+    answer = AttributesSchema.model_validate(
+        {**snap.versions, "attributes": attributes_schema(contract_of(snap).users)}
+    )
+    return cached(request, answer.model_dump_json().encode(), config.serving.refresh_seconds)
