@@ -2,6 +2,7 @@
 # One entry point for people and CI:
 #   ./run.sh demo   the whole job on synthetic data in a local folder (var/)
 #   ./run.sh test   lint, type-check and the test suite (starts and stops Azurite itself)
+#   ./run.sh test-browser  the pages in headless Chromium (/docs offline, the model card)
 #   ./run.sh serve  the HTTP API on http://127.0.0.1:8000 over the demo's store (/docs)
 # Each command first creates .venv and installs the pinned requirements if needed.
 set -euo pipefail
@@ -55,13 +56,18 @@ case "${1:-}" in
     "$VENV/bin/mypy"
     exec "$PY" -m pytest "$@"
     ;;
+  test-browser)
+    python_env
+    shift
+    exec "$PY" -m pytest -m browser "$@"
+    ;;
   serve)
     python_env
     shift
     exec "$PY" -m shared serve "$@"
     ;;
   *)
-    echo "usage: ./run.sh demo|test|serve [arguments]" >&2
+    echo "usage: ./run.sh demo|test|test-browser|serve [arguments]" >&2
     exit 2
     ;;
 esac

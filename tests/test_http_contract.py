@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from httpx2 import Response
-from world import csv_bytes, drop, drop_all, small_config, small_data
+from world import csv_bytes, drop, drop_all, served_over_http, small_config, small_data
 
 from shared.api import create_app
 from shared.pipeline import precompute, retrain
@@ -276,3 +276,28 @@ def test_answers_link_their_ids_to_the_operations_that_take_them(
     assert {link["operationId"] for link in links.values()} == {"post_rank", "get_similar"}
     assert {"post_rank", "get_similar"} <= operations
     assert json.dumps(links).count("$response.body#/") == 3
+
+
+# --------------------------------------------------------------- the README client
+
+
+def readme_client() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    after = readme.split("In Python, with the standard library only", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_python_client_works_and_reuses_its_etag(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with served_over_http(client.app) as base_url:
+        namespace: dict[str, Any] = {"BASE_URL": base_url, "EMPLOYEE_ID": employee()}
+        exec(compile(readme_client(), "README.md", "exec"), namespace)
+    answer = namespace["answer"]
+    assert len(answer["trainings"]) == 5
+    assert namespace["again"] is answer  # the 304: the cached answer, not a new download
+    assert (
+        namespace["ranked"]["trainings"][0]["training_id"] == answer["trainings"][0]["training_id"]
+    )
+    assert len(namespace["similar"]["trainings"]) == 3
+    assert capsys.readouterr().out.count("\n") == 5  # a line per training, with its reason

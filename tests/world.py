@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
+import uvicorn
 
 from shared.layout import DROP_CONTAINER
 from shared.pipeline import AcceptResult, accept_extract, retrain
@@ -53,3 +58,20 @@ def published(store: BlobStore, data: SyntheticData, config: Config) -> BlobStor
     drop_all(store, data, config)
     assert retrain(store, config).status == "published"
     return store
+
+
+@contextmanager
+def served_over_http(app: Any) -> Iterator[str]:
+    """``app`` served by uvicorn on a free loopback port, in a thread: its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
