@@ -227,6 +227,8 @@ def test_every_n_has_the_deployment_s_maximum(document: dict[str, Any]) -> None:
     assert limits == [CONFIG.serving.max_n] * 2  # GET recommendations, GET similar
     body = document["components"]["schemas"]["NewEmployee"]["properties"]["n"]
     assert body["maximum"] == CONFIG.serving.max_n
+    too_large = document["paths"]["/rank"]["post"]["responses"]["413"]["description"]
+    assert f"over {CONFIG.serving.max_body_bytes} bytes" in too_large
 
 
 def test_rank_takes_exactly_one_of_two_shapes(document: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from shared.api.http import Problem
 from shared.api.schemas import attributes_schema
 from shared.ids import SPACES
 from shared.serving import contract_of
-from shared.settings import EntityColumns
+from shared.settings import EntityColumns, ServingOptions
 
 FIRST_TRAINING = "$response.body#/trainings/0/training_id"
 LINKS: dict[tuple[str, str], dict[str, Any]] = {
@@ -73,7 +73,7 @@ def install(app: FastAPI, state: ServingState) -> None:
         key = served.key if served else None
         if key not in built:
             built.clear()
-            built[key] = complete(base, state.settings().serving.max_n, served)
+            built[key] = complete(base, state.settings().serving, served)
         return built[key]
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -104,9 +104,12 @@ def _served(state: ServingState) -> Served | None:
         return None
 
 
-def complete(base: dict[str, Any], max_n: int, served: Served | None) -> dict[str, Any]:
+def complete(
+    base: dict[str, Any], serving: ServingOptions, served: Served | None
+) -> dict[str, Any]:
     """FastAPI's document with the deployment's limits and names, problem details and
     links."""
+    max_n = serving.max_n
     document = copy.deepcopy(base)
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -127,6 +130,9 @@ def complete(base: dict[str, Any], max_n: int, served: Served | None) -> dict[st
                 body["schema"]["oneOf"] = body["schema"].pop("anyOf")  # exactly one shape
             if (path, method) in LINKS:
                 operation["responses"]["200"]["links"] = LINKS[(path, method)]
+            if "requestBody" in operation:  # JSON Schema has no keyword for a body's bytes
+                too_large = f"request body over {serving.max_body_bytes} bytes (max_body_bytes)"
+                operation["responses"]["413"]["description"] = too_large
     return document
 
 
