@@ -63,20 +63,27 @@ SCORER_DESCRIPTION = (
 )
 
 
-class EmployeeRecommendations(Versions):
+class Answer(Versions):
+    recommendation_id: str = Field(
+        description="this answer's id, to send back with feedback events (POST /events): "
+        "<model version>.<scorer>.<digest>; the same answer keeps the same id"
+    )
+
+
+class EmployeeRecommendations(Answer):
     employee_id: str
     scorer: str = Field(description=SCORER_DESCRIPTION)
     trainings: list[Training]
 
 
-class RankResponse(Versions):
+class RankResponse(Answer):
     scorer: str = Field(description=SCORER_DESCRIPTION)
     trainings: list[RankedTraining]
     unknown_training_ids: list[str] = Field(description="ids not in the model's catalog")
     ignored_values: list[str]
 
 
-class NewEmployeeRecommendations(Versions):
+class NewEmployeeRecommendations(Answer):
     scorer: str = Field(description=SCORER_DESCRIPTION)
     trainings: list[Training]
     ignored_values: list[str] = Field(description="attribute values the model has never seen")
@@ -85,7 +92,7 @@ class NewEmployeeRecommendations(Versions):
     )
 
 
-class SimilarTrainings(Versions):
+class SimilarTrainings(Answer):
     training_id: str
     scorer: str = Field("similarity", description="cosine of the trainings' representations")
     trainings: list[Training]

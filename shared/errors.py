@@ -62,5 +62,9 @@ class ModelLoadError(TrainingRecommenderError):
     """A model bundle or a recommendation table is missing, corrupted or inconsistent."""
 
 
+class StorageUnavailableError(TrainingRecommenderError):
+    """Storage failed a write that must not be half done: nothing was kept, retry."""
+
+
 class NoModelError(TrainingRecommenderError):
     """No model has been published yet."""

@@ -13,6 +13,9 @@ character, are reported and their rows dropped: the API could not serve them.
 from __future__ import annotations
 
 import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
 
 MAX_ID_LENGTH = 128
 # Control characters, then the invisible ones spreadsheets and web pages leave behind:
@@ -50,3 +53,20 @@ def id_problem(text: str) -> str | None:
     if refused:
         return f"identifier contains {' '.join(refused)}, which the API refuses in an id"
     return None
+
+
+# An id in an API model: the rule above, documented in the OpenAPI schema.
+Id = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN, description=ID_DESCRIPTION),
+]
+
+
+def whole_number(value: Any) -> Any:
+    # JSON has one number type: 14.0 is the integer 14 (as JSON Schema says); 14.5 and
+    # "14" stay refused by a strict model.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A count or a position in an API model.
+WholeNumber = Annotated[int, BeforeValidator(whole_number)]

@@ -10,11 +10,13 @@ fails to load never replaces a good one: the failure is logged and kept for
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ from shared.answers import (
 from shared.bundle import ModelBundle
 from shared.catalog import extend
 from shared.errors import ModelLoadError, NoModelError, NotFoundError
+from shared.events import EventLog, dismissals
 from shared.features import IdMap, employee_rows, entity_frame
 from shared.features import contract_of as bundle_contract
 from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
@@ -80,6 +83,23 @@ class Snapshot:
     def scorers(self) -> dict[str, str]:
         """Population ("known", "cold-start") -> the name of the scorer serving it."""
         return {p: spec.name for p, spec in self.recommender.specs.items()}
+
+    def identify(self, scorer: str, asker: str, trainings: Sequence[Training]) -> dict[str, str]:
+        """An answer's versions, scorer and ``recommendation_id``: the model version, the
+        scorer and a digest of the recommendations version, who asked and the trainings
+        returned. The same answer (served again, or revalidated by its ETag) keeps its
+        id; feedback events on it are attributed to that model and scorer."""
+        versions = self.versions
+        content = "\n".join(
+            [versions["recommendations_version"], asker, *(t.training_id for t in trainings)]
+        )
+        digest = hashlib.blake2b(content.encode(), digest_size=8).hexdigest()
+        slug = scorer.replace(" + ", "+").replace(" ", "-")
+        return {
+            **versions,
+            "scorer": scorer,
+            "recommendation_id": f"{versions['model_version']}.{slug}.{digest}",
+        }
 
     def scorer(self, has_history: bool) -> str:
         """The name of the scorer that ranks an employee with or without a history."""
@@ -264,6 +284,15 @@ class ServingCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _failed_etag: str | None = None
     last_error: str | None = None
+    # Trainings each employee dismissed lately (feedback events), refreshed with the
+    # pointer check: the first time over rules.dismissed_days, then the last two days.
+    _events: EventLog = field(default_factory=EventLog)
+    _dismissed: dict[str, set[str]] = field(default_factory=dict)
+    _dismissed_on: date | None = None
+
+    def dismissed(self, employee_id: str) -> frozenset[str]:
+        """Trainings the employee dismissed within rules.dismissed_days (no I/O)."""
+        return frozenset(self._dismissed.get(employee_id, ()))
 
     def current(self) -> Snapshot:
         """The snapshot to answer from; raises NoModelError before anything was published.
@@ -298,6 +327,24 @@ class ServingCache:
         return snapshot
 
     def _refresh(self) -> None:
+        self._refresh_version()
+        self._refresh_dismissals()
+
+    def _refresh_dismissals(self) -> None:
+        now = datetime.now(UTC)
+        days = self.rules.dismissed_days
+        window = now.date() - timedelta(days=days)
+        since = max(window, now.date() - timedelta(days=1)) if self._events.read else window
+        try:
+            fresh = self._events.update(self.store, since)
+        except Exception as exc:  # the dismissals known so far keep applying
+            log.error("could not read feedback events: %s: %s", type(exc).__name__, exc)
+            return
+        if fresh or self._dismissed_on != now.date():  # new events, or some expired
+            self._dismissed = dismissals(self._events.events.values(), now, days)
+            self._dismissed_on = now.date()
+
+    def _refresh_version(self) -> None:
         # Whatever goes wrong here, an instance keeps answering from the version it
         # has: a storage outage or a broken upload must not turn answers into 500s.
         try:
@@ -344,19 +391,28 @@ def recommend_known(
     *,
     filters: Filters | None = None,
     explain: bool = False,
+    dismissed: Collection[str] = (),
 ) -> EmployeeRecommendations:
-    """An employee of the current extracts: precomputed candidates, rules and filters applied."""
+    """An employee of the current extracts: precomputed candidates, rules and filters
+    applied, and the trainings they ``dismissed`` left out."""
     row = _employee_row(snapshot, employee_id)
+    left_out = snapshot.trainings.rows(sorted(dismissed)) if dismissed else None
     chosen = answer_for_row(
-        snapshot.table, snapshot.recommender, snapshot.rules, row, n, snapshot.allowed(filters)
+        snapshot.table,
+        snapshot.recommender,
+        snapshot.rules,
+        row,
+        n,
+        snapshot.allowed(filters),
+        left_out[left_out >= 0] if left_out is not None else None,
     )
     features = snapshot.table.user_features[row] if explain else None
     with_history = bool(snapshot.table.from_history[row])
+    trainings = snapshot.answer(chosen, features, with_history)
     return EmployeeRecommendations(
         employee_id=employee_id,
-        **snapshot.versions,
-        scorer=snapshot.scorer(with_history),
-        trainings=snapshot.answer(chosen, features, with_history),
+        **snapshot.identify(snapshot.scorer(with_history), employee_id, trainings),
+        trainings=trainings,
     )
 
 
@@ -429,10 +485,10 @@ def recommend_new(
     chosen, short = choose(max(NEW_EMPLOYEE_DEPTH * n, MIN_NEW_EMPLOYEE_DEPTH))
     if short:
         chosen, _ = choose(len(scores))
+    trainings = snapshot.answer(chosen, features if explain else None, known)
     return NewEmployeeRecommendations(
-        **snapshot.versions,
-        scorer=snapshot.scorer(known),
-        trainings=snapshot.answer(chosen, features if explain else None, known),
+        **snapshot.identify(snapshot.scorer(known), "", trainings),
+        trainings=trainings,
         ignored_values=ignored,
         unknown_training_ids=list(dict.fromkeys(unknown)),
     )
@@ -449,8 +505,11 @@ def similar_trainings(
     items, scores = snapshot.recommender.similar(row, n, mask)
     valid = items != NO_ITEM
     chosen = [(int(r), float(s), False) for r, s in zip(items[valid], scores[valid], strict=True)]
+    trainings = snapshot.answer(chosen)
     return SimilarTrainings(
-        training_id=training_id, **snapshot.versions, trainings=snapshot.answer(chosen)
+        training_id=training_id,
+        **snapshot.identify("similarity", training_id, trainings),
+        trainings=trainings,
     )
 
 
@@ -496,8 +555,7 @@ def rank_trainings(
         for item, (row, _, _) in zip(answers, chosen, strict=True)
     ]
     return RankResponse(
-        **snapshot.versions,
-        scorer=snapshot.scorer(with_history),
+        **snapshot.identify(snapshot.scorer(with_history), employee_id or "", ranked),
         trainings=ranked,
         unknown_training_ids=unknown,
         ignored_values=ignored,

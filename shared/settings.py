@@ -237,6 +237,9 @@ class RulesOptions(_Frozen):
     # e.g. {"provider" = 4}.
     max_per_value: dict[str, int] = Field(default_factory=dict)
     explanations: int = Field(3, ge=0, le=10)  # employee attributes named per explanation
+    # A training an employee dismissed (feedback event) is left out of their answers
+    # for this many days.
+    dismissed_days: int = Field(180, ge=0)
 
 
 class Config(_Frozen):

@@ -159,8 +159,10 @@ def answer_for_row(
     row: int,
     n: int,
     allowed: np.ndarray | None = None,
+    dismissed: np.ndarray | None = None,
 ) -> list[tuple[int, float, bool]]:
-    """One employee's final list: rules applied, ``allowed`` (filters) honoured.
+    """One employee's final list: rules applied, ``allowed`` (filters) honoured, the
+    ``dismissed`` rows left out like trainings taken.
 
     Starts from the precomputed candidates; ranks the whole catalog for this one
     employee only when they run out while more trainings could qualify.
@@ -173,6 +175,8 @@ def answer_for_row(
         pinned_scores = scores[0, rules.pinned]
         pinned = list(zip(rules.pinned.tolist(), pinned_scores.tolist(), strict=True))
     taken = table.taken.indices[table.taken.indptr[row] : table.taken.indptr[row + 1]]
+    if dismissed is not None and len(dismissed):
+        taken = np.union1d(taken, dismissed)
     chosen, short = select(
         table.items[row],
         table.scores[row],

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from world import csv_bytes, drop, drop_all, small_config, small_data
 
 from shared.api import create_app
-from shared.api.routers import recommendations, status, trainings
+from shared.api.routers import events, recommendations, status, trainings
 from shared.api.schemas import EmployeeRecommendations
 from shared.ids import MAX_ID_LENGTH
 from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
@@ -103,7 +103,7 @@ def test_no_dependency_hops_to_a_worker_thread(client: TestClient) -> None:
 
     routes = [
         route
-        for module in (recommendations, trainings, status)
+        for module in (recommendations, trainings, events, status)
         for route in module.router.routes
         if isinstance(route, APIRoute)
     ]

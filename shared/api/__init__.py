@@ -19,7 +19,7 @@ from shared.api import openapi
 from shared.api.dependencies import ServingState
 from shared.api.http import HeadAsGet, field_errors, problem_response, retry_after
 from shared.api.middleware import BodyLimit
-from shared.api.routers import recommendations, status, trainings
+from shared.api.routers import events, recommendations, status, trainings
 from shared.api.schemas import ERRORS
 from shared.errors import NotFoundError, TrainingRecommenderError
 from shared.rules import UnknownFilterError
@@ -70,7 +70,7 @@ def create_app(
         )
     app.add_middleware(HeadAsGet)
     _handle_errors(app)
-    for router in (recommendations.router, trainings.router, status.router):
+    for router in (recommendations.router, trainings.router, events.router, status.router):
         app.include_router(router)
     openapi.install(app, state)
     return app

@@ -28,17 +28,24 @@ class ServingState:
     config: Config | Callable[[], Config]
     _config: Config | None = field(default=None, init=False)
     _cache: ServingCache | None = field(default=None, init=False)
+    _store: BlobStore | None = field(default=None, init=False)
 
     def settings(self) -> Config:
         if self._config is None:
             self._config = self.config if isinstance(self.config, Config) else self.config()
         return self._config
 
+    def blob_store(self) -> BlobStore:
+        if self._store is None:
+            self._store = self.store() if callable(self.store) else self.store
+        return self._store
+
     def cache(self) -> ServingCache:
         if self._cache is None:
-            store = self.store() if callable(self.store) else self.store
             serving = self.settings().serving
-            self._cache = ServingCache(store, serving.refresh_seconds, self.settings().rules)
+            self._cache = ServingCache(
+                self.blob_store(), serving.refresh_seconds, self.settings().rules
+            )
         return self._cache
 
     async def snapshot(self) -> Snapshot:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import Query
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.answers import (
     EmployeeRecommendations,
@@ -15,7 +15,7 @@ from shared.answers import (
     Versions,
 )
 from shared.api.http import PROBLEM_JSON
-from shared.ids import ID_DESCRIPTION, ID_PATTERN, MAX_ID_LENGTH
+from shared.ids import Id, WholeNumber  # the one id rule: what the extracts accept, the API serves
 from shared.settings import EntityColumns
 
 __all__ = [
@@ -26,16 +26,6 @@ __all__ = [
     "Versions",
 ]
 
-# The one id rule of shared.ids: what the extracts accept, the API serves.
-Id = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=MAX_ID_LENGTH,
-        pattern=ID_PATTERN,
-        description=ID_DESCRIPTION,
-    ),
-]
 INTEGER, TEXT = {"type": "integer"}, {"type": "string"}
 RETRY_AFTER = {"Retry-After": {"description": "seconds before retrying", "schema": INTEGER}}
 CACHING = {
@@ -49,13 +39,6 @@ CACHED_GET: dict[int | str, dict[str, Any]] = {
 MAX_ATTRIBUTES = 50
 
 
-def _whole(value: Any) -> Any:
-    # JSON has one number type: 14.0 is the integer 14 (as JSON Schema says); 14.5 and
-    # "14" stay refused by the strict model.
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-WholeNumber = Annotated[int, BeforeValidator(_whole)]
 MAX_VALUES = 100
 
 

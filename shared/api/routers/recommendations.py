@@ -64,7 +64,14 @@ async def get_recommendations(
     config = state.settings()
     check_n(n, config)
     snap = await state.snapshot()
-    answer = recommend_known(snap, employee_id, n, filters=query_filters(filter), explain=explain)
+    answer = recommend_known(
+        snap,
+        employee_id,
+        n,
+        filters=query_filters(filter),
+        explain=explain,
+        dismissed=state.cache().dismissed(employee_id),
+    )
     return cached(request, answer.model_dump_json().encode(), config.serving.refresh_seconds)
 
 

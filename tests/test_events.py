@@ -1,0 +1,171 @@
+"""Feedback events: stored once per batch, counted once per key, never lost when storage
+fails (the client retries), and a dismissed training left out of the next answers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+from test_faults import failing_store
+from world import drop_all, small_config, small_data
+
+from shared.api import create_app
+from shared.events import EVENTS, Event, EventLog, batch_blob, dismissals
+from shared.pipeline import retrain
+from shared.storage import BlobStore
+
+CONFIG = small_config()
+DATA = small_data()
+NOW = datetime(2026, 12, 3, 9, 15, tzinfo=UTC)
+
+
+def employee() -> str:
+    return str(DATA.taken["User-Id"].iloc[0])
+
+
+def event(key: str, type_: str = "clicked", **fields: Any) -> Event:
+    values = {
+        "key": key,
+        "employee_id": employee(),
+        "training_id": "T00001",
+        "type": type_,
+        "timestamp": NOW.isoformat(),
+        **fields,
+    }
+    return Event.model_validate(values)
+
+
+def test_a_batch_is_named_by_its_content_whatever_the_order() -> None:
+    batch = [event("a"), event("b", "shown", position=1)]
+    path, data = batch_blob(batch, NOW.date())
+    assert path.startswith(f"{EVENTS}2026-12-03/") and path.endswith(".jsonl")
+    assert batch_blob(list(reversed(batch)), NOW.date()) == (path, data)
+    assert batch_blob([event("a")], NOW.date())[0] != path
+    assert len(data.splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("timestamp", "2026-12-03T09:15:00"),  # no time zone: ambiguous
+        ("timestamp", 1764753300),  # a number is no RFC 3339 date-time
+        ("type", "liked"),
+        ("position", 0),
+        ("position", "2"),
+        ("employee_id", "a/b"),
+        ("recommendation_id", "no dots"),
+    ],
+)
+def test_an_invalid_event_is_refused(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        event("k", **{field: value})
+
+
+def test_dismissals_expire() -> None:
+    old = event(
+        "old", "dismissed", training_id="T1", timestamp=(NOW - timedelta(days=200)).isoformat()
+    )
+    recent = event("new", "dismissed", training_id="T2")
+    clicked = event("c", "clicked", training_id="T3")
+    assert dismissals([old, recent, clicked], NOW, days=180) == {employee(): {"T2"}}
+    assert dismissals([old, recent], NOW, days=365) == {employee(): {"T1", "T2"}}
+
+
+def published_client(store: BlobStore) -> TestClient:
+    drop_all(store, DATA, CONFIG)
+    assert retrain(store, CONFIG).status == "published"
+    return TestClient(create_app(store, CONFIG))
+
+
+def events_of(answer: dict[str, Any], *, dismiss: int) -> list[dict[str, Any]]:
+    """What an intranet page sends: every training shown, the first clicked, one dismissed."""
+    rid, who = answer["recommendation_id"], answer["employee_id"]
+    stamp = datetime.now(UTC).isoformat()
+    sent = [
+        {
+            "key": f"{rid}-{t['rank']}-shown",
+            "type": "shown",
+            "position": t["rank"],
+            "training_id": t["training_id"],
+        }
+        for t in answer["trainings"]
+    ]
+    first, dismissed = answer["trainings"][0], answer["trainings"][dismiss]
+    sent.append(
+        {
+            "key": f"{rid}-1-clicked",
+            "type": "clicked",
+            "position": 1,
+            "training_id": first["training_id"],
+        }
+    )
+    sent.append(
+        {
+            "key": f"{rid}-d",
+            "type": "dismissed",
+            "position": dismiss + 1,
+            "training_id": dismissed["training_id"],
+        }
+    )
+    return [{**e, "recommendation_id": rid, "employee_id": who, "timestamp": stamp} for e in sent]
+
+
+def test_events_end_to_end_nothing_lost_nothing_doubled_dismissed_left_out(
+    store: BlobStore,
+) -> None:
+    client = published_client(store)
+    path = f"/recommendations/{employee()}"
+    answer = client.get(path).json()
+    assert answer["recommendation_id"].startswith(answer["model_version"] + ".")
+    assert (
+        client.get(path).json()["recommendation_id"] == answer["recommendation_id"]
+    )  # same answer
+    sent = events_of(answer, dismiss=2)
+    dismissed = sent[-1]["training_id"]
+
+    first = client.post("/events", json={"events": sent})
+    assert first.status_code == 202 and first.json() == {"accepted": len(sent)}
+    assert client.post("/events", json={"events": sent}).status_code == 202  # a retry: same blob
+    overlap = client.post("/events", json={"events": sent[:3]})  # the same events, another batch
+    assert overlap.status_code == 202
+
+    assert len(store.list(EVENTS)) == 2  # the retried batch was not stored twice
+    log = EventLog()
+    log.update(store, NOW.date() - timedelta(days=1))
+    assert sorted(log.events) == sorted(e["key"] for e in sent)  # each event once
+
+    after = client.get(path).json()
+    assert dismissed not in [t["training_id"] for t in after["trainings"]]
+    assert len(after["trainings"]) == len(answer["trainings"])  # the list is still full
+    assert after["recommendation_id"] != answer["recommendation_id"]
+
+
+def test_a_storage_outage_during_a_post_is_a_503_and_the_retry_is_counted_once(
+    azurite: str, container_prefix: str
+) -> None:
+    healthy, _ = failing_store(azurite, container_prefix, lambda _n, _r: False)
+    answer = published_client(healthy).get(f"/recommendations/{employee()}").json()
+    # The same containers through a transport that drops the events' PUT once.
+    dropped: list[str] = []
+
+    def once(_n: int, request: Any) -> bool:
+        blob = urlsplit(request.url).path
+        hit = request.method == "PUT" and f"/{container_prefix}events/" in blob and not dropped
+        if hit:
+            dropped.append(request.url)
+        return hit
+
+    flaky, _ = failing_store(azurite, container_prefix, once)
+    client = TestClient(create_app(flaky, CONFIG))
+    batch = {"events": events_of(answer, dismiss=1)}
+    outage = client.post("/events", json=batch)
+    assert outage.status_code == 503 and outage.headers["retry-after"]
+    assert outage.headers["content-type"] == "application/problem+json"
+    assert dropped, "the write was not even attempted"
+    assert client.post("/events", json=batch).status_code == 202  # the client's retry
+    log = EventLog()
+    log.update(healthy, NOW.date() - timedelta(days=1))
+    assert len(log.events) == len(batch["events"])
