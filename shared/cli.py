@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -423,6 +424,19 @@ def cmd_models(args: argparse.Namespace, config: Config) -> None:
         _print(args, {"version": version, "card": str(out)}, f"model card of {version}: {out}")
 
 
+def cmd_impact(args: argparse.Namespace, config: Config) -> None:
+    from shared.events import EventLog
+    from shared.impact import impact, impact_table
+
+    log = EventLog()
+    since = args.since or date.min
+    log.update(_store(args), since)
+    report = impact(
+        log.events.values(), datetime.combine(since, time.min, UTC) if args.since else None
+    )
+    _print(args, report.model_dump(mode="json"), impact_table(report))
+
+
 def cmd_serve(args: argparse.Namespace, config: Config) -> None:
     import uvicorn
 
@@ -600,6 +614,9 @@ def _serving_commands(sub: Subcommands) -> None:
     p.add_argument("version", nargs="?", help="default: the serving version (show, card)")
     p.add_argument("--out", help="card: the HTML file to write (default card-<version>.html)")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("impact", help="what people did with the recommendations (events)")
+    p.add_argument("--since", type=date.fromisoformat, metavar="YYYY-MM-DD")
+    p.set_defaults(func=cmd_impact)
     p = sub.add_parser("serve", help="serve the HTTP API with uvicorn")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -28,7 +28,7 @@ from shared.storage import BlobStore
 EVENTS = "events/"
 EventType = Literal["shown", "clicked", "enrolled", "completed", "dismissed"]
 FUNNEL: tuple[EventType, ...] = ("shown", "clicked", "enrolled", "completed")
-MAX_BATCH = 1000
+MAX_BATCH = 200  # events per POST: typical ones fit serving.max_body_bytes (64 KiB)
 
 
 def _text_only(value: Any) -> Any:

@@ -36,9 +36,10 @@ from shared.answers import (
 from shared.bundle import ModelBundle
 from shared.catalog import extend
 from shared.errors import ModelLoadError, NoModelError, NotFoundError
-from shared.events import EventLog, dismissals
+from shared.events import Event, EventLog, dismissals
 from shared.features import IdMap, employee_rows, entity_frame
 from shared.features import contract_of as bundle_contract
+from shared.impact import ImpactReport, impact
 from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
 from shared.registry import load_bundle, load_recommendations
 from shared.rules import Rules, filter_mask
@@ -289,6 +290,7 @@ class ServingCache:
     _events: EventLog = field(default_factory=EventLog)
     _dismissed: dict[str, set[str]] = field(default_factory=dict)
     _dismissed_on: date | None = None
+    impact: ImpactReport | None = None  # of those events, recomputed when they change
 
     def dismissed(self, employee_id: str) -> frozenset[str]:
         """Trainings the employee dismissed within rules.dismissed_days (no I/O)."""
@@ -343,6 +345,11 @@ class ServingCache:
         if fresh or self._dismissed_on != now.date():  # new events, or some expired
             self._dismissed = dismissals(self._events.events.values(), now, days)
             self._dismissed_on = now.date()
+            self.impact = impact(self._events.events.values())
+
+    def events(self) -> list[Event]:
+        """The feedback events read so far (within rules.dismissed_days)."""
+        return list(self._events.events.values())
 
     def _refresh_version(self) -> None:
         # Whatever goes wrong here, an instance keeps answering from the version it

@@ -180,6 +180,9 @@ class Health(BaseModel):
     model_age_seconds: float | None = None
     recommendations_age_seconds: float | None = None
     last_error: str | None = None
+    impact_warning: str | None = Field(
+        None, description="the newest model version is clicked clearly less than the one before"
+    )
 
 
 FilterQuery = Annotated[

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import re
 import time
-from datetime import datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from datetime import time as clock
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
+from pydantic import BeforeValidator
 
 from shared.api.dependencies import Cache, CurrentSnapshot, Settings
 from shared.api.http import cached, problem_response, retry_after
 from shared.api.schemas import CACHED_GET, AttributesSchema, Health, attributes_schema
 from shared.errors import NoModelError
+from shared.impact import ImpactReport, impact
 from shared.serving import contract_of
 
 router = APIRouter(tags=["status"])
+
+
+def _day_text(value: object) -> object:
+    # A day as YYYY-MM-DD, nothing else (pydantic alone would read "0" as 1970-01-01).
+    if not (isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)):
+        raise ValueError("expected a day as YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_day_text)]
 
 
 def _age(timestamp: Any) -> float | None:
@@ -36,13 +50,15 @@ def health(request: Request, cache: Cache, response: Response) -> Any:
     except NoModelError as exc:
         headers = {**retry_after(request), "Cache-Control": "no-store"}
         return problem_response(503, f"unavailable: {exc}", headers=headers)
+    warning = cache.impact.warning if cache.impact else None
     return {
-        "status": "degraded" if cache.last_error else "ok",
+        "status": "degraded" if cache.last_error or warning else "ok",
         "versions": snap.versions,
         "scorers": {"known": snap.scorers["known"], "new": snap.scorers["cold-start"]},
         "model_age_seconds": _age(snap.bundle.metadata.created_at),
         "recommendations_age_seconds": _age(snap.pointer.get("created_at")),
         "last_error": cache.last_error,
+        "impact_warning": warning,
     }
 
 
@@ -73,3 +89,22 @@ def model_schema(request: Request, config: Settings, snap: CurrentSnapshot) -> R
         {**snap.versions, "attributes": attributes_schema(contract_of(snap).users)}
     )
     return cached(request, answer.model_dump_json().encode(), config.serving.refresh_seconds)
+
+
+@router.get("/model/impact", response_model=ImpactReport, responses=CACHED_GET)
+def model_impact(
+    request: Request,
+    config: Settings,
+    cache: Cache,
+    snap: CurrentSnapshot,
+    since: Annotated[Day | None, Query(description="only events from that day on")] = None,
+) -> Response:
+    """What people did with the recommendations, from the feedback events (POST /events):
+    per model version and scorer, the share of recommendations shown that were clicked,
+    enrolled in and completed (95 % intervals), and clicks by list position."""
+    if since is not None or cache.impact is None:
+        start = datetime.combine(since, clock.min, UTC) if since else None
+        report = impact(cache.events(), start)
+    else:
+        report = cache.impact
+    return cached(request, report.model_dump_json().encode(), config.serving.refresh_seconds)

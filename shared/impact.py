@@ -1,0 +1,161 @@
+"""Online impact: what people did with what each model version and scorer showed them.
+
+From the feedback events (:mod:`shared.events`), per model version and scorer (read
+off each event's ``recommendation_id``): how many recommendations were shown, and the
+share of them clicked, enrolled in and completed, with 95 % Wilson intervals; and the
+click rate by list position. A recommendation is one training in one answer for one
+employee; sending an event twice counts once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from shared.events import FUNNEL, Event
+
+Z95 = 1.959963984540054
+UNATTRIBUTED = "(no recommendation_id)"
+
+
+class Rate(BaseModel):
+    rate: float
+    low: float = Field(description="95 % Wilson interval")
+    high: float
+
+
+class ScorerImpact(BaseModel):
+    model_version: str
+    scorer: str
+    counts: dict[str, int] = Field(description="recommendations with each event type")
+    rates: dict[str, Rate] = Field(
+        description="of the recommendations shown, the share clicked, enrolled in, completed"
+    )
+
+
+class PositionImpact(BaseModel):
+    position: int
+    shown: int
+    clicked: Rate
+
+
+class ImpactReport(BaseModel):
+    since: datetime | None
+    events: int
+    by_scorer: list[ScorerImpact]
+    by_position: list[PositionImpact]
+    warning: str | None = Field(
+        None, description="the newest version clicked clearly less than the one before it"
+    )
+
+
+def wilson(hits: int, total: int) -> Rate:
+    if total == 0:
+        return Rate(rate=0.0, low=0.0, high=1.0)
+    p = hits / total
+    centre = (p + Z95**2 / (2 * total)) / (1 + Z95**2 / total)
+    half = Z95 * math.sqrt(p * (1 - p) / total + Z95**2 / (4 * total**2)) / (1 + Z95**2 / total)
+    return Rate(
+        rate=round(p, 4),
+        low=round(max(0.0, centre - half), 4),
+        high=round(min(1.0, centre + half), 4),
+    )
+
+
+def origin(recommendation_id: str | None) -> tuple[str, str]:
+    """(model version, scorer) of an answer, from its id."""
+    if not recommendation_id:
+        return UNATTRIBUTED, UNATTRIBUTED
+    version, slug, _ = recommendation_id.split(".")
+    return version, slug.replace("+", " + ").replace("-", " ")
+
+
+def impact(events: Iterable[Event], since: datetime | None = None) -> ImpactReport:
+    """The funnel per model version and scorer, and clicks by position."""
+    seen: dict[str, set[tuple[str | None, str, str]]] = defaultdict(set)
+    groups: dict[tuple[str, str], dict[str, set[tuple[str | None, str, str]]]] = {}
+    shown_at: dict[tuple[str | None, str, str], int] = {}
+    count = 0
+    for event in events:
+        if since is not None and event.timestamp < since:
+            continue
+        count += 1
+        one = (event.recommendation_id, event.employee_id, event.training_id)
+        seen[event.type].add(one)
+        group = groups.setdefault(origin(event.recommendation_id), defaultdict(set))
+        group[event.type].add(one)
+        if event.type == "shown" and event.position is not None:
+            shown_at[one] = event.position
+    by_scorer = [
+        ScorerImpact(
+            model_version=version,
+            scorer=scorer,
+            counts={kind: len(group[kind]) for kind in FUNNEL},
+            # Over the recommendations shown: a click on one never reported shown is
+            # counted, not rated.
+            rates={
+                kind: wilson(len(group[kind] & group["shown"]), len(group["shown"]))
+                for kind in FUNNEL[1:]
+            },
+        )
+        for (version, scorer), group in sorted(groups.items())
+    ]
+    positions: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for one, position in shown_at.items():
+        positions[position][0] += 1
+        positions[position][1] += one in seen["clicked"]
+    by_position = [
+        PositionImpact(position=p, shown=shown, clicked=wilson(clicked, shown))
+        for p, (shown, clicked) in sorted(positions.items())
+    ]
+    return ImpactReport(
+        since=since,
+        events=count,
+        by_scorer=by_scorer,
+        by_position=by_position,
+        warning=_warning(by_scorer),
+    )
+
+
+def _warning(rows: list[ScorerImpact]) -> str | None:
+    """The newest model version against the one before it, all scorers together: a
+    warning when its click rate's interval lies wholly below the other's."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for row in rows:
+        if row.model_version != UNATTRIBUTED:
+            totals[row.model_version][0] += row.counts["clicked"]
+            totals[row.model_version][1] += row.counts["shown"]
+    versions = sorted(totals)
+    if len(versions) < 2:
+        return None
+    newest, before = (wilson(*totals[v]) for v in versions[-2:][::-1])
+    if newest.high < before.low:
+        return (
+            f"model {versions[-1]} is clicked less than {versions[-2]}: "
+            f"{newest.rate:.1%} (95 % up to {newest.high:.1%}) against {before.rate:.1%}"
+        )
+    return None
+
+
+def impact_table(report: ImpactReport) -> str:
+    """The report as aligned text: the funnel per version and scorer, then positions."""
+    if not report.events:
+        return "no feedback events yet (POST /events)"
+    lines = [
+        f"{report.events} events" + (f" since {report.since:%Y-%m-%d}" if report.since else "")
+    ]
+    lines.append(f"{'model version':30} {'scorer':28} {'shown':>7}  clicked  enrolled  completed")
+    for row in report.by_scorer:
+        rates = "  ".join(f"{row.rates[k].rate:>7.1%}" for k in FUNNEL[1:])
+        lines.append(f"{row.model_version:30} {row.scorer:28} {row.counts['shown']:>7}  {rates}")
+    lines.append("position  shown  clicked (95 %)")
+    for p in report.by_position:
+        c = p.clicked
+        lines.append(f"{p.position:>8}  {p.shown:>5}  {c.rate:.1%} ({c.low:.1%}-{c.high:.1%})")
+    if report.warning:
+        lines.append(f"warning: {report.warning}")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""The online impact report: the funnel per model version and scorer, clicks by position,
+intervals, and the warning when a new version is clicked clearly less."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+from world import drop_all, small_config, small_data
+
+from shared import cli
+from shared.api import create_app
+from shared.events import Event
+from shared.impact import impact, origin, wilson
+from shared.pipeline import retrain
+from shared.storage import LocalFolderStore
+
+CONFIG = small_config()
+DATA = small_data()
+NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+
+
+def test_wilson_intervals() -> None:
+    assert wilson(0, 0).model_dump() == {"rate": 0.0, "low": 0.0, "high": 1.0}
+    rate = wilson(8, 10)  # the textbook example: 0.80 in [0.490, 0.943]
+    assert (rate.rate, rate.low, rate.high) == (0.8, 0.4902, 0.9433)
+    assert wilson(0, 50).low == 0.0 and 0 < wilson(0, 50).high < 0.08
+
+
+def test_the_origin_of_an_answer_is_read_off_its_id() -> None:
+    rid = "20261203T072826Z-357bd5-33a8.model+department-popularity.0a1b2c"
+    assert origin(rid) == ("20261203T072826Z-357bd5-33a8", "model + department popularity")
+
+
+def events(version: str, scorer: str, shown: int, clicked: int, *, prefix: str = "") -> list[Event]:
+    """``shown`` recommendations at positions 1…, the first ``clicked`` of them clicked."""
+    rid = f"{version}.{scorer}.{len(prefix)}ab"
+    out = []
+    for i in range(shown):
+        base = {"recommendation_id": rid, "employee_id": f"{prefix}e{i}", "training_id": "T1"}
+        stamp = NOW.isoformat()
+        out.append(
+            Event.model_validate(
+                {
+                    **base,
+                    "key": f"{rid}{i}s",
+                    "type": "shown",
+                    "position": i % 5 + 1,
+                    "timestamp": stamp,
+                }
+            )
+        )
+        if i < clicked:
+            out.append(
+                Event.model_validate(
+                    {**base, "key": f"{rid}{i}c", "type": "clicked", "timestamp": stamp}
+                )
+            )
+    return out
+
+
+def test_the_funnel_per_version_and_scorer_counts_each_recommendation_once() -> None:
+    sent = events("v1", "model", 100, 30) + events("v1", "popularity", 50, 5, prefix="p")
+    report = impact(sent + sent[:10])  # a batch sent twice
+    rows = {(r.model_version, r.scorer): r for r in report.by_scorer}
+    model = rows[("v1", "model")]
+    assert model.counts == {"shown": 100, "clicked": 30, "enrolled": 0, "completed": 0}
+    assert model.rates["clicked"].rate == 0.3
+    assert model.rates["clicked"].low < 0.3 < model.rates["clicked"].high
+    assert rows[("v1", "popularity")].rates["clicked"].rate == 0.1
+    assert [p.position for p in report.by_position] == [1, 2, 3, 4, 5]
+    assert sum(p.shown for p in report.by_position) == 150
+    assert report.warning is None
+    # A click on a recommendation never reported shown is counted, not rated.
+    unseen = Event.model_validate(
+        {**sent[1].model_dump(mode="json"), "key": "x", "training_id": "T9"}
+    )
+    again = {(r.model_version, r.scorer): r for r in impact([*sent, unseen]).by_scorer}
+    assert again[("v1", "model")].counts["clicked"] == 31
+    assert again[("v1", "model")].rates["clicked"].rate == 0.3
+
+
+def test_a_new_version_clicked_clearly_less_is_a_warning() -> None:
+    worse = impact(events("v1", "model", 400, 120) + events("v2", "model", 400, 40, prefix="n"))
+    assert worse.warning and worse.warning.startswith("model v2 is clicked less than v1")
+    noise = impact(events("v1", "model", 40, 12) + events("v2", "model", 40, 10, prefix="n"))
+    assert noise.warning is None  # 25 % against 30 % on 40 each: within the noise
+
+
+def test_impact_of_a_simulated_run_over_http_and_in_the_command_line(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """Answers for 60 employees, all shown; people click the top of their lists more
+    (the probability falls with the position): the report finds that shape."""
+    store = LocalFolderStore(tmp_path / "store")
+    drop_all(store, DATA, CONFIG)
+    assert retrain(store, CONFIG).status == "published"
+    client = TestClient(create_app(store, CONFIG))
+    rng = np.random.default_rng(7)
+    batch: list[dict[str, Any]] = []
+    stamp = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    for employee in DATA.users["User-Id"].astype(str)[:60]:
+        answer = client.get(f"/recommendations/{employee}", params={"n": 5}).json()
+        for t in answer["trainings"]:
+            one = {"recommendation_id": answer["recommendation_id"], "employee_id": employee}
+            one |= {"training_id": t["training_id"], "timestamp": stamp}
+            batch.append(
+                {**one, "key": f"{employee}-{t['rank']}-s", "type": "shown", "position": t["rank"]}
+            )
+            if rng.random() < 0.6 / t["rank"]:
+                batch.append(
+                    {
+                        **one,
+                        "key": f"{employee}-{t['rank']}-c",
+                        "type": "clicked",
+                        "position": t["rank"],
+                    }
+                )
+    for start in range(0, len(batch), 100):  # as a page would: a batch at a time
+        chunk = batch[start : start + 100]
+        assert client.post("/events", json={"events": chunk}).status_code == 202
+
+    report = client.get("/model/impact").json()
+    shown = sum(row["counts"]["shown"] for row in report["by_scorer"])
+    clicked = sum(row["counts"]["clicked"] for row in report["by_scorer"])
+    assert shown == 300 and clicked == sum(1 for e in batch if e["type"] == "clicked")
+    assert {row["model_version"] for row in report["by_scorer"]} == {answer["model_version"]}
+    first, last = report["by_position"][0], report["by_position"][-1]
+    assert first["clicked"]["rate"] > last["clicked"]["rate"]
+    assert client.get("/health").json()["impact_warning"] is None
+
+    assert cli.main(["--store", str(store.root), "impact"]) == 0
+    table = capsys.readouterr().out
+    assert f"{len(batch)} events" in table and "position" in table
+    assert cli.main(["--store", str(store.root), "impact", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["events"] == len(batch)
