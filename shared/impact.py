@@ -148,10 +148,11 @@ def impact_table(report: ImpactReport) -> str:
     lines = [
         f"{report.events} events" + (f" since {report.since:%Y-%m-%d}" if report.since else "")
     ]
-    lines.append(f"{'model version':30} {'scorer':28} {'shown':>7}  clicked  enrolled  completed")
+    head = " ".join(f"{k:>9}" for k in FUNNEL[1:])
+    lines.append(f"{'model version':30} {'scorer':30} {'shown':>7} {head}")
     for row in report.by_scorer:
-        rates = "  ".join(f"{row.rates[k].rate:>7.1%}" for k in FUNNEL[1:])
-        lines.append(f"{row.model_version:30} {row.scorer:28} {row.counts['shown']:>7}  {rates}")
+        rates = " ".join(f"{row.rates[k].rate:>9.1%}" for k in FUNNEL[1:])
+        lines.append(f"{row.model_version:30} {row.scorer:30} {row.counts['shown']:>7} {rates}")
     lines.append("position  shown  clicked (95 %)")
     for p in report.by_position:
         c = p.clicked
