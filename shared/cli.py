@@ -383,6 +383,27 @@ def cmd_similar(args: argparse.Namespace, config: Config) -> None:
     )
 
 
+def cmd_audience(args: argparse.Namespace, config: Config) -> None:
+    import csv
+
+    from shared.audience import audience
+
+    answer = audience(
+        _snapshot(args, config), args.training_id, args.n, filters=_filters(args.filter)
+    )
+    if args.csv:
+        with Path(args.csv).open("w", newline="", encoding="utf-8") as out:
+            writer = csv.writer(out)
+            writer.writerow(["rank", "employee_id", "score", "reason"])
+            writer.writerows([m.rank, m.employee_id, m.score, m.reason] for m in answer.employees)
+    lines = [
+        f"{m.rank:>4}. {m.employee_id:<14} {m.score:>9.3f}  {m.reason}" for m in answer.employees
+    ]
+    where = f"\n(written to {args.csv})" if args.csv else ""
+    human = f"employees most likely to take {args.training_id}:\n" + "\n".join(lines) + where
+    _print(args, answer.model_dump(mode="json"), human)
+
+
 def cmd_models(args: argparse.Namespace, config: Config) -> None:
     from shared import registry
 
@@ -609,6 +630,12 @@ def _serving_commands(sub: Subcommands) -> None:
     p.add_argument("-n", type=int, default=10)
     p.add_argument("--filter", action="append", default=[], metavar="ATTRIBUTE=VALUE[,VALUE]")
     p.set_defaults(func=cmd_similar)
+    p = sub.add_parser("audience", help="the employees most likely to take a training (ids)")
+    p.add_argument("training_id", type=_id)
+    p.add_argument("-n", type=int, default=50)
+    p.add_argument("--filter", action="append", default=[], metavar="ATTRIBUTE=VALUE[,VALUE]")
+    p.add_argument("--csv", metavar="FILE", help="also write rank, employee id, score, reason")
+    p.set_defaults(func=cmd_audience)
     p = sub.add_parser("models", help="model versions: list, show, promote (rollback), card")
     p.add_argument("action", choices=("list", "show", "promote", "card"))
     p.add_argument("version", nargs="?", help="default: the serving version (show, card)")

@@ -173,6 +173,17 @@ def _split(name: str) -> tuple[str, str]:
     return column, value
 
 
+def who_phrase(attributes: Sequence[tuple[str, str]]) -> str:
+    """``(column, value)`` pairs as words: "in sales with the skill python and
+    interested in data"."""
+    phrases = [
+        PHRASES.get(column, f"with {column} {{}}").format(value) for column, value in attributes
+    ]
+    where = [p for p in phrases if p.startswith("in ")]
+    rest = [p for p in phrases if not p.startswith("in ")]
+    return " ".join([*where, " and ".join(rest)]).strip()
+
+
 def explanation(
     bundle: ModelBundle, user_terms: list[tuple[int, float]], item_terms: list[tuple[int, float]]
 ) -> Explanation:
@@ -187,13 +198,7 @@ def explanation(
     attributes = [(col, t) for col, t in user_terms if col < n_attributes]
     employee = [_split(str(bundle.user_feature_names[col])) for col, _ in attributes]
     training = [_split(str(bundle.item_feature_names[col])) for col, _ in item_terms]
-    phrases = [
-        PHRASES.get(column, f"with {column} {{}}").format(value) for column, value in employee
-    ]
-    # "People in sales with the skill python and interested in data took this."
-    where = [p for p in phrases if p.startswith("in ")]
-    rest = [p for p in phrases if not p.startswith("in ")]
-    who = " ".join([*where, " and ".join(rest)]).strip()
+    who = who_phrase(employee)
     parts = []
     if took:
         titles = " and ".join(f"“{bundle.item_titles[row]}”" for row, _ in took[:2])
@@ -295,6 +300,10 @@ class ServingCache:
     def dismissed(self, employee_id: str) -> frozenset[str]:
         """Trainings the employee dismissed within rules.dismissed_days (no I/O)."""
         return frozenset(self._dismissed.get(employee_id, ()))
+
+    def dismissed_by(self, training_id: str) -> frozenset[str]:
+        """Employees who dismissed the training within rules.dismissed_days (no I/O)."""
+        return frozenset(e for e, trainings in self._dismissed.items() if training_id in trainings)
 
     def current(self) -> Snapshot:
         """The snapshot to answer from; raises NoModelError before anything was published.

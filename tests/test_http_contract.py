@@ -224,7 +224,7 @@ def test_every_n_has_the_deployment_s_maximum(document: dict[str, Any]) -> None:
         for p in operation.get("parameters", [])
         if p["name"] == "n"
     ]
-    assert limits == [CONFIG.serving.max_n] * 2  # GET recommendations, GET similar
+    assert limits == [CONFIG.serving.max_n] * 3  # GET recommendations, similar, audience
     body = document["components"]["schemas"]["NewEmployee"]["properties"]["n"]
     assert body["maximum"] == CONFIG.serving.max_n
     too_large = document["paths"]["/rank"]["post"]["responses"]["413"]["description"]

@@ -154,7 +154,7 @@ def test_walking_the_links_between_operations_holds_the_contract() -> None:
 
     Walk.run(
         settings=hypothesis.settings(
-            max_examples=40,
+            max_examples=80,
             stateful_step_count=6,
             deadline=None,
             database=None,

@@ -58,6 +58,17 @@ LINKS: dict[tuple[str, str], dict[str, Any]] = {
             "operationId": "get_similar",
             "parameters": {"training_id": FIRST_TRAINING},
         },
+        "AudienceOfFirst": {
+            "operationId": "get_audience",
+            "parameters": {"training_id": FIRST_TRAINING},
+        },
+    },
+    ("/trainings/{training_id}/audience", "get"): {
+        "RecommendationsOfFirst": {
+            "operationId": "get_recommendations",
+            "description": "the recommendations of the audience's first employee",
+            "parameters": {"employee_id": "$response.body#/employees/0/employee_id"},
+        },
     },
 }
 
@@ -124,7 +135,7 @@ def complete(
     for path, methods in document["paths"].items():
         for method, operation in methods.items():
             for parameter in operation.get("parameters", []):
-                _limit_parameter(parameter, max_n, served)
+                _limit_parameter(parameter, max_n, served, path.endswith("/audience"))
             body = operation.get("requestBody", {}).get("content", {}).get("application/json")
             if body and "anyOf" in body["schema"]:
                 body["schema"]["oneOf"] = body["schema"].pop("anyOf")  # exactly one shape
@@ -136,11 +147,15 @@ def complete(
     return document
 
 
-def _limit_parameter(parameter: dict[str, Any], max_n: int, served: Served | None) -> None:
+def _limit_parameter(
+    parameter: dict[str, Any], max_n: int, served: Served | None, employees: bool
+) -> None:
     if parameter["name"] == "n":
         parameter["schema"]["maximum"] = max_n
     elif parameter["name"] == "filter" and served is not None:
-        # An attribute of the trainings, then at least one value that is not blank.
-        names = "|".join(re.escape(name) for name in served.filterable)
+        # An attribute (of the employees for an audience, else of the trainings), then
+        # at least one value that is not blank.
+        filterable = served.users.features if employees else served.filterable
+        names = "|".join(re.escape(name) for name in filterable)
         value = f"[^{re.escape(SPACES)},]"
         parameter["schema"]["items"]["pattern"] = f"^ *(?:{names}) *:.*{value}.*$"

@@ -185,14 +185,21 @@ class Health(BaseModel):
     )
 
 
+FILTER_ITEMS = {"type": "string", "maxLength": 600, "pattern": r"^[^:]{1,64}:.{1,500}$"}
 FilterQuery = Annotated[
     tuple[str, ...],
     Query(
         max_length=20,
-        description="attribute:value[,value…], repeatable, e.g. provider:internal",
-        json_schema_extra={
-            "items": {"type": "string", "maxLength": 600, "pattern": r"^[^:]{1,64}:.{1,500}$"}
-        },
+        description="training attribute:value[,value…], repeatable, e.g. provider:internal",
+        json_schema_extra={"items": FILTER_ITEMS},
+    ),
+]
+EmployeeFilterQuery = Annotated[
+    tuple[str, ...],
+    Query(
+        max_length=20,
+        description="employee attribute:value[,value…], repeatable, e.g. ou:finance",
+        json_schema_extra={"items": FILTER_ITEMS},
     ),
 ]
 
