@@ -20,6 +20,16 @@ class TrainingTaken(BaseModel):
     contribution: float
 
 
+class Reason(BaseModel):
+    """A reason as a code and a value, for a page that words (and translates) its own."""
+
+    code: str = Field(
+        description="history (a training taken), skill, interest, department, grade, "
+        "language, attribute (another employee attribute), popular, new, pinned"
+    )
+    value: str = Field(description="the training id taken, or the attribute's value")
+
+
 class Explanation(BaseModel):
     text: str = Field(description="the reason in plain words")
     employee_attributes: list[Contribution]
@@ -27,6 +37,7 @@ class Explanation(BaseModel):
     trainings_taken: list[TrainingTaken] = Field(
         default_factory=list, description="trainings the employee took that led to this one"
     )
+    reasons: list[Reason] = Field(default_factory=list, description="the reasons, as codes")
 
 
 class Training(BaseModel):

@@ -29,6 +29,7 @@ from shared.answers import (
     NewEmployeeRecommendations,
     RankedTraining,
     RankResponse,
+    Reason,
     SimilarTrainings,
     Training,
     TrainingTaken,
@@ -144,14 +145,19 @@ class Snapshot:
                 )
                 for item in answers:
                     item.explanation = Explanation(
-                        text=text, employee_attributes=[], training_attributes=[]
+                        text=text,
+                        employee_attributes=[],
+                        training_attributes=[],
+                        reasons=_flags(item, [Reason(code="popular", value=spec.name)]),
                     )
                 return answers
             rows = np.asarray([row for row, _, _ in chosen], dtype=np.int64)
             n_user = max(self.options.explanations, 1)
-            reasons = self.recommender.explain(features, rows, n_user, 2)
+            reasons = self.recommender.explain(features, rows, n_user, TRAINING_TERMS)
+            own = employee_values(self.bundle, features)
             for item, (user_terms, item_terms) in zip(answers, reasons, strict=True):
-                item.explanation = explanation(self.bundle, user_terms, item_terms)
+                item.explanation = explanation(self.bundle, user_terms, item_terms, own)
+                item.explanation.reasons = _flags(item, item.explanation.reasons)
         return answers
 
 
@@ -184,14 +190,47 @@ def who_phrase(attributes: Sequence[tuple[str, str]]) -> str:
     return " ".join([*where, " and ".join(rest)]).strip()
 
 
+TRAINING_TERMS = 4  # training attribute terms looked at for one the employee shares
+# Reason codes of the employee attributes; any other column is "attribute".
+CODES = {
+    "skills": "skill",
+    "career interests": "interest",
+    "ou": "department",
+    "department": "department",
+    "grade": "grade",
+    "language": "language",
+}
+
+
+def employee_values(bundle: ModelBundle, features: sp.csr_matrix) -> set[str]:
+    """The values of an employee's attributes (``python``, ``french``, ``sales``)."""
+    names = bundle.user_feature_names[features.indices[features.indices < bundle.n_attributes]]
+    return {_split(str(name))[1] for name in names}
+
+
+def _flags(item: Training, reasons: list[Reason]) -> list[Reason]:
+    """The reasons, plus ``pinned`` and ``new`` when the answer is flagged so."""
+    flags = [
+        Reason(code=code, value=item.training_id)
+        for code, on in (("pinned", item.pinned), ("new", item.new))
+        if on
+    ]
+    return [*reasons, *flags]
+
+
 def explanation(
-    bundle: ModelBundle, user_terms: list[tuple[int, float]], item_terms: list[tuple[int, float]]
+    bundle: ModelBundle,
+    user_terms: list[tuple[int, float]],
+    item_terms: list[tuple[int, float]],
+    own: set[str] | None = None,
 ) -> Explanation:
-    """Factor contributions as plain words and as data.
+    """Factor contributions as plain words, as data and as codes.
 
     Employee features are attributes (``skills:python``) or trainings taken (the
     history columns, after the attributes): "Because you took “Intro to SQL”; people
-    in sales with the skill python took this; its level is beginner."
+    in sales with the skill python took this; its main skill is python." A training
+    attribute is named only when the employee shares its value (``own``): a Spanish
+    course is not explained to a French speaker by "its language is spanish".
     """
     n_attributes = bundle.n_attributes
     took = [(col - n_attributes, t) for col, t in user_terms if col >= n_attributes]
@@ -206,8 +245,9 @@ def explanation(
     if who:
         parts.append(f"{'people' if parts else 'People'} {who} took this")
     text = "; ".join(parts) or "Popular with everyone"
-    if training:
-        column, value = training[0]
+    shared = [(c, v) for c, v in training if own is None or v in own]
+    if shared:
+        column, value = shared[0]
         text += f"; its {column} is {value}"
     return Explanation(
         text=text + ".",
@@ -218,6 +258,7 @@ def explanation(
         training_attributes=[
             Contribution(attribute=c, value=v, contribution=round(t, 4))
             for (c, v), (_, t) in zip(training, item_terms, strict=True)
+            if own is None or v in own
         ],
         trainings_taken=[
             TrainingTaken(
@@ -226,6 +267,10 @@ def explanation(
                 contribution=round(t, 4),
             )
             for row, t in took
+        ],
+        reasons=[
+            *(Reason(code="history", value=str(bundle.item_ids[row])) for row, _ in took),
+            *(Reason(code=CODES.get(c, "attribute"), value=v) for c, v in employee),
         ],
     )
 

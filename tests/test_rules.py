@@ -252,9 +252,24 @@ def test_explanations_name_the_employee_s_own_attributes_and_trainings(
             assert (part["attribute"], part["value"]) in own
             assert part["contribution"] > 0
         training = TRAININGS.set_index("Training-Id").loc[item["training_id"]]
+        values = {value for _, value in own}
         for part in explanation["training_attributes"]:
             assert training[part["attribute"]].lower() == part["value"]
+            assert part["value"] in values  # named only when the employee shares it
+        if "; its " in explanation["text"]:
+            assert explanation["text"].rsplit(" is ", 1)[1].rstrip(".") in values
+        # The same reasons as codes, in the same order: trainings taken, then attributes.
+        codes = [(r["code"], r["value"]) for r in explanation["reasons"]]
+        expected = [("history", part["training_id"]) for part in explanation["trainings_taken"]]
+        expected += [
+            (CODES[part["attribute"]], part["value"]) for part in explanation["employee_attributes"]
+        ]
+        assert codes[: len(expected)] == expected
     assert trainings(client.get(f"/recommendations/{EMPLOYEE}?n=1"))[0]["explanation"] is None
+
+
+CODES = {"skills": "skill", "career interests": "interest", "ou": "department"}
+CODES |= {"grade": "grade", "language": "language"}
 
 
 def test_rank_orders_a_given_list_and_reports_unknown_ids(client: TestClient) -> None:
@@ -318,7 +333,7 @@ def test_the_planted_reason_is_the_top_explanation_on_the_default_synthetic_data
     client = TestClient(create_app(store, config))
     users = data.users.set_index("User-Id")
     catalog = data.trainings.set_index("Training-Id")
-    matched = total = 0
+    matched = coded = total = 0
     for employee in np.random.default_rng(0).choice(users.index, 200, replace=False):
         skills = set(users.loc[employee, "skills"].split(";"))
         interests = set(users.loc[employee, "career interests"].split(";"))
@@ -331,6 +346,13 @@ def test_the_planted_reason_is_the_top_explanation_on_the_default_synthetic_data
             top = item["explanation"]["employee_attributes"][:1]
             total += 1
             matched += bool(top) and (top[0]["attribute"], top[0]["value"]) in planted
+            # The codes say it too: the first attribute reason is that skill or interest.
+            first = next(
+                (r for r in item["explanation"]["reasons"] if r["code"] != "history"), None
+            )
+            named = {(CODES[a], v) for a, v in planted}
+            coded += first is not None and (first["code"], first["value"]) in named
     share = matched / total
     print(f"planted reason is the top explanation for {share:.1%} of {total} recommendations")
     assert share >= 0.8
+    assert coded / total >= 0.8
