@@ -17,11 +17,13 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, Field
 
 from shared.answers import Answer
 from shared.errors import NotFoundError
 from shared.rules import UnknownFilterError
+from shared.schema import band_labels
 from shared.serving import Snapshot, contract_of, who_phrase
 
 REASON_TERMS = 3  # employee features named per reason
@@ -40,6 +42,9 @@ class TrainingAudience(Answer):
     training_id: str
     scorer: str = Field("model", description="the model's score (representations only)")
     employees: list[AudienceMember]
+    ignored_values: list[str] = Field(
+        default_factory=list, description="filter values no employee has: they matched nobody"
+    )
 
 
 def audience(
@@ -57,7 +62,7 @@ def audience(
     table = snapshot.table
     vectors, _ = snapshot.recommender.feature_vectors(table.user_features)
     scores = vectors @ snapshot.recommender.factors.item_vectors[item]
-    eligible = _matching(snapshot, filters or {})
+    eligible, ignored = _matching(snapshot, filters or {})
     eligible[table.taken[:, [item]].nonzero()[0]] = False
     if dismissed_by:
         rows = snapshot.employees.rows(sorted(dismissed_by))
@@ -76,29 +81,49 @@ def audience(
                 reason=_reason(snapshot, terms),
             )
         )
-    asker = f"audience {training_id}"
+    asker = " ".join(["audience", training_id, *(m.employee_id for m in members)])
     return TrainingAudience(
         training_id=training_id,
         **snapshot.identify("model", asker, []),
         employees=members,
+        ignored_values=ignored,
     )
 
 
-def _matching(snapshot: Snapshot, filters: Mapping[str, Sequence[str]]) -> np.ndarray:
-    """Employees whose attributes hold one of the values of every filter."""
+def _matching(
+    snapshot: Snapshot, filters: Mapping[str, Sequence[str]]
+) -> tuple[np.ndarray, list[str]]:
+    """Employees whose attributes hold one of the values of every filter, and the
+    filter values no employee of the model's vocabulary has (reported, not fatal)."""
     features = snapshot.table.user_features
     eligible = np.ones(features.shape[0], dtype=bool)
-    columns = contract_of(snapshot).users.features
+    users = contract_of(snapshot).users
     names = {str(name): col for col, name in enumerate(snapshot.bundle.user_feature_names)}
+    unknown: list[str] = []
     for attribute, values in filters.items():
-        if attribute not in columns:
+        if attribute not in users.features:
             raise UnknownFilterError(
-                f"cannot filter on {attribute!r}: the employees' attributes are "
-                f"{', '.join(columns)}"
+                "a filter names an attribute the employees do not have; they have "
+                + ", ".join(users.features)
             )
-        wanted = [names[k] for v in values if (k := f"{attribute}:{v.strip().lower()}") in names]
+        wanted = []
+        for value in values:
+            key = f"{attribute}:{_as_read(value, users.bands.get(attribute))}"
+            if key in names:
+                wanted.append(names[key])
+            else:
+                unknown.append(f"{attribute}:{value}")
         eligible &= features[:, wanted].getnnz(axis=1) > 0 if wanted else False
-    return eligible
+    return eligible, unknown
+
+
+def _as_read(value: str, edges: tuple[float, ...] | None) -> str:
+    """A filter value as the extracts' cells are read: lower case, and a number of a
+    banded column as its band ("3" as "2-4")."""
+    if edges is None:
+        return value.strip().lower()
+    labels, _ = band_labels(pd.Series([value.strip()]), edges)
+    return str(labels.iloc[0])
 
 
 def _reason(snapshot: Snapshot, terms: list[tuple[int, float]]) -> str:

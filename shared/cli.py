@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, time
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -316,10 +316,15 @@ def cmd_precompute(args: argparse.Namespace, config: Config) -> None:
     _print(args, result.__dict__, f"{result.status}: recommendations {result.version}")
 
 
-def _snapshot(args: argparse.Namespace, config: Config) -> Any:
+def _serving(args: argparse.Namespace, config: Config) -> Any:
+    """The serving cache over the store: the current version and recent dismissals."""
     from shared.serving import ServingCache
 
-    return ServingCache(_store(args), refresh_seconds=0, rules=config.rules).current()
+    return ServingCache(_store(args), refresh_seconds=0, rules=config.rules)
+
+
+def _snapshot(args: argparse.Namespace, config: Config) -> Any:
+    return _serving(args, config).current()
 
 
 def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
@@ -333,10 +338,16 @@ def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
 
     attributes = _attributes(args.attr) if args.attr else dict(EXAMPLE_NEW_EMPLOYEE)
     filters = _filters(args.filter)
-    snapshot = _snapshot(args, config)
+    cache = _serving(args, config)
+    snapshot = cache.current()
     if args.employee_id:
         known = recommend_known(
-            snapshot, args.employee_id, args.n, filters=filters, explain=args.explain
+            snapshot,
+            args.employee_id,
+            args.n,
+            filters=filters,
+            explain=args.explain,
+            dismissed=cache.dismissed(args.employee_id),
         )
         _print(
             args,
@@ -388,8 +399,13 @@ def cmd_audience(args: argparse.Namespace, config: Config) -> None:
 
     from shared.audience import audience
 
+    cache = _serving(args, config)
     answer = audience(
-        _snapshot(args, config), args.training_id, args.n, filters=_filters(args.filter)
+        cache.current(),
+        args.training_id,
+        args.n,
+        filters=_filters(args.filter),
+        dismissed_by=cache.dismissed_by(args.training_id),
     )
     if args.csv:
         with Path(args.csv).open("w", newline="", encoding="utf-8") as out:
@@ -446,15 +462,9 @@ def cmd_models(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_impact(args: argparse.Namespace, config: Config) -> None:
-    from shared.events import EventLog
-    from shared.impact import impact, impact_table
+    from shared.impact import impact_since, impact_table
 
-    log = EventLog()
-    since = args.since or date.min
-    log.update(_store(args), since)
-    report = impact(
-        log.events.values(), datetime.combine(since, time.min, UTC) if args.since else None
-    )
+    report = impact_since(_store(args), args.since)
     _print(args, report.model_dump(mode="json"), impact_table(report))
 
 

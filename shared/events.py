@@ -15,6 +15,7 @@ of the days they need, once each (:class:`EventLog`).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -29,6 +30,10 @@ EVENTS = "events/"
 EventType = Literal["shown", "clicked", "enrolled", "completed", "dismissed"]
 FUNNEL: tuple[EventType, ...] = ("shown", "clicked", "enrolled", "completed")
 MAX_BATCH = 200  # events per POST: typical ones fit serving.max_body_bytes (64 KiB)
+
+
+log = logging.getLogger(__name__)
+CLOCK_SKEW = timedelta(minutes=5)  # how far ahead of ours a client's clock may be
 
 
 def _text_only(value: Any) -> Any:
@@ -67,7 +72,10 @@ class Event(BaseModel):
         },
     )
 
-    key: Id = Field(description="idempotency key: the same event sent twice counts once")
+    key: Id = Field(
+        description="idempotency key, unique per employee (a UUID is safest): the same "
+        "event sent twice counts once"
+    )
     recommendation_id: str | None = Field(
         None,
         max_length=200,
@@ -97,42 +105,74 @@ def batch_blob(events: Sequence[Event], received: date) -> tuple[str, bytes]:
 
 
 def store_batch(store: BlobStore, events: Sequence[Event], now: datetime | None = None) -> str:
-    """Write a batch durably (raises when storage fails: the client retries); its path."""
-    path, data = batch_blob(events, (now or datetime.now(UTC)).date())
+    """Write a batch durably (raises when storage fails: the client retries); its path.
+
+    A timestamp ahead of ours (beyond a clock's skew) is stored as the time received:
+    a date in the future would keep a dismissal in force for ever.
+    """
+    now = now or datetime.now(UTC)
+    latest = now + CLOCK_SKEW
+    events = [
+        e if e.timestamp <= latest else e.model_copy(update={"timestamp": now}) for e in events
+    ]
+    path, data = batch_blob(events, now.date())
     store.write(path, data, content_type="application/x-ndjson")
     return path
 
 
 @dataclass
 class EventLog:
-    """The events of the stored batches, each blob read once, each key kept once (the
-    earliest)."""
+    """The events of the stored batches (of the ``kinds`` kept), each blob read once,
+    each event once: by the employee and the key (two apps may both count keys from
+    1), the earliest kept."""
 
-    events: dict[str, Event] = field(default_factory=dict)
+    kinds: frozenset[str] | None = None  # None: every kind
+    events: dict[tuple[str, str], Event] = field(default_factory=dict)
     read: set[str] = field(default_factory=set)
+    read_through: date | None = None  # every batch up to this day was read
 
     def update(self, store: BlobStore, since: date) -> int:
         """Read the batches received on ``since`` or later not read yet; how many.
 
-        A window of a few days lists those days only; a longer one, every batch.
+        Once a read went through, only the days since then are listed (a window of a
+        few days lists those days, a longer one every batch); a blob that cannot be
+        read as events is logged and skipped, never read again.
         """
         today = datetime.now(UTC).date()
-        if (today - since).days <= 2:
-            days = [since + timedelta(days=d) for d in range((today - since).days + 1)]
+        start = (
+            max(since, min(self.read_through, today - timedelta(days=1)))
+            if self.read_through
+            else since
+        )
+        if (today - start).days <= 2:
+            days = [start + timedelta(days=d) for d in range((today - start).days + 1)]
             listed = [b for day in days for b in store.list(f"{EVENTS}{day.isoformat()}/")]
         else:
             listed = store.list(EVENTS)
-        fresh = [b.path for b in listed if b.path not in self.read and _day(b.path) >= since]
+        fresh = [b.path for b in listed if b.path not in self.read and _day(b.path) >= start]
         for path in fresh:
-            self.add(Event.model_validate_json(line) for line in store.read(path).splitlines())
+            try:
+                events = [Event.model_validate_json(line) for line in store.read(path).splitlines()]
+            except ValueError as exc:
+                log.error("%s: not a batch of events, skipped: %s", path, exc)
+                events = []
+            self.add(events)
             self.read.add(path)
+        self.read_through = today
         return len(fresh)
 
     def add(self, events: Iterable[Event]) -> None:
         for event in events:
-            known = self.events.get(event.key)
+            if self.kinds is not None and event.type not in self.kinds:
+                continue
+            key = (event.employee_id, event.key)
+            known = self.events.get(key)
             if known is None or event.timestamp < known.timestamp:
-                self.events[event.key] = event
+                self.events[key] = event
+
+    def forget_before(self, moment: datetime) -> None:
+        """Drop the events older than ``moment`` (a window that moved on)."""
+        self.events = {k: e for k, e in self.events.items() if e.timestamp >= moment}
 
 
 def _day(path: str) -> date:

@@ -12,13 +12,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 
 from pydantic import BaseModel, Field
 
-from shared.events import FUNNEL, Event
+from shared.events import FUNNEL, Event, EventLog
+from shared.storage import BlobStore
 
 Z95 = 1.959963984540054
+Recommendation = tuple[str | None, str, str]  # answer, employee, training
 UNATTRIBUTED = "(no recommendation_id)"
 
 
@@ -54,6 +56,8 @@ class ImpactReport(BaseModel):
 
 
 def wilson(hits: int, total: int) -> Rate:
+    if not 0 <= hits <= total:
+        raise ValueError(f"{hits} hits out of {total}")
     if total == 0:
         return Rate(rate=0.0, low=0.0, high=1.0)
     p = hits / total
@@ -76,9 +80,9 @@ def origin(recommendation_id: str | None) -> tuple[str, str]:
 
 def impact(events: Iterable[Event], since: datetime | None = None) -> ImpactReport:
     """The funnel per model version and scorer, and clicks by position."""
-    seen: dict[str, set[tuple[str | None, str, str]]] = defaultdict(set)
-    groups: dict[tuple[str, str], dict[str, set[tuple[str | None, str, str]]]] = {}
-    shown_at: dict[tuple[str | None, str, str], int] = {}
+    seen: dict[str, set[Recommendation]] = defaultdict(set)
+    groups: dict[tuple[str, str], dict[str, set[Recommendation]]] = {}
+    shown_at: dict[Recommendation, int] = {}
     count = 0
     for event in events:
         if since is not None and event.timestamp < since:
@@ -117,18 +121,18 @@ def impact(events: Iterable[Event], since: datetime | None = None) -> ImpactRepo
         events=count,
         by_scorer=by_scorer,
         by_position=by_position,
-        warning=_warning(by_scorer),
+        warning=_warning(groups),
     )
 
 
-def _warning(rows: list[ScorerImpact]) -> str | None:
+def _warning(groups: dict[tuple[str, str], dict[str, set[Recommendation]]]) -> str | None:
     """The newest model version against the one before it, all scorers together: a
     warning when its click rate's interval lies wholly below the other's."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for row in rows:
-        if row.model_version != UNATTRIBUTED:
-            totals[row.model_version][0] += row.counts["clicked"]
-            totals[row.model_version][1] += row.counts["shown"]
+    for (version, _), group in groups.items():
+        if version != UNATTRIBUTED:
+            totals[version][0] += len(group["clicked"] & group["shown"])
+            totals[version][1] += len(group["shown"])
     versions = sorted(totals)
     if len(versions) < 2:
         return None
@@ -139,6 +143,14 @@ def _warning(rows: list[ScorerImpact]) -> str | None:
             f"{newest.rate:.1%} (95 % up to {newest.high:.1%}) against {before.rate:.1%}"
         )
     return None
+
+
+def impact_since(store: BlobStore, since: date | None) -> ImpactReport:
+    """The report over the events received from ``since`` on (None: all)."""
+    log = EventLog()
+    log.update(store, since or date.min)
+    start = datetime.combine(since, time.min, UTC) if since else None
+    return impact(log.events.values(), start)
 
 
 def impact_table(report: ImpactReport) -> str:

@@ -35,8 +35,9 @@ def parse_filters(items: Sequence[str], separator: str, shown_as: str) -> dict[s
         name, sep, values = item.partition(separator)
         accepted = [v.strip() for v in values.split(",") if v.strip()]
         if not sep or not name.strip() or not accepted or len(item) > 600:
+            # Not echoed back: the item came from the client.
             raise UnknownFilterError(
-                f"{shown_as} {item[:80]!r}: expected attribute{separator}value[,value…], "
+                f"a {shown_as} is not attribute{separator}value[,value…], "
                 f"e.g. provider{separator}internal"
             )
         filters.setdefault(name.strip(), []).extend(accepted)
@@ -74,7 +75,8 @@ def filter_mask(bundle: ModelBundle, filters: Mapping[str, Sequence[str]]) -> np
     for name, wanted in filters.items():
         if name not in columns:
             raise UnknownFilterError(
-                f"cannot filter on {name!r}: the trainings' attributes are {', '.join(columns)}"
+                "a filter names an attribute the trainings do not have; they have "
+                + ", ".join(columns)
             )
         values = pd.Series(bundle.item_attributes[:, columns.index(name)])
         cells = values.str.lower().str.split(";").explode().str.strip()

@@ -37,10 +37,10 @@ from shared.answers import (
 from shared.bundle import ModelBundle
 from shared.catalog import extend
 from shared.errors import ModelLoadError, NoModelError, NotFoundError
-from shared.events import Event, EventLog, dismissals
+from shared.events import EventLog, dismissals
 from shared.features import IdMap, employee_rows, entity_frame
 from shared.features import contract_of as bundle_contract
-from shared.impact import ImpactReport, impact
+from shared.impact import ImpactReport
 from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
 from shared.registry import load_bundle, load_recommendations
 from shared.rules import Rules, filter_mask
@@ -336,11 +336,12 @@ class ServingCache:
     _failed_etag: str | None = None
     last_error: str | None = None
     # Trainings each employee dismissed lately (feedback events), refreshed with the
-    # pointer check: the first time over rules.dismissed_days, then the last two days.
-    _events: EventLog = field(default_factory=EventLog)
+    # pointer check: the first time over rules.dismissed_days, then the days since the
+    # last complete read. Only dismissals are kept: a few per employee, not every event.
+    _events: EventLog = field(default_factory=lambda: EventLog(kinds=frozenset({"dismissed"})))
     _dismissed: dict[str, set[str]] = field(default_factory=dict)
     _dismissed_on: date | None = None
-    impact: ImpactReport | None = None  # of those events, recomputed when they change
+    impact: ImpactReport | None = None  # the last impact report computed here (its warning)
 
     def dismissed(self, employee_id: str) -> frozenset[str]:
         """Trainings the employee dismissed within rules.dismissed_days (no I/O)."""
@@ -389,21 +390,19 @@ class ServingCache:
     def _refresh_dismissals(self) -> None:
         now = datetime.now(UTC)
         days = self.rules.dismissed_days
-        window = now.date() - timedelta(days=days)
-        since = max(window, now.date() - timedelta(days=1)) if self._events.read else window
         try:
-            fresh = self._events.update(self.store, since)
+            fresh = self._events.update(self.store, now.date() - timedelta(days=days))
         except Exception as exc:  # the dismissals known so far keep applying
             log.error("could not read feedback events: %s: %s", type(exc).__name__, exc)
             return
         if fresh or self._dismissed_on != now.date():  # new events, or some expired
+            self._events.forget_before(now - timedelta(days=days))
             self._dismissed = dismissals(self._events.events.values(), now, days)
             self._dismissed_on = now.date()
-            self.impact = impact(self._events.events.values())
 
-    def events(self) -> list[Event]:
-        """The feedback events read so far (within rules.dismissed_days)."""
-        return list(self._events.events.values())
+    def latest(self) -> Snapshot | None:
+        """The snapshot loaded last, if any, without checking for a newer one (no I/O)."""
+        return self._snapshot
 
     def _refresh_version(self) -> None:
         # Whatever goes wrong here, an instance keeps answering from the version it

@@ -59,6 +59,8 @@ def test_filters_keep_employees_with_the_values_and_refuse_unknown_attributes(
     answer = client.get(f"/trainings/{popular()}/audience", params={"filter": f"ou:{ou}"}).json()
     in_ou = set(DATA.users.loc[DATA.users["ou"] == ou, "User-Id"].astype(str))
     assert answer["employees"] and {m["employee_id"] for m in answer["employees"]} <= in_ou
+    typo = client.get(f"/trainings/{popular()}/audience", params={"filter": "ou:nowhere"}).json()
+    assert typo["employees"] == [] and typo["ignored_values"] == ["ou:nowhere"]
     refused = client.get(f"/trainings/{popular()}/audience", params={"filter": "salary:high"})
     assert refused.status_code == 422
     assert refused.headers["content-type"] == "application/problem+json"
@@ -130,3 +132,11 @@ def test_a_new_training_s_audience_finds_those_the_planted_preferences_send_to_i
     print(f"\nprecision@50: {means}, random {np.mean(rand):.3f}")  # for the notes
     assert np.mean(ours) >= 0.8 * np.mean(oracle), (ours, oracle)
     assert np.mean(ours) > 2 * np.mean(rand), (ours, rand)
+
+
+def test_a_filter_on_a_banded_column_reads_the_number_as_its_band() -> None:
+    from shared.audience import _as_read
+
+    assert _as_read("3", (2, 5, 10)) == "2-4"
+    assert _as_read("12", (2, 5, 10)) == "10+"
+    assert _as_read(" Finance ", None) == "finance"

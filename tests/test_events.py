@@ -13,13 +13,13 @@ from test_faults import failing_store
 from world import drop_all, small_config, small_data
 
 from shared.api import create_app
-from shared.events import EVENTS, Event, EventLog, batch_blob, dismissals
+from shared.events import EVENTS, Event, EventLog, batch_blob, dismissals, store_batch
 from shared.pipeline import retrain
 from shared.storage import BlobStore
 
 CONFIG = small_config()
 DATA = small_data()
-NOW = datetime(2026, 12, 3, 9, 15, tzinfo=UTC)
+NOW = datetime(2026, 12, 1, 9, 15, tzinfo=UTC)  # in the past: a future one is refused
 
 
 def employee() -> str:
@@ -41,7 +41,7 @@ def event(key: str, type_: str = "clicked", **fields: Any) -> Event:
 def test_a_batch_is_named_by_its_content_whatever_the_order() -> None:
     batch = [event("a"), event("b", "shown", position=1)]
     path, data = batch_blob(batch, NOW.date())
-    assert path.startswith(f"{EVENTS}2026-12-03/") and path.endswith(".jsonl")
+    assert path.startswith(f"{EVENTS}2026-12-01/") and path.endswith(".jsonl")
     assert batch_blob(list(reversed(batch)), NOW.date()) == (path, data)
     assert batch_blob([event("a")], NOW.date())[0] != path
     assert len(data.splitlines()) == 2
@@ -135,7 +135,7 @@ def test_events_end_to_end_nothing_lost_nothing_doubled_dismissed_left_out(
     assert len(store.list(EVENTS)) == 2  # the retried batch was not stored twice
     log = EventLog()
     log.update(store, NOW.date() - timedelta(days=1))
-    assert sorted(log.events) == sorted(e["key"] for e in sent)  # each event once
+    assert sorted(log.events) == sorted((e["employee_id"], e["key"]) for e in sent)  # once each
 
     after = client.get(path).json()
     assert dismissed not in [t["training_id"] for t in after["trainings"]]
@@ -169,3 +169,37 @@ def test_a_storage_outage_during_a_post_is_a_503_and_the_retry_is_counted_once(
     log = EventLog()
     log.update(healthy, NOW.date() - timedelta(days=1))
     assert len(log.events) == len(batch["events"])
+
+
+def dismissal(key: str, training: str) -> Event:
+    return event(key, "dismissed", training_id=training)
+
+
+def test_a_bad_blob_or_an_idle_gap_loses_no_dismissal(local_store: BlobStore) -> None:
+    today = datetime.now(UTC).date()
+    for days_ago, training in ((10, "T10"), (8, "T8")):
+        path, data = batch_blob([dismissal(training, training)], today - timedelta(days=days_ago))
+        local_store.write(path, data)
+    local_store.write(f"{EVENTS}{today - timedelta(days=9)}/broken.jsonl", b"not json\n")
+    log = EventLog(kinds=frozenset({"dismissed"}))
+    assert log.update(local_store, today - timedelta(days=180)) == 3  # the bad one skipped
+    assert {e.training_id for e in log.events.values()} == {"T10", "T8"}
+    # An instance idle for days: the next read covers the gap, not just yesterday.
+    log.read_through = today - timedelta(days=5)
+    path, data = batch_blob([dismissal("T3", "T3")], today - timedelta(days=3))
+    local_store.write(path, data)
+    assert log.update(local_store, today - timedelta(days=180)) == 1
+    assert "T3" in {e.training_id for e in log.events.values()}
+
+
+def test_a_log_of_dismissals_keeps_nothing_else() -> None:
+    log = EventLog(kinds=frozenset({"dismissed"}))
+    log.add([event("a", "shown", position=1), event("b", "clicked"), dismissal("c", "T1")])
+    assert [e.type for e in log.events.values()] == ["dismissed"]
+
+
+def test_a_timestamp_in_the_future_is_stored_as_the_time_received(local_store: BlobStore) -> None:
+    future = event("f", "dismissed", timestamp="2999-01-01T00:00:00Z")
+    path = store_batch(local_store, [future], NOW)
+    stored = Event.model_validate_json(local_store.read(path))
+    assert stored.timestamp == NOW  # else the dismissal would never expire

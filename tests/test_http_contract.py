@@ -91,6 +91,26 @@ ERRORS: dict[str, tuple[dict[str, Any], int]] = {
         {"method": "POST", "url": "/recommendations", "json": {"attributes": {SECRET: "x"}}},
         422,
     ),
+    "unknown field": (
+        {"method": "POST", "url": "/recommendations", "json": {"attributes": {}, SECRET: 1}},
+        422,
+    ),
+    "an attribute value of a wrong type, under its name": (
+        {"method": "POST", "url": "/recommendations", "json": {"attributes": {SECRET: 5}}},
+        422,
+    ),
+    "unknown training filter": (
+        {"method": "GET", "url": f"/recommendations/{employee()}?filter={SECRET}:x"},
+        422,
+    ),
+    "malformed filter": (
+        {"method": "GET", "url": f"/trainings/{training()}/similar?filter={SECRET}"},
+        422,
+    ),
+    "unknown employee filter": (
+        {"method": "GET", "url": f"/trainings/{training()}/audience?filter={SECRET}:x"},
+        422,
+    ),
     "both shapes of a rank": (
         {
             "method": "POST",
@@ -303,3 +323,14 @@ def test_the_readme_python_client_works_and_reuses_its_etag(
     )
     assert len(namespace["similar"]["trainings"]) == 3
     assert capsys.readouterr().out.count("\n") == 5  # a line per training, with its reason
+
+
+def test_an_unexpected_error_is_a_500_in_the_same_shape(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError(f"a bug with {SECRET}")
+
+    monkeypatch.setattr("shared.api.routers.recommendations.recommend_known", broken)
+    quiet = TestClient(client.app, raise_server_exceptions=False)
+    assert_problem(quiet.get(f"/recommendations/{employee()}"), 500)

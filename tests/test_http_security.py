@@ -375,11 +375,12 @@ LIMITS: dict[str, tuple[dict[str, Any], int, tuple[str, ...]]] = {
         ('"training_ids"', "valid string"),
     ),
     # Fields nobody defined.
-    "extra field in rank": (rank(top_secret=True), 422, ('"top_secret"', "extra inputs")),
+    # An unknown field is not named back (the client's input): its place reads "*".
+    "extra field in rank": (rank(top_secret=True), 422, ('"*"', "extra inputs")),
     "field in the wrong case": (
         post({"attributes": NEW_EMPLOYEE, "N": 10}),
         422,
-        ('"n"', "extra inputs"),
+        ('["body", "*"]', "extra inputs"),
     ),
     # Not JSON, or JSON that is not an object.
     "truncated JSON": (

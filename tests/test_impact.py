@@ -21,7 +21,7 @@ from shared.storage import LocalFolderStore
 
 CONFIG = small_config()
 DATA = small_data()
-NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 def test_wilson_intervals() -> None:
@@ -138,3 +138,19 @@ def test_impact_of_a_simulated_run_over_http_and_in_the_command_line(
     assert f"{len(batch)} events" in table and "position" in table
     assert cli.main(["--store", str(store.root), "impact", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["events"] == len(batch)
+
+
+def test_more_clicks_than_shown_is_counted_not_a_crash() -> None:
+    """A client that loses its shown events: clicks are counted, rates use the shown."""
+    lost = events("v2", "model", 1, 1, prefix="x")
+    lost += [
+        Event.model_validate(
+            {**lost[1].model_dump(mode="json"), "key": f"more{i}", "training_id": f"T{i + 2}"}
+        )
+        for i in range(3)
+    ]
+    report = impact(events("v1", "model", 10, 3) + lost)
+    v2 = next(r for r in report.by_scorer if r.model_version == "v2")
+    assert v2.counts["clicked"] == 4 and v2.counts["shown"] == 1
+    assert v2.rates["clicked"].rate == 1.0
+    assert report.warning is None

@@ -109,9 +109,9 @@ def test_a_filter_deeper_than_the_precomputed_candidates_is_scored_on_the_fly(
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("filter=colour:red", "cannot filter on 'colour'"),
-        ("filter=provider", "expected attribute:value"),
-        ("filter=provider:", "expected attribute:value"),
+        ("filter=colour:red", "names an attribute the trainings do not have"),
+        ("filter=provider", "is not attribute:value"),
+        ("filter=provider:", "is not attribute:value"),
     ],
 )
 def test_bad_filters_get_a_422_naming_the_problem(

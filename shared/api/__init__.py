@@ -20,8 +20,9 @@ from shared.api.dependencies import ServingState
 from shared.api.http import HeadAsGet, field_errors, problem_response, retry_after
 from shared.api.middleware import BodyLimit
 from shared.api.routers import events, recommendations, status, trainings
-from shared.api.schemas import ERRORS
+from shared.api.schemas import ERRORS, NewEmployee, RankForAttributes, RankForEmployee
 from shared.errors import NotFoundError, TrainingRecommenderError
+from shared.events import Event, EventBatch
 from shared.rules import UnknownFilterError
 from shared.settings import Config
 from shared.storage import BlobStore
@@ -65,8 +66,9 @@ def create_app(
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(config.serving.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["content-type", "x-functions-key"],
+            allow_methods=["GET", "HEAD", "POST"],
+            allow_headers=["content-type", "x-functions-key", "if-none-match"],
+            expose_headers=["ETag", "Retry-After"],  # revalidation and retries from JS
         )
     app.add_middleware(HeadAsGet)
     _handle_errors(app)
@@ -74,6 +76,26 @@ def create_app(
         app.include_router(router)
     openapi.install(app, state)
     return app
+
+
+# Where a validation error may point: the fields and parameters of the API. Anything
+# else in a location (a dict key, an unknown field) came from the client: not echoed.
+FIELD_NAMES = frozenset(
+    name
+    for model in (NewEmployee, RankForEmployee, RankForAttributes, EventBatch, Event)
+    for name in (model.__name__, *model.model_fields)
+) | {"body", "query", "path", "n", "filter", "explain", "since", "employee_id", "training_id"}
+# pydantic's names of the branches of a union (an attribute is text or a list of text)
+FIELD_NAMES |= {"str", "list[str]", "list[constrained-str]", "constrained-str"}
+
+
+def _attribute_names(request: Request) -> frozenset[str]:
+    """The configured attribute names: in the schema, so safe to name in an error."""
+    try:
+        contract = request.app.state.serving.settings().contract
+    except Exception:  # the settings themselves failing: name none
+        return frozenset()
+    return frozenset((*contract.users.features, *contract.trainings.features))
 
 
 def _handle_errors(app: FastAPI) -> None:
@@ -86,9 +108,14 @@ def _handle_errors(app: FastAPI) -> None:
             headers["Allow"] += ", HEAD"  # every GET also answers HEAD (HeadAsGet)
         return problem_response(exc.status_code, str(exc.detail), headers=headers)
 
+    @app.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        # A bug: logged by the server; the client gets the one error shape, no details.
+        return problem_response(500, "internal error")
+
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = field_errors(list(exc.errors()))
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = field_errors(list(exc.errors()), FIELD_NAMES | _attribute_names(request))
         listed = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:3])
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         return problem_response(422, f"invalid request: {listed}{more}", errors)

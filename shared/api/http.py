@@ -10,6 +10,7 @@ version) and ``Cache-Control``; ``If-None-Match`` with it gets a 304 and no body
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from http import HTTPStatus
 from typing import Any
 
@@ -56,11 +57,16 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
-def field_errors(raw: list[Any]) -> list[dict[str, Any]]:
+def field_errors(raw: list[Any], known: Collection[str]) -> list[dict[str, Any]]:
     """Pydantic's errors as where and what, without the input (it could hold NaN, which
-    is not JSON, or 64 KiB)."""
+    is not JSON, or 64 KiB): a location step that is not a ``known`` field name or a
+    position (a dict key, an unknown field) came from the client and reads ``*``."""
     return [
-        {"loc": [str(p) for p in e.get("loc", ())], "type": str(e.get("type")), "msg": e.get("msg")}
+        {
+            "loc": [str(p) if isinstance(p, int) or p in known else "*" for p in e.get("loc", ())],
+            "type": str(e.get("type")),
+            "msg": e.get("msg"),
+        }
         for e in raw
     ]
 

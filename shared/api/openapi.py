@@ -102,13 +102,16 @@ class Served:
 
 
 def _served(state: ServingState) -> Served | None:
+    """Read from what is loaded, never from storage: the document is built on the event
+    loop, where a pointer check or a first load would stall every request."""
     try:
-        snap = state.cache().current()
-        columns = snap.bundle.metadata.item_attribute_columns
-        return Served(snap.versions["model_version"], contract_of(snap).users, columns)
-    except Exception:  # nothing published, or storage down: the document is still served
-        pass
+        snap = state.cache().latest()
+    except Exception:  # no store yet: the configured contract
+        snap = None
     try:
+        if snap is not None:
+            columns = snap.bundle.metadata.item_attribute_columns
+            return Served(snap.versions["model_version"], contract_of(snap).users, columns)
         contract = state.settings().contract
         return Served("configured", contract.users, list(contract.trainings.features))
     except Exception:  # no settings either: names left open
