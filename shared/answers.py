@@ -38,6 +38,12 @@ class Explanation(BaseModel):
         default_factory=list, description="trainings the employee took that led to this one"
     )
     reasons: list[Reason] = Field(default_factory=list, description="the reasons, as codes")
+    match: int | None = Field(
+        None,
+        description="the score on a scale people read: 100 for the best of the list, 0 for "
+        "the catalog's median training for this employee (the raw score is for machines)",
+    )
+    strength: str | None = Field(None, description="the match in a word: strong, good, fair")
 
 
 class Training(BaseModel):

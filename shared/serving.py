@@ -155,10 +155,27 @@ class Snapshot:
             n_user = max(self.options.explanations, 1)
             reasons = self.recommender.explain(features, rows, n_user, TRAINING_TERMS)
             own = employee_values(self.bundle, features)
-            for item, (user_terms, item_terms) in zip(answers, reasons, strict=True):
+            matches = self._matches(features, has_history, [score for _, score, _ in chosen])
+            for item, (user_terms, item_terms), match in zip(
+                answers, reasons, matches, strict=True
+            ):
                 item.explanation = explanation(self.bundle, user_terms, item_terms, own)
                 item.explanation.reasons = _flags(item, item.explanation.reasons)
+                item.explanation.match = match
+                item.explanation.strength = strength(match)
         return answers
+
+    def _matches(
+        self, features: sp.csr_matrix, has_history: bool, scores: list[float]
+    ) -> list[int]:
+        """Scores on a scale people read: 100 for the best of the list, 0 for the
+        catalog's median training for this employee (raw scores mean nothing to them)."""
+        median = float(np.median(self.recommender.feature_scores(features, has_history)))
+        best = max(scores)
+        if best <= median:
+            return [0 for _ in scores]
+        share = np.clip((np.asarray(scores) - median) / (best - median), 0.0, 1.0)
+        return [round(100 * float(value)) for value in share]
 
 
 # How an employee attribute reads in a sentence ("people in development ..."); any
@@ -188,6 +205,11 @@ def who_phrase(attributes: Sequence[tuple[str, str]]) -> str:
     where = [p for p in phrases if p.startswith("in ")]
     rest = [p for p in phrases if not p.startswith("in ")]
     return " ".join([*where, " and ".join(rest)]).strip()
+
+
+def strength(match: int) -> str:
+    """The match in a word: strong (80+), good (50+), fair."""
+    return "strong" if match >= 80 else "good" if match >= 50 else "fair"
 
 
 TRAINING_TERMS = 4  # training attribute terms looked at for one the employee shares

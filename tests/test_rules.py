@@ -357,3 +357,17 @@ def test_the_planted_reason_is_the_top_explanation_on_the_default_synthetic_data
     print(f"and the first attribute reason code for {coded / total:.1%}")
     assert share >= 0.8
     assert coded / total >= 0.8
+
+
+def test_an_explained_list_reads_as_a_match_from_100_down(client: TestClient) -> None:
+    items = trainings(client.get(f"/recommendations/{EMPLOYEE}?n=5&explain=true"))
+    matches = [item["explanation"]["match"] for item in items]
+    scores = [item["score"] for item in items if not item["pinned"]]
+    assert max(matches) == 100 and all(0 <= m <= 100 for m in matches)
+    if scores == sorted(scores, reverse=True):  # the same order as the raw scores
+        unpinned = [m for m, item in zip(matches, items, strict=True) if not item["pinned"]]
+        assert unpinned == sorted(unpinned, reverse=True)
+    for item, match in zip(items, matches, strict=True):
+        expected = "strong" if match >= 80 else "good" if match >= 50 else "fair"
+        assert item["explanation"]["strength"] == expected
+    assert trainings(client.get(f"/recommendations/{EMPLOYEE}?n=5"))[0]["explanation"] is None
