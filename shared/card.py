@@ -72,7 +72,7 @@ PAGE = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">
 <title>Model card {version}</title><style>{css}</style></head><body>
 <h1>Model card: training recommender</h1>
 <p class="sub">Version <b>{version}</b> · created {created}</p>{verdict}
-<h2>How good are the recommendations?</h2>{evaluation}
+<h2>How good are the recommendations?</h2>{evaluation}{impact}
 <h2>Training progress</h2>
 <p>After each pass over the history (an epoch), precision@{k} was measured on a validation part
 of it, and training keeps the best number of epochs: <b>{training[best_epoch]}</b>. The published
@@ -254,6 +254,7 @@ def card_json(metadata: ModelMetadata) -> dict[str, Any]:
         },
         "hyperparameters": metadata.config.model.model_dump(mode="json"),
         "libraries": metadata.libraries,
+        "impact": metadata.impact.model_dump(mode="json") if metadata.impact else None,
     }
 
 
@@ -392,6 +393,34 @@ def _evaluation_html(metrics: dict[str, Any], served: dict[str, Any], k: Any) ->
     return html + f"<ul class='note'><li>{'.</li><li>'.join(explained)}.</li></ul>"
 
 
+def _impact_html(impact: dict[str, Any] | None) -> str:
+    """What people did with the recommendations of the versions before this one."""
+    if not impact or not impact["events"]:
+        return ""
+    rate = "{0[rate]:.1%} <small>({0[low]:.1%}–{0[high]:.1%})</small>".format
+    scorers = [
+        [escape(r["model_version"]), escape(r["scorer"]), _fmt(r["counts"]["shown"])]
+        + [rate(r["rates"][kind]) for kind in ("clicked", "enrolled", "completed")]
+        for r in impact["by_scorer"]
+    ]
+    positions = [
+        [_fmt(p["position"]), _fmt(p["shown"]), rate(p["clicked"])] for p in impact["by_position"]
+    ]
+    since = f" since {escape(_date(impact['since']))}" if impact["since"] else ""
+    warning = (
+        f'<p class="verdict rejected">{escape(impact["warning"])}</p>' if impact["warning"] else ""
+    )
+    return (
+        f"<h3>What people did with the recommendations (feedback events{since})</h3>"
+        f"<p>{_fmt(impact['events'])} events. Of the recommendations shown, the share "
+        "clicked, enrolled in and completed (95 % intervals):</p>"
+        + _table(["model version", "scorer", "shown", "clicked", "enrolled", "completed"], scorers)
+        + "<p>Clicks by position in the list:</p>"
+        + _table(["position", "shown", "clicked"], positions)
+        + warning
+    )
+
+
 def card_html(metadata: ModelMetadata) -> str:
     """A model card as one self-contained HTML page, for readers who do not read code.
 
@@ -461,6 +490,7 @@ def card_html(metadata: ModelMetadata) -> str:
         validation=_table(
             ["extract", "rows read", "rows kept", "rows dropped", "problems", "listed"], checks
         ),
+        impact=_impact_html(card["impact"]),
         hyperparameters=_grid(card["hyperparameters"], {}),
         libraries=" · ".join(f"{escape(n)} {_fmt(v)}" for n, v in card["libraries"].items()) or "–",
     )

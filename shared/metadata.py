@@ -13,6 +13,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from shared.evaluation import EvaluationReport, Gate
+from shared.impact import ImpactReport
 from shared.scoring import MODEL, POPULATIONS, Population, ScorerSpec
 from shared.settings import Config
 
@@ -108,6 +109,9 @@ class ModelMetadata(BaseModel):
     libraries: dict[str, str] = {}
     recommendations: Spread | None = None
     gate: Gate | None = None  # None: not gated yet (a candidate), or older than the gate
+    # What people did with the earlier versions' recommendations (feedback events of
+    # the last days) when this one was trained; None: no events, or older than them.
+    impact: ImpactReport | None = None
 
     def scorers(self) -> dict[Population, ScorerSpec]:
         """The scorer of each population (the model, for a version older than the choice)."""

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from shared.errors import (
     TrainingRecommenderError,
 )
 from shared.evaluation import EvaluationReport, Gate, quality_gate
+from shared.impact import ImpactReport, impact_since
 from shared.layout import (
     DROP_CONTAINER,
     EXTRACTS_POINTER,
@@ -366,6 +367,20 @@ def gate_candidate(store: BlobStore, candidate: TrainedModel, config: Config) ->
     )
 
 
+IMPACT_DAYS = 30  # the feedback events a model card reports
+
+
+def _recent_impact(store: BlobStore) -> ImpactReport | None:
+    """What people did with the recommendations lately, for the card; None without
+    events. Unreadable events never stop a retrain."""
+    try:
+        report = impact_since(store, datetime.now(UTC).date() - timedelta(days=IMPACT_DAYS))
+    except Exception as exc:
+        log.warning("feedback events not read for the model card: %s: %s", type(exc).__name__, exc)
+        return None
+    return report if report.events else None
+
+
 def retrain(
     store: BlobStore,
     config: Config,
@@ -397,7 +412,10 @@ def retrain(
             )
             bundle = trained.bundle
             decision = gate_candidate(store, trained, config)
-            bundle.metadata = bundle.metadata.model_copy(update={"gate": decision})
+            impact = _recent_impact(store)
+            bundle.metadata = bundle.metadata.model_copy(
+                update={"gate": decision, "impact": impact}
+            )
             evaluation = trained.evaluation
             reports = [r.to_dict() for r in data.extracts.reports]
             served = trained.evaluation.served_by() if trained.evaluation else {}

@@ -154,3 +154,46 @@ def test_more_clicks_than_shown_is_counted_not_a_crash() -> None:
     assert v2.counts["clicked"] == 4 and v2.counts["shown"] == 1
     assert v2.rates["clicked"].rate == 1.0
     assert report.warning is None
+
+
+def test_the_next_model_card_reports_the_impact_of_the_versions_before(tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "store")
+    drop_all(store, DATA, CONFIG)
+    assert retrain(store, CONFIG).status == "published"
+    first = json.loads(store.read(card_of(store, "card.json")))
+    assert first["impact"] is None  # no events yet: no section
+    assert "What people did" not in store.read(card_of(store, "card.html")).decode()
+
+    client = TestClient(create_app(store, CONFIG))
+    answer = client.get(f"/recommendations/{DATA.users['User-Id'].iloc[0]}").json()
+    stamp = datetime.now(UTC).isoformat()
+    batch = [
+        {
+            "key": f"s{t['rank']}",
+            "recommendation_id": answer["recommendation_id"],
+            "employee_id": answer["employee_id"],
+            "training_id": t["training_id"],
+            "type": "shown",
+            "position": t["rank"],
+            "timestamp": stamp,
+        }
+        for t in answer["trainings"]
+    ]
+    batch.append({**batch[0], "key": "c1", "type": "clicked"})
+    assert client.post("/events", json={"events": batch}).status_code == 202
+
+    assert retrain(store, CONFIG).status == "published"
+    card = json.loads(store.read(card_of(store, "card.json")))
+    row = card["impact"]["by_scorer"][0]
+    assert row["model_version"] == answer["model_version"]
+    assert row["counts"]["shown"] == len(answer["trainings"]) and row["counts"]["clicked"] == 1
+    html = store.read(card_of(store, "card.html")).decode()
+    assert "What people did with the recommendations" in html
+    assert answer["model_version"] in html
+
+
+def card_of(store: LocalFolderStore, name: str) -> str:
+    """A file of the serving version's card."""
+    from shared.registry import current_version
+
+    return f"models/{current_version(store)}/{name}"
