@@ -21,10 +21,16 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from shared.answers import Answer
-from shared.errors import NotFoundError
 from shared.rules import UnknownFilterError
 from shared.schema import band_labels
-from shared.serving import Snapshot, contract_of, who_phrase
+from shared.serving import (
+    Snapshot,
+    contract_of,
+    employee_terms,
+    feature_parts,
+    training_row,
+    who_phrase,
+)
 
 REASON_TERMS = 3  # employee features named per reason
 
@@ -56,9 +62,7 @@ def audience(
     dismissed_by: Collection[str] = (),
 ) -> TrainingAudience:
     """The ``n`` employees most likely to take a training, with a reason each."""
-    item = snapshot.trainings.row(training_id)
-    if item is None:
-        raise NotFoundError("the training is not in the serving model's catalog")
+    item = training_row(snapshot, training_id)
     table = snapshot.table
     vectors, _ = snapshot.recommender.feature_vectors(table.user_features)
     scores = vectors @ snapshot.recommender.factors.item_vectors[item]
@@ -129,15 +133,11 @@ def _as_read(value: str, edges: tuple[float, ...] | None) -> str:
 def _reason(snapshot: Snapshot, terms: list[tuple[int, float]]) -> str:
     """ "took “Intro to SQL”; in sales with the skill python" from the largest terms."""
     bundle = snapshot.bundle
-    n_attributes = bundle.n_attributes
-    took = [str(bundle.item_titles[col - n_attributes]) for col, _ in terms if col >= n_attributes]
-    attributes = [
-        str(bundle.user_feature_names[col]).partition(":") for col, _ in terms if col < n_attributes
-    ]
+    took, attributes = employee_terms(bundle, terms)
     parts = []
     if took:
-        parts.append("took " + " and ".join(f"“{title}”" for title in took[:2]))
-    who = who_phrase([(column, value) for column, _, value in attributes])
+        parts.append("took " + " and ".join(f"“{bundle.item_titles[row]}”" for row, _ in took[:2]))
+    who = who_phrase([feature_parts(str(bundle.user_feature_names[col])) for col, _ in attributes])
     if who:
         parts.append(who)
     return "; ".join(parts) or "close to the training in the model's space"

@@ -191,7 +191,8 @@ PHRASES = {
 }
 
 
-def _split(name: str) -> tuple[str, str]:
+def feature_parts(name: str) -> tuple[str, str]:
+    """A feature's column and value: ``"skills:python"`` -> ``("skills", "python")``."""
     column, _, value = name.partition(":")
     return column, value
 
@@ -227,7 +228,7 @@ CODES = {
 def employee_values(bundle: ModelBundle, features: sp.csr_matrix) -> set[str]:
     """The values of an employee's attributes (``python``, ``french``, ``sales``)."""
     names = bundle.user_feature_names[features.indices[features.indices < bundle.n_attributes]]
-    return {_split(str(name))[1] for name in names}
+    return {feature_parts(str(name))[1] for name in names}
 
 
 def _flags(item: Training, reasons: list[Reason]) -> list[Reason]:
@@ -238,6 +239,17 @@ def _flags(item: Training, reasons: list[Reason]) -> list[Reason]:
         if on
     ]
     return [*reasons, *flags]
+
+
+Terms = list[tuple[int, float]]  # (feature column or training row, contribution)
+
+
+def employee_terms(bundle: ModelBundle, user_terms: Terms) -> tuple[Terms, Terms]:
+    """An employee's terms split into the trainings they took (as training rows, the
+    history columns come after the attributes) and their attributes (as columns)."""
+    n_attributes = bundle.n_attributes
+    took = [(col - n_attributes, t) for col, t in user_terms if col >= n_attributes]
+    return took, [(col, t) for col, t in user_terms if col < n_attributes]
 
 
 def explanation(
@@ -254,11 +266,9 @@ def explanation(
     attribute is named only when the employee shares its value (``own``): a Spanish
     course is not explained to a French speaker by "its language is spanish".
     """
-    n_attributes = bundle.n_attributes
-    took = [(col - n_attributes, t) for col, t in user_terms if col >= n_attributes]
-    attributes = [(col, t) for col, t in user_terms if col < n_attributes]
-    employee = [_split(str(bundle.user_feature_names[col])) for col, _ in attributes]
-    training = [_split(str(bundle.item_feature_names[col])) for col, _ in item_terms]
+    took, attributes = employee_terms(bundle, user_terms)
+    employee = [feature_parts(str(bundle.user_feature_names[col])) for col, _ in attributes]
+    training = [feature_parts(str(bundle.item_feature_names[col])) for col, _ in item_terms]
     who = who_phrase(employee)
     parts = []
     if took:
@@ -466,6 +476,13 @@ def _employee_row(snapshot: Snapshot, employee_id: str) -> int:
     return row
 
 
+def training_row(snapshot: Snapshot, training_id: str) -> int:
+    row = snapshot.trainings.row(training_id)
+    if row is None:
+        raise NotFoundError("the training is not in the serving model's catalog")
+    return row
+
+
 def recommend_known(
     snapshot: Snapshot,
     employee_id: str,
@@ -580,9 +597,7 @@ def similar_trainings(
     snapshot: Snapshot, training_id: str, n: int, *, filters: Filters | None = None
 ) -> SimilarTrainings:
     """Trainings closest to one training, among those that may be recommended."""
-    row = snapshot.trainings.row(training_id)
-    if row is None:
-        raise NotFoundError("the training is not in the serving model's catalog")
+    row = training_row(snapshot, training_id)
     mask = snapshot.rules.allowed(snapshot.allowed(filters))
     items, scores = snapshot.recommender.similar(row, n, mask)
     valid = items != NO_ITEM

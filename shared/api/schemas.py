@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Query
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.answers import (
@@ -15,7 +15,13 @@ from shared.answers import (
     Versions,
 )
 from shared.api.http import PROBLEM_JSON
-from shared.ids import Id, WholeNumber  # the one id rule: what the extracts accept, the API serves
+from shared.ids import (  # the one id rule: what the extracts accept, the API serves
+    ID_DESCRIPTION,
+    ID_PATTERN,
+    MAX_ID_LENGTH,
+    Id,
+    WholeNumber,
+)
 from shared.settings import EntityColumns
 
 __all__ = [
@@ -26,6 +32,19 @@ __all__ = [
     "Versions",
 ]
 
+
+def _path_id(what: str) -> Any:
+    """A path segment that is an id (the one rule of shared.ids), documented."""
+    return Path(
+        min_length=1,
+        max_length=MAX_ID_LENGTH,
+        pattern=ID_PATTERN,
+        description=f"the {what}'s id: {ID_DESCRIPTION}",
+    )
+
+
+EmployeeId = Annotated[str, _path_id("employee")]
+TrainingId = Annotated[str, _path_id("training")]
 INTEGER, TEXT = {"type": "integer"}, {"type": "string"}
 RETRY_AFTER = {"Retry-After": {"description": "seconds before retrying", "schema": INTEGER}}
 CACHING = {

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from shared.api.dependencies import CurrentSnapshot, Settings, State, check_attributes, check_n
 from shared.api.http import cached
 from shared.api.schemas import (
     CACHED_GET,
+    EmployeeId,
     EmployeeRecommendations,
     FilterQuery,
     NewEmployee,
@@ -19,7 +20,6 @@ from shared.api.schemas import (
     RankRequest,
     RankResponse,
 )
-from shared.ids import ID_DESCRIPTION, ID_PATTERN, MAX_ID_LENGTH
 from shared.rules import parse_filters
 from shared.serving import rank_trainings, recommend_known, recommend_new
 
@@ -38,15 +38,7 @@ def query_filters(raw: tuple[str, ...]) -> dict[str, list[str]]:
 )
 async def get_recommendations(
     request: Request,
-    employee_id: Annotated[
-        str,
-        Path(
-            min_length=1,
-            max_length=MAX_ID_LENGTH,
-            pattern=ID_PATTERN,
-            description=f"the employee's id: {ID_DESCRIPTION}",
-        ),
-    ],
+    employee_id: EmployeeId,
     state: State,
     n: Annotated[int, Query(ge=1, description="how many trainings")] = 10,
     filter: FilterQuery = (),

@@ -1,30 +1,26 @@
-"""Trainings close to a training."""
+"""Per training: the trainings close to it, and the employees likely to take it."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from shared.api.dependencies import Cache, CurrentSnapshot, Settings, check_n
 from shared.api.http import cached
 from shared.api.routers.recommendations import query_filters
-from shared.api.schemas import CACHED_GET, EmployeeFilterQuery, FilterQuery, SimilarTrainings
+from shared.api.schemas import (
+    CACHED_GET,
+    EmployeeFilterQuery,
+    FilterQuery,
+    SimilarTrainings,
+    TrainingId,
+)
 from shared.audience import TrainingAudience, audience
-from shared.ids import ID_DESCRIPTION, ID_PATTERN, MAX_ID_LENGTH
 from shared.serving import similar_trainings
 
 router = APIRouter(tags=["trainings"])
-TrainingId = Annotated[
-    str,
-    Path(
-        min_length=1,
-        max_length=MAX_ID_LENGTH,
-        pattern=ID_PATTERN,
-        description=f"the training's id: {ID_DESCRIPTION}",
-    ),
-]
 
 
 @router.get(
