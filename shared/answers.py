@@ -25,9 +25,13 @@ class Reason(BaseModel):
 
     code: str = Field(
         description="history (a training taken), skill, interest, department, grade, "
-        "language, attribute (another employee attribute), popular, new, pinned"
+        "language, attribute (another employee attribute), popular, new, pinned; in lanes: "
+        "gap (a skill the target role requires), peers, trending"
     )
-    value: str = Field(description="the training id taken, or the attribute's value")
+    value: str = Field(
+        description="the training id taken, the attribute's value, the skill, or (peers, "
+        "trending) how many took it"
+    )
 
 
 class Explanation(BaseModel):
@@ -91,6 +95,19 @@ class EmployeeRecommendations(Answer):
     employee_id: str
     scorer: str = Field(description=SCORER_DESCRIPTION)
     trainings: list[Training]
+
+
+class LaneRecommendations(EmployeeRecommendations):
+    lane: str = Field(
+        description="skill-gap: trainings teaching a skill the target role requires and the "
+        "employee lacks, ranked by the model; peers: most taken by employees of the same "
+        "department and grade; trending: most taken lately"
+    )
+    target_role: str | None = Field(None, description="skill-gap: the role aimed for")
+    target_role_title: str | None = None
+    gap: list[str] | None = Field(
+        None, description="skill-gap: the skills the role requires that the employee lacks"
+    )
 
 
 class RankResponse(Answer):

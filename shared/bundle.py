@@ -109,6 +109,9 @@ class ModelBundle:
     # Trainings added to the catalog after training, scored from their attributes; they
     # come last in item_ids (see shared.catalog). Serving only: never written.
     new_items: int = 0
+    # When each training first appeared (datetime64[D], NaT: before records), from the
+    # catalog's ledger; None: unknown (then only the trainings added since are new).
+    item_first_seen: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_items = len(self.item_ids)

@@ -403,6 +403,11 @@ def _impact_html(impact: dict[str, Any] | None) -> str:
         + [rate(r["rates"][kind]) for kind in ("clicked", "enrolled", "completed")]
         for r in impact["by_scorer"]
     ]
+    ages = [
+        [escape(f"{a['trainings']} trainings"), _fmt(a["counts"]["shown"])]
+        + [rate(a["rates"][kind]) for kind in ("clicked", "enrolled", "completed")]
+        for a in impact.get("by_training_age", [])
+    ]
     positions = [
         [_fmt(p["position"]), _fmt(p["shown"]), rate(p["clicked"])] for p in impact["by_position"]
     ]
@@ -415,6 +420,13 @@ def _impact_html(impact: dict[str, Any] | None) -> str:
         f"<p>{_fmt(impact['events'])} events. Of the recommendations shown, the share "
         "clicked, enrolled in and completed (95 % intervals):</p>"
         + _table(["model version", "scorer", "shown", "clicked", "enrolled", "completed"], scorers)
+        + (
+            "<p>New trainings (first seen in the last days, given a share of each list) "
+            "against the others:</p>"
+            + _table(["", "shown", "clicked", "enrolled", "completed"], ages)
+            if ages
+            else ""
+        )
         + "<p>Clicks by position in the list:</p>"
         + _table(["position", "shown", "clicked"], positions)
         + warning

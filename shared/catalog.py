@@ -6,11 +6,19 @@ and serves each training with its current title and attributes; a training added
 since the model was trained is scored from its attributes (the model's item features:
 no identity of its own, no popularity yet) and can be recommended at once, flagged
 ``new`` in answers. Retired ones disappear through the business rules, as before.
+
+When each training first appeared is kept in a small ledger (``recommendations/first-seen.json``,
+id -> ISO date): a training is *new* for ``rules.new_days`` days after that date, across
+retrains. The ledger starts with the trainings of the first precompute that writes it
+dated "before records" (never new), except those the model lacks (added since the
+retrain), dated that day.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -30,17 +38,55 @@ class Catalog:
     titles: np.ndarray
     attributes: np.ndarray  # n x the model's item attribute columns, strings
     new_features: sp.csr_matrix  # the new trainings x the model's item features
+    # When each training first appeared (datetime64[D]; NaT: before records began);
+    # None for a table written before the ledger existed.
+    first_seen: np.ndarray | None = None
 
     @property
     def n_new(self) -> int:
         return int(self.new_features.shape[0])
 
+    def ledger(self) -> dict[str, str | None]:
+        """The first-seen ledger this catalog was dated with, its trainings included."""
+        if self.first_seen is None:
+            return {}
+        days = np.datetime_as_string(self.first_seen, unit="D")
+        return {
+            str(i): (None if np.isnat(d) else str(text))
+            for i, d, text in zip(self.ids, self.first_seen, days, strict=True)
+        }
+
+
+Ledger = Mapping[str, str | None]  # training id -> ISO date first seen (None: before records)
+
+
+def first_seen(ids: np.ndarray, n_trained: int, ledger: Ledger | None, today: date) -> np.ndarray:
+    """Per training of a catalog (the model's first), the day it first appeared.
+
+    A training the ledger has keeps its date; one it lacks appeared ``today``, except,
+    when there is no ledger yet, the model's own trainings (there before records began).
+    """
+    known = ledger or {}
+    dates = np.full(len(ids), np.datetime64("NaT"), dtype="datetime64[D]")
+    for row, training in enumerate(ids.tolist()):
+        if training in known:
+            day = known[training]
+            dates[row] = np.datetime64(day) if day else np.datetime64("NaT")
+        elif ledger is not None or row >= n_trained:
+            dates[row] = np.datetime64(today)
+    return dates
+
 
 def current_catalog(
-    bundle: ModelBundle, trainings: pd.DataFrame, contract: DataContract
+    bundle: ModelBundle,
+    trainings: pd.DataFrame,
+    contract: DataContract,
+    ledger: Ledger | None = None,
+    today: date | None = None,
 ) -> Catalog:
     """The model's trainings with their current title and attributes (as trained, for
-    one the extract no longer has), then the extract's trainings the model lacks."""
+    one the extract no longer has), then the extract's trainings the model lacks,
+    dated by the first-seen ``ledger`` (see :func:`first_seen`)."""
     columns = bundle.metadata.item_attribute_columns
     trained = bundle.item_ids[: bundle.n_trained_items].astype(str)
     extract_ids = trainings[ID].to_numpy(dtype=str)
@@ -70,11 +116,13 @@ def current_catalog(
     new_attributes = (
         new[columns].to_numpy(dtype=object) if columns else np.empty((len(new), 0), object)
     )
+    ids = np.concatenate([trained, new[ID].to_numpy(dtype=str)])
     return Catalog(
-        np.concatenate([trained, new[ID].to_numpy(dtype=str)]),
+        ids,
         np.concatenate([titles, new["title"].to_numpy(dtype=object)]).astype(str),
         np.concatenate([attributes, new_attributes]).astype(str),
         features.astype(np.float32),
+        first_seen(ids, len(trained), ledger, today or date.today()),
     )
 
 
@@ -102,4 +150,5 @@ def extend(bundle: ModelBundle, catalog: Catalog) -> ModelBundle:
         ),
         department_popularity=wider(bundle.department_popularity),
         new_items=catalog.n_new,
+        item_first_seen=catalog.first_seen,
     )

@@ -78,7 +78,7 @@ def _trainings_table(items: Sequence[Training]) -> str:
         return "  (no recommendation)"
     lines = []
     for t in items:
-        pin = " (pinned)" if t.pinned else ""
+        pin = (" (pinned)" if t.pinned else "") + (" (new)" if t.new else "")
         line = f"  {t.rank:>2}. {t.training_id:<8} {t.title[:60]:<60} {t.score:8.3f}"
         lines.append(line + pin)
         if t.explanation:
@@ -334,12 +334,34 @@ def _filters(pairs: Sequence[str]) -> dict[str, list[str]]:
 
 
 def cmd_recommend(args: argparse.Namespace, config: Config) -> None:
-    from shared.serving import contract_of, recommend_known, recommend_new
+    from shared.serving import contract_of, recommend_known, recommend_lane, recommend_new
 
     attributes = _attributes(args.attr) if args.attr else dict(EXAMPLE_NEW_EMPLOYEE)
     filters = _filters(args.filter)
+    if args.lane and not args.employee_id:
+        raise TrainingRecommenderError(
+            "--lane needs an employee id: recommend EMPLOYEE_ID --lane …"
+        )
     cache = _serving(args, config)
     snapshot = cache.current()
+    if args.lane:
+        lane = recommend_lane(
+            snapshot,
+            args.employee_id,
+            args.lane,
+            args.n,
+            filters=filters,
+            dismissed=cache.dismissed(args.employee_id),
+            target_role=args.target_role,
+        )
+        gap = f", lacking {', '.join(lane.gap)} for {lane.target_role_title}" if lane.gap else ""
+        _print(
+            args,
+            lane.model_dump(mode="json"),
+            f"employee {args.employee_id}, lane {lane.lane}{gap}:\n"
+            f"{_trainings_table(lane.trainings)}",
+        )
+        return
     if args.employee_id:
         known = recommend_known(
             snapshot,
@@ -464,7 +486,7 @@ def cmd_models(args: argparse.Namespace, config: Config) -> None:
 def cmd_impact(args: argparse.Namespace, config: Config) -> None:
     from shared.impact import impact_since, impact_table
 
-    report = impact_since(_store(args), args.since)
+    report = impact_since(_store(args), args.since, config.rules.new_days)
     _print(args, report.model_dump(mode="json"), impact_table(report))
 
 
@@ -634,6 +656,13 @@ def _serving_commands(sub: Subcommands) -> None:
         help="keep trainings with one of these values, repeatable: --filter provider=internal",
     )
     p.add_argument("--explain", action="store_true", help="say why each training is recommended")
+    p.add_argument(
+        "--lane",
+        choices=["skill-gap", "peers", "trending"],
+        help="a lane beside the main list: the skill gap to the employee's target role, "
+        "what peers took, what is trending",
+    )
+    p.add_argument("--target-role", metavar="ROLE_ID", help="with --lane skill-gap: the role")
     p.set_defaults(func=cmd_recommend)
     p = sub.add_parser("similar", help="trainings similar to a training")
     p.add_argument("training_id", type=_id)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -190,3 +190,26 @@ def dismissals(events: Iterable[Event], now: datetime, days: int) -> dict[str, s
         if event.type == "dismissed" and event.timestamp >= since:
             out.setdefault(event.employee_id, set()).add(event.training_id)
     return out
+
+
+def signals(events: Iterable[Event], weights: Mapping[str, float]) -> dict[tuple[str, str], float]:
+    """(employee, training) -> the highest weight among its events of a weighted type
+    (the retrain's extra successes, see ``signals`` in the settings)."""
+    out: dict[tuple[str, str], float] = {}
+    for event in events:
+        weight = weights.get(event.type)
+        if weight:
+            pair = (event.employee_id, event.training_id)
+            out[pair] = max(out.get(pair, 0.0), weight)
+    return out
+
+
+def recent_signals(
+    store: BlobStore, weights: Mapping[str, float], days: int
+) -> dict[tuple[str, str], float]:
+    """The signals of the events received within ``days`` days (none without weights)."""
+    if not weights:
+        return {}
+    kept = EventLog(kinds=frozenset(weights))
+    kept.update(store, datetime.now(UTC).date() - timedelta(days=days))
+    return signals(kept.events.values(), weights)

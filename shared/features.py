@@ -341,6 +341,9 @@ class Dataset:
     user_attributes: sp.csr_matrix  # employees x attribute features
     item_features: sp.csr_matrix
     history: bool  # whether employees are also described by the trainings they took
+    # Extra successes from feedback events (weights), on pairs the extract lacks; None:
+    # none. Learnt, never measured against (see SignalOptions).
+    signals: sp.csr_matrix | None = None
 
     @property
     def user_feature_names(self) -> IdMap:
@@ -355,6 +358,23 @@ class Dataset:
         if not self.history:
             return self.user_attributes
         return describe_employees(self.user_attributes, self.taken if taken is None else taken)
+
+
+def signal_matrix(
+    pairs: Mapping[tuple[str, str], float], users: IdMap, items: IdMap, taken: sp.csr_matrix
+) -> sp.csr_matrix | None:
+    """Employees x trainings: the signals' weights, on known employees and trainings,
+    except pairs already taken (the extract has the truth about those); None if empty."""
+    if not pairs:
+        return None
+    employees, trainings = zip(*pairs, strict=True)
+    rows, cols = users.rows(list(employees)), items.rows(list(trainings))
+    keep = (rows >= 0) & (cols >= 0)
+    weights = np.fromiter(pairs.values(), np.float32, len(pairs))[keep]
+    matrix = sp.csr_matrix((weights, (rows[keep], cols[keep])), shape=taken.shape)
+    matrix = matrix - matrix.multiply(taken.astype(bool))
+    matrix.eliminate_zeros()
+    return sp.csr_matrix(matrix) if matrix.nnz else None
 
 
 def _rows_of_column(ids: IdMap, column: pd.Series) -> np.ndarray:

@@ -3,20 +3,24 @@
 From the feedback events (:mod:`shared.events`), per model version and scorer (read
 off each event's ``recommendation_id``): how many recommendations were shown, and the
 share of them clicked, enrolled in and completed, with 95 % Wilson intervals; and the
-click rate by list position. A recommendation is one training in one answer for one
-employee; sending an event twice counts once.
+click rate by list position; and the same funnel for new trainings (within
+``rules.new_days`` of first appearing, see :mod:`shared.catalog`) against the others.
+A recommendation is one training in one answer for one employee; sending an event
+twice counts once.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime, time
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from shared.events import FUNNEL, Event, EventLog
+from shared.layout import FIRST_SEEN, read_pointer
 from shared.storage import BlobStore
 
 Z95 = 1.959963984540054
@@ -39,6 +43,14 @@ class ScorerImpact(BaseModel):
     )
 
 
+class TrainingAgeImpact(BaseModel):
+    trainings: Literal["new", "established"] = Field(
+        description="new: within rules.new_days of first appearing in a trainings extract"
+    )
+    counts: dict[str, int]
+    rates: dict[str, Rate]
+
+
 class PositionImpact(BaseModel):
     position: int
     shown: int
@@ -50,6 +62,9 @@ class ImpactReport(BaseModel):
     events: int
     by_scorer: list[ScorerImpact]
     by_position: list[PositionImpact]
+    by_training_age: list[TrainingAgeImpact] = Field(
+        default_factory=list, description="how new trainings do against the others"
+    )
     warning: str | None = Field(
         None, description="the newest version clicked clearly less than the one before it"
     )
@@ -78,10 +93,31 @@ def origin(recommendation_id: str | None) -> tuple[str, str]:
     return version, slug.replace("+", " + ").replace("-", " ")
 
 
-def impact(events: Iterable[Event], since: datetime | None = None) -> ImpactReport:
-    """The funnel per model version and scorer, and clicks by position."""
-    seen: dict[str, set[Recommendation]] = defaultdict(set)
-    groups: dict[tuple[str, str], dict[str, set[Recommendation]]] = {}
+Groups = dict[str, set[Recommendation]]  # event type -> recommendations
+
+
+def _funnel(group: Groups) -> dict[str, Any]:
+    """``counts`` per event type, and ``rates`` over the recommendations shown: a click
+    on one never reported shown is counted, not rated."""
+    return {
+        "counts": {kind: len(group[kind]) for kind in FUNNEL},
+        "rates": {
+            kind: wilson(len(group[kind] & group["shown"]), len(group["shown"]))
+            for kind in FUNNEL[1:]
+        },
+    }
+
+
+def impact(
+    events: Iterable[Event],
+    since: datetime | None = None,
+    is_new: Callable[[Event], bool] | None = None,
+) -> ImpactReport:
+    """The funnel per model version and scorer, clicks by position, and (with
+    ``is_new``, whether an event's training was new then) new trainings against others."""
+    seen: Groups = defaultdict(set)
+    groups: dict[tuple[str, str], Groups] = {}
+    ages: dict[Literal["new", "established"], Groups] = {}
     shown_at: dict[Recommendation, int] = {}
     count = 0
     for event in events:
@@ -90,21 +126,17 @@ def impact(events: Iterable[Event], since: datetime | None = None) -> ImpactRepo
         count += 1
         one = (event.recommendation_id, event.employee_id, event.training_id)
         seen[event.type].add(one)
-        group = groups.setdefault(origin(event.recommendation_id), defaultdict(set))
-        group[event.type].add(one)
+        groups.setdefault(origin(event.recommendation_id), defaultdict(set))[event.type].add(one)
+        if is_new is not None:
+            age: Literal["new", "established"] = "new" if is_new(event) else "established"
+            ages.setdefault(age, defaultdict(set))[event.type].add(one)
         if event.type == "shown" and event.position is not None:
             shown_at[one] = event.position
     by_scorer = [
         ScorerImpact(
             model_version=version,
             scorer=scorer,
-            counts={kind: len(group[kind]) for kind in FUNNEL},
-            # Over the recommendations shown: a click on one never reported shown is
-            # counted, not rated.
-            rates={
-                kind: wilson(len(group[kind] & group["shown"]), len(group["shown"]))
-                for kind in FUNNEL[1:]
-            },
+            **_funnel(group),
         )
         for (version, scorer), group in sorted(groups.items())
     ]
@@ -116,11 +148,17 @@ def impact(events: Iterable[Event], since: datetime | None = None) -> ImpactRepo
         PositionImpact(position=p, shown=shown, clicked=wilson(clicked, shown))
         for p, (shown, clicked) in sorted(positions.items())
     ]
+    by_age = [
+        TrainingAgeImpact(trainings=age, **_funnel(ages[age]))
+        for age in ("new", "established")
+        if age in ages
+    ]
     return ImpactReport(
         since=since,
         events=count,
         by_scorer=by_scorer,
         by_position=by_position,
+        by_training_age=by_age,
         warning=_warning(groups),
     )
 
@@ -145,12 +183,20 @@ def _warning(groups: dict[tuple[str, str], dict[str, set[Recommendation]]]) -> s
     return None
 
 
-def impact_since(store: BlobStore, since: date | None) -> ImpactReport:
-    """The report over the events received from ``since`` on (None: all)."""
+def impact_since(store: BlobStore, since: date | None, new_days: int = 30) -> ImpactReport:
+    """The report over the events received from ``since`` on (None: all); a training
+    counts as new in an event within ``new_days`` of its first-seen date."""
     log = EventLog()
     log.update(store, since or date.min)
     start = datetime.combine(since, time.min, UTC) if since else None
-    return impact(log.events.values(), start)
+    ledger, _ = read_pointer(store, FIRST_SEEN)
+    first = {t: date.fromisoformat(d) for t, d in ledger.items() if isinstance(d, str)}
+
+    def is_new(event: Event) -> bool:
+        day = first.get(event.training_id)
+        return day is not None and 0 <= (event.timestamp.date() - day).days < new_days
+
+    return impact(log.events.values(), start, is_new)
 
 
 def impact_table(report: ImpactReport) -> str:
@@ -165,6 +211,9 @@ def impact_table(report: ImpactReport) -> str:
     for row in report.by_scorer:
         rates = " ".join(f"{row.rates[k].rate:>9.1%}" for k in FUNNEL[1:])
         lines.append(f"{row.model_version:30} {row.scorer:30} {row.counts['shown']:>7} {rates}")
+    for age in report.by_training_age:
+        rates = " ".join(f"{age.rates[k].rate:>9.1%}" for k in FUNNEL[1:])
+        lines.append(f"{age.trainings + ' trainings':61} {age.counts['shown']:>7} {rates}")
     lines.append("position  shown  clicked (95 %)")
     for p in report.by_position:
         c = p.clicked

@@ -12,6 +12,7 @@ Blob layout (the first path segment is the container)::
     models/current.json                           the serving model
     recommendations/<version>/top.npz, recommendations.csv, meta.json
     recommendations/current.json                  the serving recommendations
+    recommendations/first-seen.json               when each training first appeared
     locks/retrain                                 leased while a retrain runs
 
 Every output is written under a new name first; only then does the small
@@ -35,6 +36,7 @@ EXTRACTS_POINTER = "extracts/current.json"
 MODELS_POINTER = "models/current.json"
 RECOMMENDATIONS_POINTER = "recommendations/current.json"
 RETRAIN_LOCK = "locks/retrain"
+FIRST_SEEN = "recommendations/first-seen.json"
 
 
 def utc_now() -> str:

@@ -27,6 +27,7 @@ class Counts(_Record):
     trainings: int
     interactions: int  # trainings taken (rows kept, whatever their weight)
     successes: int | None = None  # of which successes (min_weight); format 1 did not count
+    signals: int = 0  # extra successes learnt from feedback events (settings: signals)
     employees_with_history: int
     user_features: int
     item_features: int

@@ -13,8 +13,8 @@ served: everything the employee took excluded, baselines excluded the same way.
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 
@@ -40,7 +40,7 @@ from shared.evaluation import (
     measure,
     split,
 )
-from shared.features import Dataset, build_dataset
+from shared.features import Dataset, build_dataset, signal_matrix
 from shared.metadata import Counts, Epoch, ExtractReport, ModelMetadata, Served, Spread, Training
 from shared.schema import Extracts
 from shared.scoring import (
@@ -107,6 +107,35 @@ def training_rows(
     if dataset.history:
         return fold_out(taken, successes, dataset.user_attributes, FOLDS, seed, weights)
     return successes, dataset.user_attributes, weights
+
+
+Rows = tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix | None]  # targets, features, weights
+
+
+def with_signals(rows: Rows, signals: sp.csr_matrix | None, described: sp.csr_matrix) -> Rows:
+    """Training rows plus one per employee with signals (feedback events): described
+    as serving describes them (``described``: every employee's feature row), learning
+    the signals' trainings, each weighted by its signal."""
+    if signals is None or not signals.nnz:
+        return rows
+    interactions, features, weights = rows
+    who = np.flatnonzero(np.diff(signals.indptr))
+    learnt = sp.csr_matrix(signals[who], dtype=np.float32)
+    targets = learnt.copy()
+    targets.data[:] = 1.0
+    return (
+        sp.vstack([interactions, targets], format="csr"),
+        sp.vstack([features, described[who]], format="csr"),
+        sp.vstack([weights if weights is not None else interactions, learnt], format="csr"),
+    )
+
+
+def _without_rows(matrix: sp.csr_matrix | None, rows: np.ndarray) -> sp.csr_matrix | None:
+    if matrix is None:
+        return None
+    keep = np.ones(matrix.shape[0], dtype=np.float32)
+    keep[rows] = 0.0
+    return sp.csr_matrix(sp.diags(keep) @ matrix)
 
 
 def model_scale(factors: Factors, seed: int) -> float:
@@ -216,7 +245,15 @@ def _repeat(dataset: Dataset, config: Config, number: int, progress: ProgressFn 
     )
     successes = dataset.interactions
     fit_successes = successes.multiply(parts.fit).tocsr()
-    interactions, features, weights = training_rows(dataset, parts.fit, fit_successes, seed)
+    # The held-out new employees must stay new: their events are not learnt either.
+    signals = _without_rows(
+        dataset.signals, np.concatenate([parts.cold_validation, parts.cold_test])
+    )
+    interactions, features, weights = with_signals(
+        training_rows(dataset, parts.fit, fit_successes, seed),
+        signals,
+        dataset.user_features(parts.fit),
+    )
     validation = Validation(
         dataset.user_features(parts.fit), parts.fit, successes.multiply(parts.validation).tocsr()
     )
@@ -490,6 +527,7 @@ def bundle_from_fit(
             trainings=len(dataset.items),
             interactions=int(dataset.taken.nnz),
             successes=int(dataset.interactions.nnz),
+            signals=int(dataset.signals.nnz) if dataset.signals is not None else 0,
             employees_with_history=int((np.diff(dataset.taken.indptr) > 0).sum()),
             user_features=len(dataset.user_feature_names),
             item_features=len(dataset.item_feature_names),
@@ -562,6 +600,25 @@ def _refit_scorers(
     return serving
 
 
+def _dataset(
+    extracts: Extracts, config: Config, signals: Mapping[tuple[str, str], float] | None
+) -> Dataset:
+    """The dataset to learn from, with the signals; refused when nothing can be learnt."""
+    dataset = build_dataset(
+        extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
+    )
+    if signals:
+        dataset = replace(
+            dataset, signals=signal_matrix(signals, dataset.users, dataset.items, dataset.taken)
+        )
+    if dataset.interactions.nnz == 0:
+        source = extracts.reports[-1].source if extracts.reports else "trainings-taken"
+        raise ExtractError(
+            source, [Problem(source, "no usable interaction: nothing to learn from")]
+        )
+    return dataset
+
+
 def train_model(
     extracts: Extracts,
     config: Config,
@@ -570,6 +627,7 @@ def train_model(
     evaluate: bool = True,
     oracle: OracleFn | None = None,
     progress: ProgressFn | None = None,
+    signals: Mapping[tuple[str, str], float] | None = None,
 ) -> TrainedModel:
     """Evaluate over repeated splits, then refit on all the data for the epochs found best.
 
@@ -578,15 +636,10 @@ def train_model(
     the median of the repeats' best epoch counts, so it does not overfit more than
     the evaluated fits did, and each population keeps the scorer chosen for it (its
     weights rescaled to the refit model's scores and the priors counted on all data).
+    ``signals`` ((employee, training) -> weight, from feedback events) are learnt by
+    every fit and measured by none.
     """
-    dataset = build_dataset(
-        extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
-    )
-    if dataset.interactions.nnz == 0:
-        source = extracts.reports[-1].source if extracts.reports else "trainings-taken"
-        raise ExtractError(
-            source, [Problem(source, "no usable interaction: nothing to learn from")]
-        )
+    dataset = _dataset(extracts, config, signals)
     report = None
     epochs = config.model.epochs
     curves: list[list[Epoch]] = []
@@ -598,8 +651,10 @@ def train_model(
         epochs = int(np.median(best_epochs))
         curves = [[Epoch(**record.__dict__) for record in f.history] for f in fits]
     seed = config.evaluation.seed
-    interactions, features, weights = training_rows(
-        dataset, dataset.taken, dataset.interactions, seed
+    interactions, features, weights = with_signals(
+        training_rows(dataset, dataset.taken, dataset.interactions, seed),
+        dataset.signals,
+        dataset.user_features(),
     )
     final = fit(
         interactions,

@@ -12,7 +12,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -21,6 +21,7 @@ import pandas as pd
 
 from shared import crosscheck
 from shared.bundle import ModelBundle
+from shared.catalog import Catalog
 from shared.crosscheck import Match
 from shared.errors import (
     ExtractError,
@@ -32,10 +33,12 @@ from shared.errors import (
     TrainingRecommenderError,
 )
 from shared.evaluation import EvaluationReport, Gate, quality_gate
+from shared.events import recent_signals
 from shared.impact import ImpactReport, impact_since
 from shared.layout import (
     DROP_CONTAINER,
     EXTRACTS_POINTER,
+    FIRST_SEEN,
     MODELS_POINTER,
     RECOMMENDATIONS_POINTER,
     REJECTED_CONTAINER,
@@ -49,6 +52,7 @@ from shared.metadata import ModelMetadata
 from shared.modeling import OracleFn, TrainedModel, train_model
 from shared.registry import current_version, load_bundle, metadata_of, publish, write_version
 from shared.schema import (
+    ALL_KINDS,
     ID,
     KINDS,
     Extracts,
@@ -101,10 +105,10 @@ def detect_kind(
     """The extract kind from the blob's folder, else from the start of its file name
     (``-``, ``_``, spaces and case alike), else from its columns; and why."""
     path = PurePosixPath(blob_name)
-    if len(path.parts) > 1 and _normalized(path.parts[0]) in KINDS:
+    if len(path.parts) > 1 and _normalized(path.parts[0]) in ALL_KINDS:
         return _normalized(path.parts[0]), f"its folder {path.parts[0]}/"
     stem = _normalized(path.name)
-    for kind in sorted(KINDS, key=len, reverse=True):  # "trainings-taken" before "trainings"
+    for kind in sorted(ALL_KINDS, key=len, reverse=True):  # "trainings-taken" first
         if stem.startswith(kind):
             return kind, f"its file name {path.name!r}"
     if data:
@@ -132,7 +136,7 @@ def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config
     matches: list[Match] = []
     try:
         if kind is None:
-            folders = ", ".join(f"{k}/" for k in KINDS)
+            folders = ", ".join(f"{k}/" for k in ALL_KINDS)
             message = f"cannot tell the extract kind ({why}): put it under one of {folders}"
             raise ExtractError(source, [Problem(source, message)])
         frame, report = parse_extract(kind, data, config.contract, source)
@@ -197,6 +201,8 @@ def _fit_with_current(
         return parse_extract(other, store.read(path), contract, path)[0]
 
     checks = contract.checks
+    if kind == "roles":
+        return []  # nothing else names a role by its id but an employee's target role
     if kind == "trainings-taken":
         users, trainings = current("users"), current("trainings")
         return crosscheck.taken_matches(
@@ -280,7 +286,7 @@ class CurrentData:
 
     @property
     def version(self) -> str:
-        joined = "".join(self.fingerprints[kind] for kind in KINDS)
+        joined = "".join(self.fingerprints[kind] for kind in ALL_KINDS if kind in self.fingerprints)
         return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
@@ -291,12 +297,16 @@ def load_current_data(store: BlobStore, config: Config) -> CurrentData:
     if missing:
         where = f"drop them under {DROP_CONTAINER}/<kind>/"
         raise NotFoundError(f"no accepted extract yet for: {', '.join(missing)} ({where})")
-    blobs = {kind: store.read(pointer[kind]["path"]) for kind in KINDS}
-    sources: dict[str, str] = {kind: str(pointer[kind]["path"]) for kind in KINDS}
+    kinds = [kind for kind in ALL_KINDS if kind in pointer]
+    blobs = {kind: store.read(pointer[kind]["path"]) for kind in kinds}
+    sources: dict[str, str] = {kind: str(pointer[kind]["path"]) for kind in kinds}
     extracts = parse_all(
         blobs["users"], blobs["trainings"], blobs["trainings-taken"], config.contract, sources
     )
-    return CurrentData(extracts, {kind: pointer[kind]["sha256"][:12] for kind in KINDS})
+    if "roles" in blobs:
+        roles, report = parse_extract("roles", blobs["roles"], config.contract, sources["roles"])
+        extracts = replace(extracts, roles=roles, reports=(*extracts.reports, report))
+    return CurrentData(extracts, {kind: pointer[kind]["sha256"][:12] for kind in kinds})
 
 
 # ---------------------------------------------------------------- retrain
@@ -370,11 +380,12 @@ def gate_candidate(store: BlobStore, candidate: TrainedModel, config: Config) ->
 IMPACT_DAYS = 30  # the feedback events a model card reports
 
 
-def _recent_impact(store: BlobStore) -> ImpactReport | None:
+def _recent_impact(store: BlobStore, new_days: int) -> ImpactReport | None:
     """What people did with the recommendations lately, for the card; None without
     events. Unreadable events never stop a retrain."""
     try:
-        report = impact_since(store, datetime.now(UTC).date() - timedelta(days=IMPACT_DAYS))
+        since = datetime.now(UTC).date() - timedelta(days=IMPACT_DAYS)
+        report = impact_since(store, since, new_days)
     except Exception as exc:
         log.warning("feedback events not read for the model card: %s: %s", type(exc).__name__, exc)
         return None
@@ -403,16 +414,18 @@ def retrain(
     try:
         with store.lease(RETRAIN_LOCK, seconds=LEASE_SECONDS) as lease, _kept_alive(lease):
             data = load_current_data(store, config)
+            learnt = config.signals
             trained = train_model(
                 data.extracts,
                 config,
                 fingerprints=data.fingerprints,
                 oracle=oracle,
                 progress=progress,
+                signals=recent_signals(store, learnt.weights, learnt.days),
             )
             bundle = trained.bundle
             decision = gate_candidate(store, trained, config)
-            impact = _recent_impact(store)
+            impact = _recent_impact(store, config.rules.new_days)
             bundle.metadata = bundle.metadata.model_copy(
                 update={"gate": decision, "impact": impact}
             )
@@ -487,6 +500,22 @@ def promote(store: BlobStore, version: str, config: Config) -> PrecomputeResult:
 # ---------------------------------------------------------------- precompute
 
 
+def _record_first_seen(
+    store: BlobStore, catalog: Catalog | None, ledger: dict[str, Any], etag: str | None
+) -> None:
+    """Add the trainings seen for the first time to the ledger (kept for trainings
+    that left the extract: one that comes back is not new). A precompute running at
+    the same moment may have written it first: its dates are as good, so ours are
+    dropped and its own trainings get theirs on the next precompute."""
+    updated = {**ledger, **(catalog.ledger() if catalog is not None else {})}
+    if updated == ledger and etag is not None:
+        return
+    try:
+        move_pointer(store, FIRST_SEEN, updated, etag)
+    except PreconditionFailedError:
+        log.warning("the first-seen ledger changed meanwhile; kept the other writer's")
+
+
 @dataclass(frozen=True)
 class PrecomputeResult:
     status: Literal["computed", "unchanged"]
@@ -519,7 +548,10 @@ def precompute(
     ):
         return PrecomputeResult("unchanged", pointer["version"], model_version, data.version)
     bundle = bundle or load_bundle(store, model_version)
-    table, export = compute_recommendations(bundle, data.extracts, config)
+    ledger, ledger_etag = read_pointer(store, FIRST_SEEN)
+    table, export = compute_recommendations(
+        bundle, data.extracts, config, ledger if ledger_etag else None
+    )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     # Unique even for two runs in one second: a served version is never overwritten.
     version = f"{stamp}-{data.version[:6]}-{secrets.token_hex(3)}"
@@ -537,6 +569,7 @@ def precompute(
     store.write(f"{prefix}/meta.json", json_bytes(meta), content_type="application/json")
     csv_bytes = export.to_csv(index=False).encode("utf-8")
     store.write(f"{prefix}/recommendations.csv", csv_bytes, content_type="text/csv")
+    _record_first_seen(store, table.catalog, ledger, ledger_etag)
     move_pointer(store, RECOMMENDATIONS_POINTER, meta, etag)
     log.info("precomputed %s for %d employees", version, len(table.user_ids))
     return PrecomputeResult("computed", version, model_version, data.version, len(table.user_ids))

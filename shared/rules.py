@@ -7,8 +7,10 @@ provider or a skill, and the attribute filters an intranet page asks for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -85,6 +87,17 @@ def filter_mask(bundle: ModelBundle, filters: Mapping[str, Sequence[str]]) -> np
     return mask
 
 
+def fresh_trainings(bundle: ModelBundle, new_days: int, today: date) -> np.ndarray:
+    """Mask of the trainings that are new on ``today``: first seen within ``new_days``
+    (without a first-seen date, those added since the model was trained)."""
+    if bundle.item_first_seen is None:
+        return np.arange(len(bundle.item_ids)) >= bundle.n_trained_items
+    since = np.datetime64(today - timedelta(days=new_days))
+    seen = bundle.item_first_seen
+    fresh: np.ndarray = ~np.isnat(seen) & (seen > since)
+    return fresh
+
+
 @dataclass(frozen=True)
 class Rules:
     """Rules compiled against one model's catalog."""
@@ -92,9 +105,17 @@ class Rules:
     active: np.ndarray  # bool per training
     pinned: np.ndarray  # training rows, in configured order
     caps: list[tuple[np.ndarray, int]]  # (value code per training, most results per value)
+    fresh: np.ndarray  # bool per training: new (flagged so, and may take reserved places)
+    new_share: float = 0.0  # of each list, at most this share reserved for new trainings
 
     @classmethod
-    def compile(cls, bundle: ModelBundle, active: np.ndarray, options: RulesOptions) -> Rules:
+    def compile(
+        cls,
+        bundle: ModelBundle,
+        active: np.ndarray,
+        options: RulesOptions,
+        today: date | None = None,
+    ) -> Rules:
         rows = IdMap(bundle.item_ids).rows(list(options.pinned)) if options.pinned else np.empty(0)
         columns = bundle.metadata.item_attribute_columns
         caps = []
@@ -104,7 +125,8 @@ class Rules:
                 caps.append((np.asarray(codes), limit))
         if options.excluded:  # the serving configuration may exclude more than precompute did
             active = active & ~np.isin(bundle.item_ids, np.asarray(options.excluded, dtype=str))
-        return cls(active, rows[rows >= 0].astype(np.int64), caps)
+        fresh = fresh_trainings(bundle, options.new_days, today or date.today())
+        return cls(active, rows[rows >= 0].astype(np.int64), caps, fresh, options.new_share)
 
     def allowed(self, filtered: np.ndarray | None) -> np.ndarray:
         """Trainings that may be answered: active ones, within the filters if any."""
@@ -112,5 +134,57 @@ class Rules:
 
     @property
     def reorders(self) -> bool:
-        """Whether the rules change a plain top-k (pinned trainings or diversity caps)."""
-        return bool(len(self.pinned) or self.caps)
+        """Whether the rules change a plain top-k (pinned trainings, diversity caps or
+        places for new trainings)."""
+        return bool(len(self.pinned) or self.caps or (self.new_share and self.fresh.any()))
+
+    def new_places(self, n: int) -> int:
+        """How many of a list of ``n`` may go to new trainings (rounded down)."""
+        return int(n * self.new_share + 1e-9) if self.fresh.any() else 0
+
+    def with_new(
+        self,
+        chosen: list[tuple[int, float, bool]],
+        n: int,
+        scores: Callable[[], np.ndarray],
+        allowed: np.ndarray,
+        excluded: np.ndarray,
+    ) -> list[tuple[int, float, bool]]:
+        """``chosen`` with its reserved places given to the best new trainings.
+
+        When fewer than :meth:`new_places` of the list are new, the best allowed new
+        trainings (by ``scores()``, the employee's score of every training, computed
+        only then) not ``excluded`` (taken, dismissed) take the places of the lowest
+        ranked others (never a pinned one), at evenly spread ranks: with a share of
+        0.2, the 5th and the 10th. Diversity caps do not apply to these places.
+        """
+        places = self.new_places(n)
+        have = sum(bool(self.fresh[row]) for row, _, _ in chosen)
+        if have >= places:
+            return chosen
+        candidates = self.fresh & allowed
+        candidates[excluded] = False
+        candidates[[row for row, _, _ in chosen]] = False
+        rows = np.flatnonzero(candidates)
+        if not len(rows):
+            return chosen
+        values = scores()[rows]
+        order = np.argsort(-values, kind="stable")[: places - have]
+        best = list(zip(rows[order].tolist(), values[order].tolist(), strict=True))
+        kept = list(chosen)
+        for _ in range(max(0, len(kept) + len(best) - n)):  # make room from the bottom
+            drop = next(
+                (
+                    i
+                    for i in range(len(kept) - 1, -1, -1)
+                    if not (kept[i][2] or self.fresh[kept[i][0]])
+                ),
+                None,
+            )
+            if drop is None:
+                break
+            kept.pop(drop)
+        for k, (row, score) in enumerate(best[: n - len(kept)], start=have + 1):
+            place = min(len(kept), math.ceil(k / self.new_share) - 1)
+            kept.insert(place, (row, score, False))
+        return kept

@@ -28,8 +28,10 @@ from shared.errors import ExtractError, Problem
 from shared.ids import DECIMAL_ID, clean_id, id_problem
 from shared.settings import DataContract, EntityColumns, Limits, TakenColumns
 
-Kind = Literal["users", "trainings", "trainings-taken"]
-KINDS: tuple[Kind, ...] = ("users", "trainings", "trainings-taken")
+Kind = Literal["users", "trainings", "trainings-taken", "roles"]
+KINDS: tuple[Kind, ...] = ("users", "trainings", "trainings-taken")  # required
+OPTIONAL_KINDS: tuple[Kind, ...] = ("roles",)  # the skill-gap lane's roles and their skills
+ALL_KINDS: tuple[Kind, ...] = (*KINDS, *OPTIONAL_KINDS)
 ID = "id"  # clean frames name their identifier column this way, whatever the file says
 MAX_LINES_LISTED = 10
 
@@ -380,6 +382,7 @@ def kinds_with_columns(names: Collection[str], contract: DataContract) -> list[K
             *contract.trainings.features,
         ),
         "trainings-taken": (contract.taken.user_id, contract.taken.training_id),
+        "roles": (contract.roles.id, *contract.roles.features),
     }
     return [
         kind
@@ -726,8 +729,9 @@ def parse_entities(
     frame = _strip(
         table.frame, list(dict.fromkeys(wanted)), categorical=attributes, ids=[columns.id]
     )
-    for name in columns.extra:  # optional: blank when the file does not have it
-        frame[name] = _strip(table.frame, [name])[name] if name in table.frame else ""
+    for name in columns.extra:  # optional: kept when the file has it
+        if name in table.frame:
+            frame[name] = _strip(table.frame, [name])[name]
     problems = [*table.repairs, *_decimal_ids(table, frame, columns.id)]
     dropped: dict[str, int] = {}
     keep, blank = _blank_id_problem(table, frame[columns.id], columns.id)
@@ -1104,9 +1108,18 @@ def parse_extract(
         )
     if kind == "trainings-taken":
         return parse_taken(data, contract, source)
+    if kind == "roles":
+        return parse_entities(
+            data,
+            contract.roles,
+            source,
+            "roles",
+            delimiter=contract.value_delimiter,
+            limits=contract.limits,
+        )
     raise ExtractError(
         source,
-        [Problem(source, f"unknown extract kind {kind!r}; expected one of {', '.join(KINDS)}")],
+        [Problem(source, f"unknown extract kind {kind!r}; expected one of {', '.join(ALL_KINDS)}")],
     )
 
 
@@ -1118,6 +1131,7 @@ class Extracts:
     trainings: pd.DataFrame
     taken: pd.DataFrame
     reports: tuple[ValidationReport, ...]
+    roles: pd.DataFrame | None = None  # the optional roles extract
 
 
 def parse_all(

@@ -26,6 +26,7 @@ from shared.answers import (
     Contribution,
     EmployeeRecommendations,
     Explanation,
+    LaneRecommendations,
     NewEmployeeRecommendations,
     RankedTraining,
     RankResponse,
@@ -41,6 +42,7 @@ from shared.events import EventLog, dismissals
 from shared.features import IdMap, employee_rows, entity_frame
 from shared.features import contract_of as bundle_contract
 from shared.impact import ImpactReport
+from shared.lanes import Lane, LaneUnavailableError, popular_in, skill_gap, teaching
 from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
 from shared.registry import load_bundle, load_recommendations
 from shared.rules import Rules, filter_mask
@@ -121,7 +123,7 @@ class Snapshot:
             attributes=attributes,
             score=round(float(score), 6),
             pinned=pinned,
-            new=row >= self.bundle.n_trained_items,
+            new=bool(self.rules.fresh[row]),
             explanation=None,
         )
 
@@ -515,6 +517,79 @@ def recommend_known(
     )
 
 
+LANE_WORDS = {"peers": "of your peers took it", "trending": "took it lately"}
+
+
+def recommend_lane(
+    snapshot: Snapshot,
+    employee_id: str,
+    lane: Lane,
+    n: int,
+    *,
+    filters: Filters | None = None,
+    dismissed: Collection[str] = (),
+    target_role: str | None = None,
+) -> LaneRecommendations:
+    """A lane beside an employee's main list (see :mod:`shared.lanes`), with what they
+    took or dismissed left out and filters honoured.
+
+    skill-gap: trainings teaching a skill their target role (``target_role``, else the
+    extract's) requires and they lack, ranked by the model, each naming the gap skills
+    it teaches. peers and trending: the most taken, by their peers or by everyone
+    lately (ties broken by the model), each saying how many took it.
+    """
+    row = _employee_row(snapshot, employee_id)
+    table = snapshot.table
+    data = table.lanes
+    if data is None:
+        raise LaneUnavailableError(
+            "the serving recommendations were computed before lanes existed: precompute again"
+        )
+    candidates = snapshot.rules.allowed(snapshot.allowed(filters)).copy()
+    candidates[table.taken[row].indices] = False
+    left_out = snapshot.trainings.rows(sorted(dismissed))
+    candidates[left_out[left_out >= 0]] = False
+    known = bool(table.from_history[row])
+    scores = snapshot.recommender.feature_scores(table.user_features[row], known)[0]
+    extra: dict[str, Any] = {}
+    if lane == "skill-gap":
+        role, title, gap = skill_gap(data, row, target_role)
+        teaches = teaching(data, gap)
+        candidates &= np.fromiter((bool(t) for t in teaches), bool, len(teaches))
+        primary = scores
+        extra = {"target_role": role, "target_role_title": title, "gap": gap}
+
+        def why(r: int) -> tuple[str, list[Reason]]:
+            reasons = [Reason(code="gap", value=skill) for skill in teaches[r]]
+            return f"teaches {', '.join(teaches[r])}, which {title} requires", reasons
+
+    else:
+        primary = popular_in(data, lane, row)
+        candidates &= primary > 0
+
+        def why(r: int) -> tuple[str, list[Reason]]:
+            took = f"{primary[r]:.0f}"
+            return f"{took} {LANE_WORDS[lane]}", [Reason(code=lane, value=took)]
+
+    rows = np.flatnonzero(candidates)
+    order = np.lexsort((-scores[rows], -primary[rows]))[:n]
+    chosen = [(int(r), float(primary[r]), False) for r in rows[order]]
+    trainings = []
+    for answer, (r, _, _) in zip(snapshot.answer(chosen), chosen, strict=True):
+        text, reasons = why(r)
+        explanation = Explanation(
+            text=text, employee_attributes=[], training_attributes=[], reasons=reasons
+        )
+        trainings.append(answer.model_copy(update={"explanation": explanation}))
+    return LaneRecommendations(
+        employee_id=employee_id,
+        lane=lane,
+        **snapshot.identify(lane, employee_id, trainings),
+        trainings=trainings,
+        **extra,
+    )
+
+
 def new_employee_features(
     snapshot: Snapshot,
     attributes: Mapping[str, str | Sequence[str]],
@@ -584,6 +659,7 @@ def recommend_new(
     chosen, short = choose(max(NEW_EMPLOYEE_DEPTH * n, MIN_NEW_EMPLOYEE_DEPTH))
     if short:
         chosen, _ = choose(len(scores))
+    chosen = snapshot.rules.with_new(chosen, n, lambda: scores, mask, taken)
     trainings = snapshot.answer(chosen, features if explain else None, known)
     return NewEmployeeRecommendations(
         **snapshot.identify(snapshot.scorer(known), "", trainings),

@@ -109,6 +109,7 @@ class DataContract(_Frozen):
         id="User-Id",
         features=("ou", "skills", "language", "grade", "career interests"),
         multi_valued=("skills", "career interests"),
+        extra=("target role",),  # the role an employee aims for (skill-gap lane)
     )
     trainings: EntityColumns = EntityColumns(
         id="Training-Id",
@@ -116,6 +117,10 @@ class DataContract(_Frozen):
         features=("main skill", "category", "provider", "language", "level"),
     )
     taken: TakenColumns = TakenColumns()
+    # The optional fourth extract: roles and the skills each requires (skill-gap lane).
+    roles: EntityColumns = EntityColumns(
+        id="Role-Id", title="Role Title", features=("skills",), multi_valued=("skills",)
+    )
     value_delimiter: str = ";"
     department: str = "ou"  # the employees' column the department baseline groups by
     limits: Limits = Limits()
@@ -240,6 +245,55 @@ class RulesOptions(_Frozen):
     # A training an employee dismissed (feedback event) is left out of their answers
     # for this many days.
     dismissed_days: int = Field(180, ge=0)
+    # New trainings get seen: for `new_days` days after a training first appears in a
+    # trainings extract, up to `new_share` of each list (rounded down) may go to the
+    # best new trainings for that employee, flagged `new`, in evenly spread places
+    # (with 0.2, the 5th and 10th of ten). 0 turns it off.
+    new_days: int = Field(30, ge=0)
+    new_share: float = Field(0.2, ge=0, le=0.5)
+
+
+class SignalOptions(_Frozen):
+    """Feedback events (POST /events) as extra things to learn at retrain.
+
+    A pair (employee, training) the trainings-taken extract does not have yet, with an
+    event of a type weighted here, becomes one more success to learn, weighted by the
+    highest weight among its events (as a sample weight with model.use_weights). The
+    employee is described as serving describes them (attributes and the trainings
+    taken), so a click teaches "people like this go on to open this one". The
+    evaluation measures against the extract alone, and the held-out new employees'
+    events are left out of their repeat. Empty (the default): events are not learnt.
+    """
+
+    weights: dict[str, float] = Field(default_factory=dict)  # {clicked = 0.25, enrolled = 1}
+    days: int = Field(180, ge=1)  # events received within this many days
+
+    @model_validator(mode="after")
+    def _check(self) -> SignalOptions:
+        for kind, weight in self.weights.items():
+            if kind not in ("clicked", "enrolled", "completed"):
+                raise ValueError(
+                    f"signals.weights: {kind!r} is not an event type to learn from "
+                    "(clicked, enrolled, completed)"
+                )
+            if not 0 < weight <= 100:
+                raise ValueError(f"signals.weights.{kind} must be above 0 and at most 100")
+        return self
+
+
+class LaneOptions(_Frozen):
+    """Lanes beside an employee's main list, for an intranet page to show side by side."""
+
+    # skill-gap: trainings teaching a skill the employee's target role requires (roles
+    # extract) and they lack. Their target role is in this employees' column (one of
+    # contract.users.extra) or given in the request.
+    target_role: str = "target role"
+    employee_skills: str = "skills"  # the employees' attribute listing their skills
+    training_skills: str = "main skill"  # the trainings' attribute naming what each teaches
+    # peers: most taken by employees with the same values of these attributes
+    peers: tuple[str, ...] = ("ou", "grade")
+    # trending: most taken within this many days of the newest date of the extract
+    trending_days: int = Field(90, ge=1)
 
 
 class Config(_Frozen):
@@ -252,6 +306,8 @@ class Config(_Frozen):
     gate: GateOptions = GateOptions()
     serving: ServingOptions = ServingOptions()
     rules: RulesOptions = RulesOptions()
+    lanes: LaneOptions = LaneOptions()
+    signals: SignalOptions = SignalOptions()
 
     @model_validator(mode="after")
     def _check_rules(self) -> Config:

@@ -13,6 +13,7 @@ import json
 import zipfile
 import zlib
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -20,9 +21,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from shared.bundle import ModelBundle, npz_bytes, sparse_arrays, sparse_from
-from shared.catalog import Catalog, current_catalog, extend
+from shared.catalog import Catalog, Ledger, current_catalog, extend
 from shared.errors import ModelLoadError
 from shared.features import IdMap, employee_rows, interaction_matrices
+from shared.lanes import LaneData, lane_data
 from shared.rules import Rules, active_trainings
 from shared.schema import FORMULA_STARTS, ID, Extracts
 from shared.scoring import NO_ITEM, Recommender, select
@@ -51,6 +53,7 @@ class RecommendationTable:
     # The trainings served, as the current extract describes them (the model's, then
     # the new ones); None for a table written before: the model's catalog as trained.
     catalog: Catalog | None = None
+    lanes: LaneData | None = None  # None for a table written before lanes
 
     def to_bytes(self) -> bytes:
         return npz_bytes(
@@ -63,6 +66,7 @@ class RecommendationTable:
                 **sparse_arrays("user_features", self.user_features),
                 **sparse_arrays("taken", self.taken),
                 **(_catalog_arrays(self.catalog) if self.catalog is not None else {}),
+                **(self.lanes.to_arrays() if self.lanes is not None else {}),
             }
         )
 
@@ -81,6 +85,7 @@ class RecommendationTable:
                     archive["active"],
                     metadata,
                     _catalog_from(archive) if "catalog_ids" in archive.files else None,
+                    LaneData.from_arrays(archive),
                 )
         except (
             ValueError,
@@ -96,6 +101,7 @@ class RecommendationTable:
         if not (
             len(table.items) == len(table.scores) == len(table.from_history) == n
             and table.user_features.shape[0] == table.taken.shape[0] == n
+            and (table.lanes is None or len(table.lanes.peer_groups) == n)
         ):
             raise ModelLoadError("recommendation table: arrays of different lengths")
         return table
@@ -107,6 +113,11 @@ def _catalog_arrays(catalog: Catalog) -> dict[str, np.ndarray]:
         "catalog_titles": catalog.titles.astype(str),
         "catalog_attributes": catalog.attributes.astype(str),
         **sparse_arrays("catalog_new_features", catalog.new_features),
+        **(
+            {"catalog_first_seen": catalog.first_seen.astype("datetime64[D]").astype(np.int64)}
+            if catalog.first_seen is not None
+            else {}
+        ),
     }
 
 
@@ -116,21 +127,32 @@ def _catalog_from(archive: Any) -> Catalog:
         archive["catalog_titles"],
         archive["catalog_attributes"],
         sparse_from("catalog_new_features", archive),
+        (
+            archive["catalog_first_seen"].astype("datetime64[D]")
+            if "catalog_first_seen" in archive.files
+            else None
+        ),
     )
 
 
 def compute_recommendations(
-    bundle: ModelBundle, extracts: Extracts, config: Config
+    bundle: ModelBundle,
+    extracts: Extracts,
+    config: Config,
+    ledger: Ledger | None = None,
+    today: date | None = None,
 ) -> tuple[RecommendationTable, pd.DataFrame]:
     """Ranked candidates of every employee of the current extracts with the given model.
 
     Everyone is described by their current attributes and the trainings they took
     in the current extract (so a completion since the last retrain moves their list
     now), exactly as a posted employee would be. Trainings taken (any weight),
-    retired or excluded trainings are never candidates.
+    retired or excluded trainings are never candidates. New trainings are dated by the
+    first-seen ``ledger`` (the table's catalog carries the ledger to write back).
     """
     serving = config.serving
-    catalog = current_catalog(bundle, extracts.trainings, config.contract)
+    today = today or date.today()
+    catalog = current_catalog(bundle, extracts.trainings, config.contract, ledger, today)
     bundle = extend(bundle, catalog)
     recommender = Recommender(bundle)
     users = extracts.users
@@ -145,10 +167,24 @@ def compute_recommendations(
     items, scores = recommender.for_feature_rows(
         feature_rows, has_history, depth, taken, active, chunk_size=serving.chunk_size
     )
-    table = RecommendationTable(
-        user_map.ids, items, scores, has_history, feature_rows, taken, active, {}, catalog
+    columns = bundle.metadata.item_attribute_columns
+    skills_column = config.lanes.training_skills
+    lanes = lane_data(
+        users,
+        extracts.taken,
+        taken,
+        IdMap(bundle.item_ids),
+        pd.Series(bundle.item_attributes[:, columns.index(skills_column)])
+        if skills_column in columns
+        else None,
+        extracts.roles,
+        config.contract,
+        config.lanes,
     )
-    rules = Rules.compile(bundle, active, config.rules)
+    table = RecommendationTable(
+        user_map.ids, items, scores, has_history, feature_rows, taken, active, {}, catalog, lanes
+    )
+    rules = Rules.compile(bundle, active, config.rules, today)
     return table, export_frame(table, recommender, rules, serving.top_k)
 
 
@@ -195,7 +231,13 @@ def answer_for_row(
         chosen, _ = select(
             ranked[0], scores[0], n, allowed=mask, pinned=pinned, taken=taken, caps=rules.caps
         )
-    return chosen
+    return rules.with_new(
+        chosen,
+        n,
+        lambda: recommender.feature_scores(table.user_features[row], known)[0],
+        mask,
+        taken,
+    )
 
 
 def export_frame(

@@ -15,6 +15,7 @@ from world import drop_all, small_config, small_data
 from shared.api import create_app
 from shared.events import EVENTS, Event, EventLog, batch_blob, dismissals, store_batch
 from shared.pipeline import retrain
+from shared.registry import current_version, metadata_of
 from shared.storage import BlobStore
 
 CONFIG = small_config()
@@ -203,3 +204,40 @@ def test_a_timestamp_in_the_future_is_stored_as_the_time_received(local_store: B
     path = store_batch(local_store, [future], NOW)
     stored = Event.model_validate_json(local_store.read(path))
     assert stored.timestamp == NOW  # else the dismissal would never expire
+
+
+def test_weighted_events_are_learnt_at_retrain_and_never_measured(local_store: BlobStore) -> None:
+    """With signals.weights, clicks and enrolments become extra successes of the fit;
+    the evaluation counts (its truth) are those of the extract alone."""
+    client = published_client(local_store)
+    before, _ = metadata_of(local_store, current_version(local_store))
+    batch = []
+    for employee_id in DATA.users["User-Id"].astype(str)[:30]:
+        answer = client.get(f"/recommendations/{employee_id}", params={"n": 3}).json()
+        for t in answer["trainings"]:
+            for kind in ("shown", "clicked"):
+                batch.append(
+                    {
+                        "key": f"{employee_id}-{t['rank']}-{kind}",
+                        "recommendation_id": answer["recommendation_id"],
+                        "employee_id": employee_id,
+                        "training_id": t["training_id"],
+                        "type": kind,
+                        "position": t["rank"],
+                        "timestamp": datetime.now(UTC).isoformat(),
+                    }
+                )
+    assert client.post("/events", json={"events": batch}).status_code == 202
+
+    learning = small_config(signals={"weights": {"clicked": 0.5}})
+    assert retrain(local_store, learning).status == "published"
+    after, _ = metadata_of(local_store, current_version(local_store))
+    assert after.counts.signals == 90  # 30 employees x 3 clicked, none taken yet
+    assert before.counts.signals == 0
+    assert after.counts.model_copy(update={"signals": 0}) == before.counts
+    assert after.metrics and before.metrics
+    assert after.metrics.counts == before.metrics.counts  # the same truth measured
+    # Without weights (the default), the same events are not learnt.
+    result = retrain(local_store, CONFIG)
+    plain, _ = metadata_of(local_store, result.version or "")
+    assert plain.counts.signals == 0

@@ -409,8 +409,9 @@ def failing_store(
     return store, transport
 
 
-# precompute: 6 reads (pointers, extracts), 2 of the model, 3 version files, the pointer.
-PRECOMPUTE_REQUESTS = 12
+# precompute: 6 reads (pointers, extracts), 2 of the model, the first-seen ledger (written
+# only when a training appeared), 3 version files, the pointer.
+PRECOMPUTE_REQUESTS = 13
 
 
 def test_precompute_makes_the_requests_the_nth_call_tests_cover(

@@ -14,8 +14,9 @@ from world import drop_all, small_config, small_data
 
 from shared import cli
 from shared.api import create_app
-from shared.events import Event
-from shared.impact import impact, origin, wilson
+from shared.events import Event, store_batch
+from shared.impact import impact, impact_since, impact_table, origin, wilson
+from shared.layout import FIRST_SEEN
 from shared.pipeline import retrain
 from shared.storage import LocalFolderStore
 
@@ -197,3 +198,25 @@ def card_of(store: LocalFolderStore, name: str) -> str:
     from shared.registry import current_version
 
     return f"models/{current_version(store)}/{name}"
+
+
+def test_new_trainings_are_reported_against_the_others(tmp_path: Path) -> None:
+    """New: within new_days of the date the first-seen ledger gives the training."""
+    store = LocalFolderStore(tmp_path / "store")
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    old, fresh = events("v1", "model", 40, 4), events("v1", "model", 20, 10, prefix="n")
+    fresh = [e.model_copy(update={"training_id": "T-NEW"}) for e in fresh]
+    store_batch(store, [e.model_copy(update={"timestamp": now}) for e in old + fresh])
+    first_seen = {"T1": None, "T-NEW": (now - timedelta(days=5)).date().isoformat()}
+    store.write(FIRST_SEEN, json.dumps(first_seen).encode())
+
+    report = impact_since(store, None, new_days=30)
+    ages = {a.trainings: a for a in report.by_training_age}
+    assert ages["new"].counts["shown"] == 20 and ages["new"].rates["clicked"].rate == 0.5
+    assert ages["established"].counts["shown"] == 40
+    assert ages["established"].rates["clicked"].rate == 0.1
+    assert "new trainings" in impact_table(report)
+    # Five days after it appeared, a training is no longer new with new_days = 5.
+    later = impact_since(store, None, new_days=5)
+    assert [a.trainings for a in later.by_training_age] == ["established"]
+    assert later.by_training_age[0].counts["shown"] == 60

@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 from world import csv_bytes, small_config
 
-from shared.features import build_dataset
-from shared.modeling import FOLDS, evaluate_candidate, model_scale
+from shared.features import IdMap, build_dataset, signal_matrix
+from shared.modeling import FOLDS, evaluate_candidate, model_scale, with_signals
 from shared.schema import parse_all
 from shared.scoring import Factors
 from shared.synthetic import generate
@@ -73,3 +73,21 @@ def test_evaluation_repeats_the_split_and_reports_each_population_as_served() ->
         for baseline, difference in report.comparisons[population].items():
             expected = rows["served"]["precision"] - rows[baseline]["precision"]
             assert difference.difference == pytest.approx(expected, abs=1e-12)
+
+
+def test_signals_are_learnt_as_extra_rows_described_as_serving_describes_the_employee() -> None:
+    taken = sp.csr_matrix(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0]], dtype=np.float32))
+    users, items = IdMap.of(["e1", "e2", "e3"]), IdMap.of(["t1", "t2", "t3"])
+    pairs = {("e1", "t1"): 1.0, ("e1", "t3"): 0.25, ("e3", "t2"): 1.0, ("nobody", "t1"): 1.0}
+    signals = signal_matrix(pairs, users, items, taken)
+    assert signals is not None  # taken pairs and unknown employees left out
+    assert signals.toarray().tolist() == [[0, 0, 0.25], [0, 0, 0], [0, 1, 0]]
+    described = sp.csr_matrix(np.arange(6, dtype=np.float32).reshape(3, 2))
+    rows = (taken, sp.csr_matrix(np.ones((3, 2), np.float32)), taken * 5)
+    targets, features, weights = with_signals(rows, signals, described)
+    assert targets.shape == (5, 3) and (targets[:3] != taken).nnz == 0
+    assert targets[3:].toarray().tolist() == [[0, 0, 1], [0, 1, 0]]  # e1 and e3, binary
+    assert features[3:].toarray().tolist() == [[0, 1], [4, 5]]  # their serving rows
+    assert weights is not None and weights[3:].toarray().tolist() == [[0, 0, 0.25], [0, 1, 0]]
+    assert with_signals(rows, None, described) is rows
+    assert signal_matrix({("e1", "t1"): 1.0}, users, items, taken) is None  # all taken

@@ -16,6 +16,7 @@ from shared import serving
 from shared.api import create_app
 from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
 from shared.pipeline import precompute, retrain
+from shared.rules import Rules
 from shared.scoring import select
 from shared.settings import Config
 from shared.storage import LocalFolderStore
@@ -371,3 +372,47 @@ def test_an_explained_list_reads_as_a_match_from_100_down(client: TestClient) ->
         expected = "strong" if match >= 80 else "good" if match >= 50 else "fair"
         assert item["explanation"]["strength"] == expected
     assert trainings(client.get(f"/recommendations/{EMPLOYEE}?n=5"))[0]["explanation"] is None
+
+
+def places_rules(fresh_rows: list[int], share: float = 0.2, n_items: int = 30) -> Rules:
+    fresh = np.zeros(n_items, dtype=bool)
+    fresh[fresh_rows] = True
+    return Rules(np.ones(n_items, bool), np.empty(0, np.int64), [], fresh, share)
+
+
+def test_new_trainings_take_evenly_spread_places_never_a_pinned_one() -> None:
+    rules = places_rules([20, 21, 22, 23])
+    scores = np.zeros(30, np.float32)
+    scores[[20, 21, 22, 23]] = [0.1, 0.4, 0.3, -1.0]  # 21 then 22 are the best new ones
+    chosen = [(0, 9.0, True), *((row, 9.0 - row, False) for row in range(1, 10))]
+    calls: list[int] = []
+
+    def all_scores() -> np.ndarray:
+        calls.append(1)
+        return scores
+
+    got = rules.with_new(chosen, 10, all_scores, np.ones(30, bool), np.array([], np.int64))
+    assert [row for row, _, _ in got] == [0, 1, 2, 3, 21, 4, 5, 6, 7, 22]  # 5th and 10th
+    assert got[4] == (21, pytest.approx(0.4), False) and got[0][2] is True
+    # Already enough new ones: unchanged, and the scores are not even computed.
+    calls.clear()
+    assert rules.with_new(got, 10, all_scores, np.ones(30, bool), np.array([])) == got
+    assert not calls
+    # Taken or dismissed ones (excluded) and filtered ones (not allowed) are skipped.
+    allowed = np.ones(30, bool)
+    allowed[22] = False
+    picked = rules.with_new(chosen, 10, all_scores, allowed, np.array([21]))
+    assert [r for r, _, _ in picked if r >= 20] == [20, 23]
+
+
+def test_the_share_is_rounded_down_and_a_short_list_is_only_extended() -> None:
+    rules = places_rules([20, 21])
+    chosen = [(row, 1.0, False) for row in range(4)]
+    scores = np.arange(30, dtype=np.float32)
+    nothing = np.array([], np.int64)
+    assert rules.with_new(chosen, 4, lambda: scores, np.ones(30, bool), nothing) == chosen
+    short = rules.with_new(chosen[:3], 5, lambda: scores, np.ones(30, bool), nothing)
+    assert [r for r, _, _ in short] == [0, 1, 2, 21]  # one place of 5, nothing dropped
+    assert places_rules([]).with_new(chosen, 10, lambda: scores, np.ones(30, bool), nothing) == (
+        chosen
+    )

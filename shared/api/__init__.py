@@ -23,6 +23,7 @@ from shared.api.routers import events, recommendations, status, trainings
 from shared.api.schemas import ERRORS, NewEmployee, RankForAttributes, RankForEmployee
 from shared.errors import NotFoundError, TrainingRecommenderError
 from shared.events import Event, EventBatch
+from shared.lanes import LaneUnavailableError
 from shared.rules import UnknownFilterError
 from shared.settings import Config
 from shared.storage import BlobStore
@@ -123,6 +124,10 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(UnknownFilterError)
     async def bad_filter(_: Request, exc: UnknownFilterError) -> JSONResponse:
         return problem_response(422, str(exc))
+
+    @app.exception_handler(LaneUnavailableError)
+    async def no_lane(_: Request, exc: LaneUnavailableError) -> JSONResponse:
+        return problem_response(409, str(exc))
 
     @app.exception_handler(NotFoundError)
     async def not_found(_: Request, exc: NotFoundError) -> JSONResponse:

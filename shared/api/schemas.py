@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.answers import (
     EmployeeRecommendations,
+    LaneRecommendations,
     NewEmployeeRecommendations,
     RankResponse,
     SimilarTrainings,
@@ -26,6 +27,7 @@ from shared.settings import EntityColumns
 
 __all__ = [
     "EmployeeRecommendations",
+    "LaneRecommendations",
     "NewEmployeeRecommendations",
     "RankResponse",
     "SimilarTrainings",
@@ -234,6 +236,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "unknown employee or training, or no such path"),
         (405, "method not allowed: the Allow header lists the methods of the path"),
         (413, "request body too large"),
+        (
+            409,
+            "the lane cannot answer with the current data (no roles extract, no dates, no "
+            "target role…): the detail says what is missing",
+        ),
         (415, "not JSON"),
         (
             422,

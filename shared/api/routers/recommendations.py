@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -14,6 +14,7 @@ from shared.api.schemas import (
     EmployeeId,
     EmployeeRecommendations,
     FilterQuery,
+    LaneRecommendations,
     NewEmployee,
     NewEmployeeRecommendations,
     RankForEmployee,
@@ -21,7 +22,7 @@ from shared.api.schemas import (
     RankResponse,
 )
 from shared.rules import parse_filters
-from shared.serving import rank_trainings, recommend_known, recommend_new
+from shared.serving import rank_trainings, recommend_known, recommend_lane, recommend_new
 
 router = APIRouter(tags=["recommendations"])
 
@@ -33,7 +34,7 @@ def query_filters(raw: tuple[str, ...]) -> dict[str, list[str]]:
 
 @router.get(
     "/recommendations/{employee_id}",
-    response_model=EmployeeRecommendations,
+    response_model=EmployeeRecommendations | LaneRecommendations,
     responses=CACHED_GET,
 )
 async def get_recommendations(
@@ -43,11 +44,30 @@ async def get_recommendations(
     n: Annotated[int, Query(ge=1, description="how many trainings")] = 10,
     filter: FilterQuery = (),
     explain: Annotated[bool, Query(description="add the reasons")] = False,
+    lane: Annotated[
+        Literal["main", "skill-gap", "peers", "trending"],
+        Query(description="main: the model's list; or a lane to show beside it"),
+    ] = "main",
+    target_role: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="skill-gap: the role aimed for (default: the employee's, from the "
+            "employees extract)",
+        ),
+    ] = None,
 ) -> Response:
     """An employee's recommendations: trainings taken, retired or excluded never appear.
 
     Filters keep trainings whose attribute has one of the given values:
     `filter=provider:internal&filter=level:beginner,intermediate`.
+
+    Lanes, for an intranet page to show side by side with the main list: `skill-gap`
+    (trainings teaching the skills the employee's target role requires and they lack,
+    ranked by the model, the gap named), `peers` (most taken by employees of the same
+    department and grade) and `trending` (most taken lately); each training's
+    explanation gives the reason, also as codes (gap, peers, trending).
     """
     # The hot path. A precomputed answer costs a fraction of a millisecond, less
     # than the hop to a worker thread, so it is computed on the event loop; only
@@ -56,6 +76,18 @@ async def get_recommendations(
     config = state.settings()
     check_n(n, config)
     snap = await state.snapshot()
+    if lane != "main":
+        lane_answer = recommend_lane(
+            snap,
+            employee_id,
+            lane,
+            n,
+            filters=query_filters(filter),
+            dismissed=state.cache().dismissed(employee_id),
+            target_role=target_role,
+        )
+        body = lane_answer.model_dump_json().encode()
+        return cached(request, body, config.serving.refresh_seconds)
     answer = recommend_known(
         snap,
         employee_id,

@@ -102,11 +102,13 @@ async def model_impact(
 ) -> Response:
     """What people did with the recommendations, from the feedback events (POST /events):
     per model version and scorer, the share of recommendations shown that were clicked,
-    enrolled in and completed (95 % intervals), and clicks by list position. Read from
+    enrolled in and completed (95 % intervals), clicks by list position, and new
+    trainings (within rules.new_days of first appearing) against the others. Read from
     storage on each request (a report, not a hot path); /health shows the warning of
     the last one."""
     start = since or datetime.now(UTC).date() - timedelta(days=IMPACT_DAYS)
-    report = await run_in_threadpool(impact_since, state.blob_store(), start)
+    config = state.settings()
+    report = await run_in_threadpool(impact_since, state.blob_store(), start, config.rules.new_days)
     state.cache().impact = report
-    refresh = state.settings().serving.refresh_seconds
+    refresh = config.serving.refresh_seconds
     return cached(request, report.model_dump_json().encode(), refresh)

@@ -1,0 +1,234 @@
+"""Lanes beside an employee's main list: the skill gap to a target role, what peers
+took, what is trending.
+
+Computed at precompute from the current extracts (pure): per employee their target
+role, their skills and their peer group; per peer group how many of its employees took
+each training; per training how often it was taken lately; the roles and the skills
+each requires. The table carries them, so serving reads them with no I/O. A lane
+whose data is missing (no roles extract, no dates, a column the contract lacks) is
+unavailable, and says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from shared.bundle import sparse_arrays, sparse_from
+from shared.errors import NotFoundError, TrainingRecommenderError
+from shared.features import IdMap
+from shared.schema import ID
+from shared.settings import DataContract, LaneOptions
+
+Lane = Literal["skill-gap", "peers", "trending"]
+LANES: tuple[Lane, ...] = ("skill-gap", "peers", "trending")
+SEPARATOR = "\n"  # joins the skills of one employee or role (never inside a value)
+
+
+class LaneUnavailableError(TrainingRecommenderError):
+    """A lane needs data the current extracts or the contract do not have."""
+
+
+@dataclass(frozen=True)
+class LaneData:
+    target_roles: np.ndarray  # str per employee ("" when none)
+    skills: np.ndarray  # str per employee: their skills, lower case, SEPARATOR-joined
+    peer_groups: np.ndarray  # int32 per employee (-1: no peer group)
+    peer_counts: sp.csr_matrix  # peer groups x trainings: employees of the group who took it
+    trending: np.ndarray  # float32 per training: times taken within trending_days
+    training_skills: np.ndarray  # str per training: what it teaches, SEPARATOR-joined
+    role_ids: np.ndarray
+    role_titles: np.ndarray
+    role_skills: np.ndarray  # str per role, lower case, SEPARATOR-joined
+    unavailable: np.ndarray  # "lane: why" for each lane that cannot answer
+
+    def why_unavailable(self, lane: Lane) -> str | None:
+        for entry in self.unavailable.tolist():
+            name, _, why = str(entry).partition(": ")
+            if name == lane:
+                return why
+        return None
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"lane_{name}": np.asarray(getattr(self, name)) for name in _DENSE}
+        return {**arrays, **sparse_arrays("lane_peer_counts", self.peer_counts)}
+
+    @classmethod
+    def from_arrays(cls, archive: Any) -> LaneData | None:
+        if "lane_unavailable" not in archive.files:
+            return None  # a table written before lanes
+        dense = {name: archive[f"lane_{name}"] for name in _DENSE}
+        return cls(peer_counts=sparse_from("lane_peer_counts", archive), **dense)
+
+
+_DENSE = (
+    "target_roles",
+    "skills",
+    "peer_groups",
+    "trending",
+    "training_skills",
+    "role_ids",
+    "role_titles",
+    "role_skills",
+    "unavailable",
+)
+
+
+def values_of(cells: pd.Series, delimiter: str) -> pd.Series:
+    """Multi-valued cells as lower-case values joined by SEPARATOR."""
+    return cells.astype(str).map(
+        lambda cell: SEPARATOR.join(
+            sorted({v.strip().lower() for v in cell.split(delimiter) if v.strip()})
+        )
+    )
+
+
+def lane_data(
+    users: pd.DataFrame,
+    taken: pd.DataFrame,
+    taken_matrix: sp.csr_matrix,
+    items: IdMap,
+    training_skills: pd.Series | None,
+    roles: pd.DataFrame | None,
+    contract: DataContract,
+    options: LaneOptions,
+) -> LaneData:
+    """The lanes' data for the employees of ``users`` (rows of ``taken_matrix``: every
+    training each took, over the served catalog ``items``, whose ``training_skills``
+    attribute is given when the model has it)."""
+    unavailable = []
+    n = len(users)
+    skills = np.full(n, "", dtype=object)
+    if options.employee_skills in users:
+        column = options.employee_skills
+        delimiter = contract.users.delimiter_of(column, contract.value_delimiter)
+        skills = values_of(users[column], delimiter).to_numpy(dtype=object)
+    targets = (
+        users[options.target_role].astype(str).str.strip().to_numpy(dtype=object)
+        if options.target_role in users
+        else np.full(n, "", dtype=object)
+    )
+    if roles is None:
+        unavailable.append("skill-gap: no roles extract has been dropped (under roles/)")
+    elif options.employee_skills not in users:
+        unavailable.append(f"skill-gap: the employees have no {options.employee_skills!r} column")
+    elif training_skills is None:
+        unavailable.append(f"skill-gap: the trainings have no {options.training_skills!r} column")
+    teaches = (
+        values_of(
+            training_skills,
+            contract.trainings.delimiter_of(options.training_skills, contract.value_delimiter),
+        ).to_numpy(dtype=str)
+        if training_skills is not None
+        else np.full(len(items), "", dtype=str)
+    )
+    empty = pd.DataFrame({ID: [], "title": [], "skills": []})
+    roles = roles if roles is not None else empty
+    role_delimiter = contract.roles.delimiter_of("skills", contract.value_delimiter)
+    groups, counts, why = _peers(users, taken_matrix, options.peers)
+    if why:
+        unavailable.append(f"peers: {why}")
+    trending, why = _trending(taken, items, options.trending_days)
+    if why:
+        unavailable.append(f"trending: {why}")
+    return LaneData(
+        targets.astype(str),
+        skills.astype(str),
+        groups,
+        counts,
+        trending,
+        teaches,
+        roles[ID].to_numpy(dtype=str),
+        roles["title"].astype(str).to_numpy(dtype=str)
+        if "title" in roles
+        else roles[ID].to_numpy(dtype=str),
+        values_of(roles["skills"], role_delimiter).to_numpy(dtype=str)
+        if len(roles)
+        else np.empty(0, dtype=str),
+        np.asarray(unavailable, dtype=str),
+    )
+
+
+def _peers(
+    users: pd.DataFrame, taken: sp.csr_matrix, columns: Sequence[str]
+) -> tuple[np.ndarray, sp.csr_matrix, str | None]:
+    missing = [c for c in columns if c not in users]
+    if missing or not columns:
+        none = np.full(len(users), -1, dtype=np.int32)
+        return (
+            none,
+            sp.csr_matrix((0, taken.shape[1]), dtype=np.float32),
+            (
+                f"the employees have no {', '.join(map(repr, missing))} column"
+                if missing
+                else "lanes.peers names no column"
+            ),
+        )
+    cells = users[list(columns)].astype(str)
+    blank = (cells.apply(lambda c: c.str.strip()) == "").any(axis=1).to_numpy()
+    codes, _ = pd.factorize(cells.agg("\x1f".join, axis=1))
+    groups = np.where(blank, -1, codes).astype(np.int32)
+    member = groups >= 0
+    n_groups = int(groups.max()) + 1 if member.any() else 0
+    onehot = sp.csr_matrix(
+        (np.ones(int(member.sum()), np.float32), (groups[member], np.flatnonzero(member))),
+        shape=(n_groups, len(users)),
+    )
+    took = taken.astype(bool).astype(np.float32)
+    return groups, sp.csr_matrix(onehot @ took), None
+
+
+def _trending(taken: pd.DataFrame, items: IdMap, days: int) -> tuple[np.ndarray, str | None]:
+    counts = np.zeros(len(items), dtype=np.float32)
+    dates = pd.to_datetime(taken["date"].astype(str), errors="coerce", utc=True, format="mixed")
+    if dates.isna().all():
+        return counts, "the trainings-taken extract has no dates"
+    recent = (dates >= dates.max() - pd.Timedelta(days=days)).to_numpy()
+    rows = items.rows(taken["training_id"].astype(str).to_numpy()[recent].tolist())
+    np.add.at(counts, rows[rows >= 0], 1.0)
+    return counts, None
+
+
+def skill_gap(data: LaneData, row: int, role: str | None) -> tuple[str, str, list[str]]:
+    """(role id, role title, the skills it requires that the employee lacks)."""
+    why = data.why_unavailable("skill-gap")
+    if why:
+        raise LaneUnavailableError(f"the skill-gap lane is unavailable: {why}")
+    wanted = (role or str(data.target_roles[row])).strip()
+    if not wanted:
+        raise LaneUnavailableError(
+            "the employee has no target role in the employees extract: pass target_role"
+        )
+    where = np.flatnonzero(data.role_ids == wanted)
+    if not len(where):
+        raise NotFoundError("the target role is not in the current roles extract")
+    i = int(where[0])
+    required = [s for s in str(data.role_skills[i]).split(SEPARATOR) if s]
+    has = set(str(data.skills[row]).split(SEPARATOR))
+    return wanted, str(data.role_titles[i]), [s for s in required if s not in has]
+
+
+def teaching(data: LaneData, skills: Sequence[str]) -> list[list[str]]:
+    """Per training, which of ``skills`` it teaches."""
+    wanted = set(skills)
+    return [[v for v in str(cell).split(SEPARATOR) if v in wanted] for cell in data.training_skills]
+
+
+def popular_in(data: LaneData, lane: Lane, row: int) -> np.ndarray:
+    """How many took each training: the employee's peers, or everyone lately."""
+    why = data.why_unavailable(lane)
+    if why:
+        raise LaneUnavailableError(f"the {lane} lane is unavailable: {why}")
+    if lane == "trending":
+        return data.trending
+    group = int(data.peer_groups[row])
+    if group < 0:
+        raise LaneUnavailableError(
+            "the employee has a blank value in a column of lanes.peers: no peer group"
+        )
+    return np.asarray(data.peer_counts[group].toarray()).ravel()
