@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import http, matrices, parse, precompute, quality, retrain, startup
+from benchmarks import http, impact, matrices, parse, precompute, quality, retrain, startup
 from benchmarks.__main__ import NAMES
 from benchmarks.__main__ import main as dispatch
 from benchmarks.common import Table
@@ -212,3 +212,18 @@ def test_parse_measures_the_peak_against_the_file_size(capsys: pytest.CaptureFix
     assert 0 < ratio < 100
     assert "20,000 rows" in out and "x the file" in out
     assert "target peak <= 4x the file" in out
+
+
+def test_impact_simulates_two_arms_and_reports_new_trainings_apart() -> None:
+    report = impact.simulate({"users": 300, "trainings": 40, "interactions": 3_000})
+    scorers = {row["scorer"] for row in report["by_scorer"]}
+    assert impact.ARM_BASELINE in scorers and scorers - {impact.ARM_BASELINE}
+    shown = sum(row["counts"]["shown"] for row in report["by_scorer"])
+    # Each employee shown up to ten (fewer when they took most of the catalog), once each.
+    assert 0.9 * 300 * impact.SHOWN <= shown <= 300 * impact.SHOWN
+    assert sum(p["shown"] for p in report["by_position"]) == shown
+    ages = {a["trainings"]: a["counts"]["shown"] for a in report["by_training_age"]}
+    assert ages["new"] > 0 and ages["new"] + ages["established"] == shown
+    first, last = report["by_position"][0], report["by_position"][-1]
+    assert first["clicked"]["rate"] > last["clicked"]["rate"]  # the position bias is seen
+    assert "intervals apart" in impact.verdict(report)[1]
