@@ -377,7 +377,7 @@ def signal_matrix(
     return sp.csr_matrix(matrix) if matrix.nnz else None
 
 
-def _rows_of_column(ids: IdMap, column: pd.Series) -> np.ndarray:
+def rows_of_column(ids: IdMap, column: pd.Series) -> np.ndarray:
     """Rows of a column of ids (-1 for an id the map does not know).
 
     A parsed extract's id columns are categorical, encoded against its known ids:
@@ -398,8 +398,8 @@ def interaction_matrices(
 ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
     """Every training taken (binary), the successes among them (binary: ``positive``
     rows), and the weights, from clean trainings-taken rows."""
-    user_rows = _rows_of_column(users, taken["user_id"])
-    item_rows = _rows_of_column(items, taken["training_id"])
+    user_rows = rows_of_column(users, taken["user_id"])
+    item_rows = rows_of_column(items, taken["training_id"])
     known = (user_rows >= 0) & (item_rows >= 0)
     shape = (len(users), len(items))
     user_rows, item_rows = user_rows[known], item_rows[known]

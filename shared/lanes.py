@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from shared.bundle import sparse_arrays, sparse_from
 from shared.errors import NotFoundError, TrainingRecommenderError
-from shared.features import IdMap
+from shared.features import IdMap, rows_of_column
 from shared.schema import ID
 from shared.settings import DataContract, LaneOptions
 
@@ -171,7 +171,10 @@ def _peers(
         )
     cells = users[list(columns)].astype(str)
     blank = (cells.apply(lambda c: c.str.strip()) == "").any(axis=1).to_numpy()
-    codes, _ = pd.factorize(cells.agg("\x1f".join, axis=1))
+    joined = cells[columns[0]]
+    for column in columns[1:]:
+        joined = joined + "\x1f" + cells[column]
+    codes, _ = pd.factorize(joined)
     groups = np.where(blank, -1, codes).astype(np.int32)
     member = groups >= 0
     n_groups = int(groups.max()) + 1 if member.any() else 0
@@ -185,13 +188,24 @@ def _peers(
 
 def _trending(taken: pd.DataFrame, items: IdMap, days: int) -> tuple[np.ndarray, str | None]:
     counts = np.zeros(len(items), dtype=np.float32)
-    dates = pd.to_datetime(taken["date"].astype(str), errors="coerce", utc=True, format="mixed")
-    if dates.isna().all():
+    dates = _dates(taken["date"])
+    if np.isnat(dates).all():
         return counts, "the trainings-taken extract has no dates"
-    recent = (dates >= dates.max() - pd.Timedelta(days=days)).to_numpy()
-    rows = items.rows(taken["training_id"].astype(str).to_numpy()[recent].tolist())
+    recent = dates >= dates[~np.isnat(dates)].max() - np.timedelta64(days, "D")
+    rows = rows_of_column(items, taken["training_id"])[recent]
     np.add.at(counts, rows[rows >= 0], 1.0)
     return counts, None
+
+
+def _dates(column: pd.Series) -> np.ndarray:
+    """datetime64[D] of each row (NaT when blank or not a date), each distinct value
+    parsed once: a million rows repeat a few hundred dates."""
+    values = pd.Categorical(column)
+    parsed = pd.to_datetime(
+        pd.Series(values.categories.astype(str)), errors="coerce", format="mixed"
+    ).to_numpy(dtype="datetime64[D]")
+    codes = values.codes
+    return np.where(codes >= 0, parsed[np.maximum(codes, 0)], np.datetime64("NaT"))
 
 
 def skill_gap(data: LaneData, row: int, role: str | None) -> tuple[str, str, list[str]]:

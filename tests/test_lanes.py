@@ -4,6 +4,7 @@ peers took, what is trending; through the drop, the precompute and the real API.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,22 @@ def test_the_command_line_shows_a_lane(store: LocalFolderStore, capsys: Any) -> 
     assert cli.main(out) == 0
     assert json.loads(capsys.readouterr().out)["lane"] == "peers"
     assert cli.main(["--store", root, "recommend", "--lane", "peers"]) != 0
+
+
+def test_a_dismissed_training_leaves_the_lanes_too(client: TestClient) -> None:
+    employee = str(EMPLOYEES.iloc[11])
+    first = lane(client, employee, "trending", n=3).json()
+    dismissed = first["trainings"][0]["training_id"]
+    event = {
+        "key": "lanes-dismiss-1",
+        "recommendation_id": first["recommendation_id"],
+        "employee_id": employee,
+        "training_id": dismissed,
+        "type": "dismissed",
+        "position": 1,
+        "timestamp": datetime.now(UTC).isoformat(),
+    }
+    assert client.post("/events", json={"events": [event]}).status_code == 202
+    after = lane(client, employee, "trending", n=3).json()
+    assert dismissed not in [t["training_id"] for t in after["trainings"]]
+    assert len(after["trainings"]) == 3
