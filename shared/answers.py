@@ -97,7 +97,7 @@ class EmployeeRecommendations(Answer):
     trainings: list[Training]
 
 
-class LaneRecommendations(EmployeeRecommendations):
+class LaneFields(BaseModel):
     lane: str = Field(
         description="skill-gap: trainings teaching a skill the target role requires and the "
         "employee lacks, ranked by the model; peers: most taken by employees of the same "
@@ -108,6 +108,10 @@ class LaneRecommendations(EmployeeRecommendations):
     gap: list[str] | None = Field(
         None, description="skill-gap: the skills the role requires that the employee lacks"
     )
+
+
+class LaneRecommendations(EmployeeRecommendations, LaneFields):
+    pass
 
 
 class RankResponse(Answer):
@@ -124,6 +128,10 @@ class NewEmployeeRecommendations(Answer):
     unknown_training_ids: list[str] = Field(
         default_factory=list, description="taken trainings not in the model's catalog (ignored)"
     )
+
+
+class NewEmployeeLaneRecommendations(NewEmployeeRecommendations, LaneFields):
+    pass
 
 
 class SimilarTrainings(Answer):

@@ -11,7 +11,7 @@ unavailable, and says why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -28,6 +28,16 @@ from shared.settings import DataContract, LaneOptions
 Lane = Literal["skill-gap", "peers", "trending"]
 LANES: tuple[Lane, ...] = ("skill-gap", "peers", "trending")
 SEPARATOR = "\n"  # joins the skills of one employee or role (never inside a value)
+KEY = "\x1f"  # joins an employee's values of the peers columns
+
+
+@dataclass(frozen=True)
+class Asker:
+    """Whom a lane answers: their skills (lower case), target role and peer group."""
+
+    skills: frozenset[str]
+    target_role: str
+    peer_group: int  # -1: none (a blank value, or a combination nobody else has)
 
 
 class LaneUnavailableError(TrainingRecommenderError):
@@ -39,6 +49,9 @@ class LaneData:
     target_roles: np.ndarray  # str per employee ("" when none)
     skills: np.ndarray  # str per employee: their skills, lower case, SEPARATOR-joined
     peer_groups: np.ndarray  # int32 per employee (-1: no peer group)
+    peer_keys: np.ndarray  # str per peer group: its values of lanes.peers, KEY-joined
+    peer_columns: np.ndarray  # the employees' columns of lanes.peers
+    skills_column: np.ndarray  # [lanes.employee_skills]
     peer_counts: sp.csr_matrix  # peer groups x trainings: employees of the group who took it
     trending: np.ndarray  # float32 per training: times taken within trending_days
     training_skills: np.ndarray  # str per training: what it teaches, SEPARATOR-joined
@@ -70,6 +83,9 @@ _DENSE = (
     "target_roles",
     "skills",
     "peer_groups",
+    "peer_keys",
+    "peer_columns",
+    "skills_column",
     "trending",
     "training_skills",
     "role_ids",
@@ -130,7 +146,7 @@ def lane_data(
     empty = pd.DataFrame({ID: [], "title": [], "skills": []})
     roles = roles if roles is not None else empty
     role_delimiter = contract.roles.delimiter_of("skills", contract.value_delimiter)
-    groups, counts, why = _peers(users, taken_matrix, options.peers)
+    groups, keys, counts, why = _peers(users, taken_matrix, options.peers)
     if why:
         unavailable.append(f"peers: {why}")
     trending, why = _trending(taken, items, options.trending_days)
@@ -140,6 +156,9 @@ def lane_data(
         targets.astype(str),
         skills.astype(str),
         groups,
+        keys,
+        np.asarray(options.peers, dtype=str),
+        np.asarray([options.employee_skills], dtype=str),
         counts,
         trending,
         teaches,
@@ -156,34 +175,31 @@ def lane_data(
 
 def _peers(
     users: pd.DataFrame, taken: sp.csr_matrix, columns: Sequence[str]
-) -> tuple[np.ndarray, sp.csr_matrix, str | None]:
+) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix, str | None]:
+    """Each employee's peer group, the groups' keys, and how many of each took each training."""
     missing = [c for c in columns if c not in users]
     if missing or not columns:
-        none = np.full(len(users), -1, dtype=np.int32)
-        return (
-            none,
-            sp.csr_matrix((0, taken.shape[1]), dtype=np.float32),
-            (
-                f"the employees have no {', '.join(map(repr, missing))} column"
-                if missing
-                else "lanes.peers names no column"
-            ),
+        why = (
+            f"the employees have no {', '.join(map(repr, missing))} column"
+            if missing
+            else "lanes.peers names no column"
         )
-    cells = users[list(columns)].astype(str)
-    blank = (cells.apply(lambda c: c.str.strip()) == "").any(axis=1).to_numpy()
+        none = np.full(len(users), -1, dtype=np.int32)
+        return none, np.empty(0, str), sp.csr_matrix((0, taken.shape[1]), dtype=np.float32), why
+    cells = users[list(columns)].astype(str).apply(lambda c: c.str.strip().str.lower())
+    blank = (cells == "").any(axis=1).to_numpy()
     joined = cells[columns[0]]
     for column in columns[1:]:
-        joined = joined + "\x1f" + cells[column]
-    codes, _ = pd.factorize(joined)
+        joined = joined + KEY + cells[column]
+    codes, keys = pd.factorize(joined)
     groups = np.where(blank, -1, codes).astype(np.int32)
     member = groups >= 0
-    n_groups = int(groups.max()) + 1 if member.any() else 0
     onehot = sp.csr_matrix(
         (np.ones(int(member.sum()), np.float32), (groups[member], np.flatnonzero(member))),
-        shape=(n_groups, len(users)),
+        shape=(len(keys), len(users)),
     )
     took = taken.astype(bool).astype(np.float32)
-    return groups, sp.csr_matrix(onehot @ took), None
+    return groups, np.asarray(keys, dtype=str), sp.csr_matrix(onehot @ took), None
 
 
 def _trending(taken: pd.DataFrame, items: IdMap, days: int) -> tuple[np.ndarray, str | None]:
@@ -208,12 +224,35 @@ def _dates(column: pd.Series) -> np.ndarray:
     return np.where(codes >= 0, parsed[np.maximum(codes, 0)], np.datetime64("NaT"))
 
 
-def skill_gap(data: LaneData, row: int, role: str | None) -> tuple[str, str, list[str]]:
+def asker_of_row(data: LaneData, row: int) -> Asker:
+    """An employee of the current extracts, as the precompute read them."""
+    skills = frozenset(s for s in str(data.skills[row]).split(SEPARATOR) if s)
+    return Asker(skills, str(data.target_roles[row]), int(data.peer_groups[row]))
+
+
+def asker_of_attributes(
+    data: LaneData, attributes: Mapping[str, str | Sequence[str]], delimiter: str
+) -> Asker:
+    """An employee described in a request: their attributes as the extract would hold them."""
+
+    def values(name: str) -> list[str]:
+        given = attributes.get(name, "")
+        cells = [given] if isinstance(given, str) else list(given)
+        return [v.strip().lower() for c in cells for v in c.split(delimiter) if v.strip()]
+
+    skills = frozenset(values(str(data.skills_column[0])))
+    parts = [values(str(c)) for c in data.peer_columns]
+    key = KEY.join(p[0] for p in parts) if parts and all(len(p) == 1 for p in parts) else None
+    where = np.flatnonzero(data.peer_keys == key) if key is not None else np.empty(0, np.int64)
+    return Asker(skills, "", int(where[0]) if len(where) else -1)
+
+
+def skill_gap(data: LaneData, asker: Asker, role: str | None) -> tuple[str, str, list[str]]:
     """(role id, role title, the skills it requires that the employee lacks)."""
     why = data.why_unavailable("skill-gap")
     if why:
         raise LaneUnavailableError(f"the skill-gap lane is unavailable: {why}")
-    wanted = (role or str(data.target_roles[row])).strip()
+    wanted = (role or asker.target_role).strip()
     if not wanted:
         raise LaneUnavailableError(
             "the employee has no target role in the employees extract: pass target_role"
@@ -223,8 +262,7 @@ def skill_gap(data: LaneData, row: int, role: str | None) -> tuple[str, str, lis
         raise NotFoundError("the target role is not in the current roles extract")
     i = int(where[0])
     required = [s for s in str(data.role_skills[i]).split(SEPARATOR) if s]
-    has = set(str(data.skills[row]).split(SEPARATOR))
-    return wanted, str(data.role_titles[i]), [s for s in required if s not in has]
+    return wanted, str(data.role_titles[i]), [s for s in required if s not in asker.skills]
 
 
 def teaching(data: LaneData, skills: Sequence[str]) -> list[list[str]]:
@@ -233,16 +271,15 @@ def teaching(data: LaneData, skills: Sequence[str]) -> list[list[str]]:
     return [[v for v in str(cell).split(SEPARATOR) if v in wanted] for cell in data.training_skills]
 
 
-def popular_in(data: LaneData, lane: Lane, row: int) -> np.ndarray:
+def popular_in(data: LaneData, lane: Lane, asker: Asker) -> np.ndarray:
     """How many took each training: the employee's peers, or everyone lately."""
     why = data.why_unavailable(lane)
     if why:
         raise LaneUnavailableError(f"the {lane} lane is unavailable: {why}")
     if lane == "trending":
         return data.trending
-    group = int(data.peer_groups[row])
-    if group < 0:
+    if asker.peer_group < 0:
         raise LaneUnavailableError(
-            "the employee has a blank value in a column of lanes.peers: no peer group"
+            "no peer group: a value of lanes.peers is blank, or nobody else has these values"
         )
-    return np.asarray(data.peer_counts[group].toarray()).ravel()
+    return np.asarray(data.peer_counts[asker.peer_group].toarray()).ravel()

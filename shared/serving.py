@@ -27,6 +27,7 @@ from shared.answers import (
     EmployeeRecommendations,
     Explanation,
     LaneRecommendations,
+    NewEmployeeLaneRecommendations,
     NewEmployeeRecommendations,
     RankedTraining,
     RankResponse,
@@ -42,7 +43,17 @@ from shared.events import EventLog, dismissals
 from shared.features import IdMap, employee_rows, entity_frame
 from shared.features import contract_of as bundle_contract
 from shared.impact import ImpactReport
-from shared.lanes import Lane, LaneUnavailableError, popular_in, skill_gap, teaching
+from shared.lanes import (
+    Asker,
+    Lane,
+    LaneData,
+    LaneUnavailableError,
+    asker_of_attributes,
+    asker_of_row,
+    popular_in,
+    skill_gap,
+    teaching,
+)
 from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
 from shared.registry import load_bundle, load_recommendations
 from shared.rules import Rules, filter_mask
@@ -520,6 +531,14 @@ def recommend_known(
 LANE_WORDS = {"peers": "of your peers took it", "trending": "took it lately"}
 
 
+def _lane_data(snapshot: Snapshot) -> LaneData:
+    if snapshot.table.lanes is None:
+        raise LaneUnavailableError(
+            "the serving recommendations were computed before lanes existed: precompute again"
+        )
+    return snapshot.table.lanes
+
+
 def recommend_lane(
     snapshot: Snapshot,
     employee_id: str,
@@ -531,29 +550,47 @@ def recommend_lane(
     target_role: str | None = None,
 ) -> LaneRecommendations:
     """A lane beside an employee's main list (see :mod:`shared.lanes`), with what they
-    took or dismissed left out and filters honoured.
-
-    skill-gap: trainings teaching a skill their target role (``target_role``, else the
-    extract's) requires and they lack, ranked by the model, each naming the gap skills
-    it teaches. peers and trending: the most taken, by their peers or by everyone
-    lately (ties broken by the model), each saying how many took it.
-    """
+    took or dismissed left out and filters honoured."""
     row = _employee_row(snapshot, employee_id)
     table = snapshot.table
-    data = table.lanes
-    if data is None:
-        raise LaneUnavailableError(
-            "the serving recommendations were computed before lanes existed: precompute again"
-        )
-    candidates = snapshot.rules.allowed(snapshot.allowed(filters)).copy()
-    candidates[table.taken[row].indices] = False
+    asker = asker_of_row(_lane_data(snapshot), row)
     left_out = snapshot.trainings.rows(sorted(dismissed))
-    candidates[left_out[left_out >= 0]] = False
+    excluded = np.union1d(table.taken[row].indices, left_out[left_out >= 0])
     known = bool(table.from_history[row])
     scores = snapshot.recommender.feature_scores(table.user_features[row], known)[0]
+    trainings, extra = _lane(snapshot, lane, n, asker, scores, excluded, filters, target_role)
+    return LaneRecommendations(
+        employee_id=employee_id,
+        lane=lane,
+        **snapshot.identify(lane, employee_id, trainings),
+        trainings=trainings,
+        **extra,
+    )
+
+
+def _lane(
+    snapshot: Snapshot,
+    lane: Lane,
+    n: int,
+    asker: Asker,
+    scores: np.ndarray,
+    excluded: np.ndarray,
+    filters: Filters | None,
+    target_role: str | None,
+) -> tuple[list[Training], dict[str, Any]]:
+    """A lane's trainings for ``asker`` (``scores``: the model's for them).
+
+    skill-gap: trainings teaching a skill their target role (``target_role``, else
+    theirs) requires and they lack, ranked by the model, each naming the gap skills it
+    teaches. peers and trending: the most taken, by their peers or by everyone lately
+    (ties broken by the model), each saying how many took it.
+    """
+    data = _lane_data(snapshot)
+    candidates = snapshot.rules.allowed(snapshot.allowed(filters)).copy()
+    candidates[excluded] = False
     extra: dict[str, Any] = {}
     if lane == "skill-gap":
-        role, title, gap = skill_gap(data, row, target_role)
+        role, title, gap = skill_gap(data, asker, target_role)
         teaches = teaching(data, gap)
         candidates &= np.fromiter((bool(t) for t in teaches), bool, len(teaches))
         primary = scores
@@ -564,7 +601,7 @@ def recommend_lane(
             return f"teaches {', '.join(teaches[r])}, which {title} requires", reasons
 
     else:
-        primary = popular_in(data, lane, row)
+        primary = popular_in(data, lane, asker)
         candidates &= primary > 0
 
         def why(r: int) -> tuple[str, list[Reason]]:
@@ -581,13 +618,7 @@ def recommend_lane(
             text=text, employee_attributes=[], training_attributes=[], reasons=reasons
         )
         trainings.append(answer.model_copy(update={"explanation": explanation}))
-    return LaneRecommendations(
-        employee_id=employee_id,
-        lane=lane,
-        **snapshot.identify(lane, employee_id, trainings),
-        trainings=trainings,
-        **extra,
-    )
+    return trainings, extra
 
 
 def new_employee_features(
@@ -620,6 +651,8 @@ def recommend_new(
     taken_training_ids: Sequence[str] = (),
     filters: Filters | None = None,
     explain: bool = False,
+    lane: Lane | None = None,
+    target_role: str | None = None,
 ) -> NewEmployeeRecommendations:
     """Score an employee from their attributes and the trainings they took.
 
@@ -627,6 +660,7 @@ def recommend_new(
     extracts posted with their attributes and history gets their precomputed list.
     ``taken_training_ids`` shape the list and are never recommended;
     ``exclude_training_ids`` are only never recommended (e.g. already assigned).
+    With a ``lane``, that lane instead (see :func:`recommend_lane`).
     """
     history = snapshot.trainings.rows(list(taken_training_ids))
     unknown = [t for t, r in zip(taken_training_ids, history, strict=True) if r < 0]
@@ -637,6 +671,17 @@ def recommend_new(
     known = len(history) > 0
     mask = snapshot.rules.allowed(snapshot.allowed(filters))
     scores = snapshot.recommender.feature_scores(features, known)[0]
+    if lane is not None:
+        asker = asker_of_attributes(_lane_data(snapshot), attributes, contract.value_delimiter)
+        lane_trainings, extra = _lane(snapshot, lane, n, asker, scores, taken, filters, target_role)
+        return NewEmployeeLaneRecommendations(
+            **snapshot.identify(lane, "", lane_trainings),
+            lane=lane,
+            trainings=lane_trainings,
+            ignored_values=ignored,
+            unknown_training_ids=list(dict.fromkeys(unknown)),
+            **extra,
+        )
     pinned = [(int(r), float(scores[r])) for r in snapshot.rules.pinned]
     candidates = mask.copy()
     candidates[taken] = False

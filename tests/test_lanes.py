@@ -181,3 +181,22 @@ def test_a_dismissed_training_leaves_the_lanes_too(client: TestClient) -> None:
     after = lane(client, employee, "trending", n=3).json()
     assert dismissed not in [t["training_id"] for t in after["trainings"]]
     assert len(after["trainings"]) == 3
+
+
+def test_a_posted_employee_gets_the_same_lanes_as_from_the_extract(client: TestClient) -> None:
+    employee = WITH_ROLE[1]
+    me = USERS.loc[USERS["User-Id"] == employee].iloc[0]
+    attributes = {c: str(me[c]) for c in ("ou", "skills", "language", "grade", "career interests")}
+    posted = {"attributes": attributes, "taken_training_ids": sorted(taken_by(employee)), "n": 8}
+    for name, extra in (("peers", {}), ("skill-gap", {"target_role": "R-DATA"})):
+        got = client.post("/recommendations", json={**posted, "lane": name, **extra})
+        assert got.status_code == 200, got.text
+        stored = lane(client, employee, name, n=8).json()
+        assert got.json()["lane"] == name
+        assert [t["training_id"] for t in got.json()["trainings"]] == [
+            t["training_id"] for t in stored["trainings"]
+        ]
+        assert got.json().get("gap") == stored.get("gap")
+    # Without a target role, a posted employee's skill gap says what is missing.
+    missing = client.post("/recommendations", json={**posted, "lane": "skill-gap"})
+    assert missing.status_code == 409 and "target_role" in missing.json()["detail"]

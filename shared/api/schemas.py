@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.answers import (
     EmployeeRecommendations,
     LaneRecommendations,
+    NewEmployeeLaneRecommendations,
     NewEmployeeRecommendations,
     RankResponse,
     SimilarTrainings,
@@ -28,6 +29,7 @@ from shared.settings import EntityColumns
 __all__ = [
     "EmployeeRecommendations",
     "LaneRecommendations",
+    "NewEmployeeLaneRecommendations",
     "NewEmployeeRecommendations",
     "RankResponse",
     "SimilarTrainings",
@@ -120,6 +122,12 @@ class NewEmployee(BaseModel):
     )
     filters: Filters = Field(default_factory=dict)
     explain: bool = Field(False, description="add the reasons of each recommendation")
+    lane: Literal["main", "skill-gap", "peers", "trending"] = Field(
+        "main", description="main: the model's list; or a lane to show beside it"
+    )
+    target_role: str | None = Field(
+        None, min_length=1, max_length=200, description="skill-gap: the role aimed for"
+    )
 
 
 class _Rank(BaseModel):

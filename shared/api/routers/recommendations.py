@@ -16,6 +16,7 @@ from shared.api.schemas import (
     FilterQuery,
     LaneRecommendations,
     NewEmployee,
+    NewEmployeeLaneRecommendations,
     NewEmployeeRecommendations,
     RankForEmployee,
     RankRequest,
@@ -99,12 +100,16 @@ async def get_recommendations(
     return cached(request, answer.model_dump_json().encode(), config.serving.refresh_seconds)
 
 
-@router.post("/recommendations", response_model=NewEmployeeRecommendations)
+@router.post(
+    "/recommendations",
+    response_model=NewEmployeeRecommendations | NewEmployeeLaneRecommendations,
+)
 def post_recommendations(
     body: NewEmployee, config: Settings, snap: CurrentSnapshot
 ) -> NewEmployeeRecommendations:
     """Recommendations for an employee described by their attributes and the trainings
-    they took: a new hire, or anyone the precomputed lists do not hold yet."""
+    they took: a new hire, or anyone the precomputed lists do not hold yet. With
+    `lane`, that lane (as for GET; `target_role` names the role for the skill gap)."""
     check_n(body.n, config)
     contract = check_attributes(snap, body.attributes, config)
     return recommend_new(
@@ -116,6 +121,8 @@ def post_recommendations(
         taken_training_ids=body.taken_training_ids,
         filters=body.filters,
         explain=body.explain,
+        lane=None if body.lane == "main" else body.lane,
+        target_role=body.target_role,
     )
 
 
