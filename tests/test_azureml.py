@@ -252,6 +252,7 @@ def test_registers_a_real_model_asset_with_the_bundle_files_and_tags(
         "count.employees": "1200",
         "count.trainings": "340",
         "count.interactions": "15230",
+        "count.signals": "0",
         "count.employees_with_history": "1100",
         "count.user_features": "40",
         "count.item_features": "350",
