@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from shared.settings import Config, load_config
 
 if TYPE_CHECKING:
+    from shared.jobs import JobSettings
     from shared.pipeline import Registrar
     from shared.storage import BlobStore
 
@@ -56,6 +57,17 @@ class AppSettings(BaseModel):
         return store_from_settings(
             connection_name=connection_name, local_root=local_root, environ=self.environ
         )
+
+    def jobs(self) -> JobSettings:
+        """Where the retrain runs (``RETRAIN_RUNNER``) and how an Azure ML job is built."""
+        from shared.jobs import JobSettings
+
+        return JobSettings.from_environ(self.environ)
+
+    @property
+    def job_name(self) -> str | None:
+        """The Azure ML job this process runs in (``AZUREML_RUN_ID``), if any."""
+        return self.environ.get("AZUREML_RUN_ID") or None
 
     def registrar(self) -> Registrar:
         """Registration in Azure ML after a publish (a no-op when not configured)."""

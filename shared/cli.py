@@ -210,16 +210,28 @@ def _raw_frames(store: BlobStore) -> tuple[Any, Any]:
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> None:
+    from shared.jobs import record_outcome
     from shared.pipeline import retrain
 
     store = _store(args)
-    result = retrain(
-        store,
-        config,
-        registrar=args.settings.registrar(),
-        oracle=_oracle_from(args.oracle, store, config),
-        progress=_progress,
-    )
+    job = args.settings.job_name  # running as an Azure ML job (shared.jobs)
+    try:
+        result = retrain(
+            store,
+            config,
+            registrar=args.settings.registrar(),
+            oracle=_oracle_from(args.oracle, store, config),
+            progress=_progress,
+        )
+    except Exception as exc:
+        if job:
+            record_outcome(
+                store, job, {"status": "Failed", "error": f"{type(exc).__name__}: {exc}"}
+            )
+        raise
+    if job:
+        outcome = {"status": "Completed", "result": result.status, "version": result.version}
+        record_outcome(store, job, outcome)
     if result.status == "busy":
         _print(args, {"status": "busy"}, "another retrain is running: nothing published")
         raise SystemExit(EXIT_BUSY)
@@ -447,8 +459,12 @@ def cmd_models(args: argparse.Namespace, config: Config) -> None:
 
     store = _store(args)
     if args.action == "list":
+        from shared.jobs import describe_record, read_record
+
         infos = registry.list_versions(store)
-        _print(args, [i.to_dict() for i in infos], registry.versions_table(infos))
+        job = read_record(store)
+        table = registry.versions_table(infos) + (f"\n{describe_record(job)}" if job else "")
+        _print(args, [i.to_dict() for i in infos], table)
         return
     version = args.version or registry.current_version(store)
     if args.action == "show":

@@ -14,6 +14,7 @@ Blob layout (the first path segment is the container)::
     recommendations/current.json                  the serving recommendations
     recommendations/first-seen.json               when each training first appeared
     locks/retrain                                 leased while a retrain runs
+    locks/retrain-job.json                        the last Azure ML retrain job (shared.jobs)
 
 Every output is written under a new name first; only then does the small
 ``current.json`` pointer move, with a conditional write on the ETag it was read
@@ -36,6 +37,7 @@ EXTRACTS_POINTER = "extracts/current.json"
 MODELS_POINTER = "models/current.json"
 RECOMMENDATIONS_POINTER = "recommendations/current.json"
 RETRAIN_LOCK = "locks/retrain"
+RETRAIN_JOB = "locks/retrain-job.json"
 FIRST_SEEN = "recommendations/first-seen.json"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from shared.appsettings import AppSettings
 from shared.errors import NoModelError, NotFoundError
@@ -65,8 +66,17 @@ def on_extract_dropped(blob_name: str, data: bytes) -> tuple[AcceptResult, Preco
         return accepted, None
 
 
-def on_timer() -> RetrainResult:
-    """Timer trigger body: the nightly retrain."""
-    result = retrain(app_store(), app_config(), registrar=app_settings().registrar())
+def on_timer() -> RetrainResult | dict[str, Any]:
+    """Timer trigger body: the nightly retrain, here or submitted as an Azure ML job
+    (``RETRAIN_RUNNER``; see :mod:`shared.jobs`), whose record is returned then."""
+    settings, store = app_settings(), app_store()
+    jobs = settings.jobs()
+    if jobs.runner_for(store) == "azureml":
+        from shared.jobs import submit_retrain
+
+        record = submit_retrain(store, jobs, settings.environ)
+        log.info("retrain job %s: %s", record.get("name"), record.get("status"))
+        return record
+    result = retrain(store, app_config(), registrar=settings.registrar())
     log.info("retrain: %s %s %s", result.status, result.version or "", result.served_by or "")
     return result

@@ -54,7 +54,7 @@ from shared.lanes import (
     skill_gap,
     teaching,
 )
-from shared.layout import RECOMMENDATIONS_POINTER, read_pointer
+from shared.layout import RECOMMENDATIONS_POINTER, RETRAIN_JOB, read_pointer
 from shared.registry import load_bundle, load_recommendations
 from shared.rules import Rules, filter_mask
 from shared.scoring import NO_ITEM, Recommender, population_of, select, top_k
@@ -387,6 +387,7 @@ class ServingCache:
     _dismissed: dict[str, set[str]] = field(default_factory=dict)
     _dismissed_on: date | None = None
     impact: ImpactReport | None = None  # the last impact report computed here (its warning)
+    retrain_job: dict[str, Any] | None = None  # the last Azure ML retrain job's record
 
     def dismissed(self, employee_id: str) -> frozenset[str]:
         """Trainings the employee dismissed within rules.dismissed_days (no I/O)."""
@@ -431,6 +432,10 @@ class ServingCache:
     def _refresh(self) -> None:
         self._refresh_version()
         self._refresh_dismissals()
+        try:  # what /health says of the last Azure ML retrain job (shared.jobs)
+            self.retrain_job = read_pointer(self.store, RETRAIN_JOB)[0] or None
+        except Exception as exc:
+            log.warning("could not read the retrain job record: %s: %s", type(exc).__name__, exc)
 
     def _refresh_dismissals(self) -> None:
         now = datetime.now(UTC)

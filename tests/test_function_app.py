@@ -40,6 +40,11 @@ APP_SETTINGS = (
     "AZURE_ML_WORKSPACE",
     "AZURE_ML_MODEL_NAME",
     "AZURE_ML_CLIENT_ID",
+    "RETRAIN_RUNNER",
+    "RETRAIN_AZUREML_ABOVE_ROWS",
+    "AZURE_ML_COMPUTE",
+    "AZURE_ML_JOB_IDENTITY_CLIENT_ID",
+    "AZURE_ML_ENVIRONMENT",
 )
 
 
@@ -177,7 +182,7 @@ def test_the_same_blob_delivered_twice_precomputes_once(app_settings: AzureBlobS
 def test_the_deployment_package_is_the_app_and_nothing_else() -> None:
     # `func azure functionapp publish` zips the folder minus .funcignore: tests,
     # benchmarks, the venv, node_modules, local data and local secrets stay home.
-    app_files = {"function_app.py", "shared", "host.json", "requirements.txt"}
+    app_files = {"function_app.py", "shared", "host.json", "requirements.txt", ".amlignore"}
     patterns = {
         line.strip().rstrip("/")
         for line in (REPO / ".funcignore").read_text("utf-8").splitlines()

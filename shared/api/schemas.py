@@ -202,6 +202,17 @@ class Scorers(BaseModel):
     new: str = Field(description="the scorer of new employees (no training taken yet)")
 
 
+class RetrainJob(BaseModel):
+    name: str
+    status: str = Field(description="Azure ML's state (Queued, Running, Completed, Failed…)")
+    result: str | None = Field(None, description="how the retrain ended: published, rejected")
+    version: str | None = None
+    error: str | None = None
+    submitted_at: str | None = None
+    ended_at: str | None = None
+    studio_url: str | None = None
+
+
 class Health(BaseModel):
     status: str
     versions: Versions | None = None
@@ -211,6 +222,9 @@ class Health(BaseModel):
     last_error: str | None = None
     impact_warning: str | None = Field(
         None, description="the newest model version is clicked clearly less than the one before"
+    )
+    retrain_job: RetrainJob | None = Field(
+        None, description="the last retrain submitted to Azure ML (RETRAIN_RUNNER=azureml)"
     )
 
 

@@ -15,7 +15,7 @@ from pydantic import BeforeValidator
 
 from shared.api.dependencies import Cache, CurrentSnapshot, Settings, State
 from shared.api.http import cached, problem_response, retry_after
-from shared.api.schemas import CACHED_GET, AttributesSchema, Health, attributes_schema
+from shared.api.schemas import CACHED_GET, AttributesSchema, Health, RetrainJob, attributes_schema
 from shared.errors import NoModelError
 from shared.impact import ImpactReport, impact_since
 from shared.serving import contract_of
@@ -52,14 +52,17 @@ def health(request: Request, cache: Cache, response: Response) -> Any:
         headers = {**retry_after(request), "Cache-Control": "no-store"}
         return problem_response(503, f"unavailable: {exc}", headers=headers)
     warning = cache.impact.warning if cache.impact else None
+    job = cache.retrain_job
+    job_failed = bool(job and job.get("status") in ("Failed", "Canceled"))
     return {
-        "status": "degraded" if cache.last_error or warning else "ok",
+        "status": "degraded" if cache.last_error or warning or job_failed else "ok",
         "versions": snap.versions,
         "scorers": {"known": snap.scorers["known"], "new": snap.scorers["cold-start"]},
         "model_age_seconds": _age(snap.bundle.metadata.created_at),
         "recommendations_age_seconds": _age(snap.pointer.get("created_at")),
         "last_error": cache.last_error,
         "impact_warning": warning,
+        "retrain_job": {k: job[k] for k in RetrainJob.model_fields if k in job} if job else None,
     }
 
 
