@@ -107,7 +107,7 @@ def instrument(phases: Phases) -> None:
         (pipeline, "render_card", "publish: model card (matplotlib)"),
         (pipeline, "precompute", "precompute: the rest (pointer, meta)"),
         (pipeline, "compute_recommendations", "precompute: every employee's candidates"),
-        (table, "export_frame", "precompute: CSV export frame"),
+        (table.CsvExport, "write", "precompute: CSV export frames (a piece at a time)"),
         (table.RecommendationTable, "to_bytes", "precompute: table to npz (compressed)"),
         (pd.DataFrame, "to_csv", "precompute: CSV text"),
         (storage.LocalFolderStore, "write", "store writes (local folder)"),

@@ -45,6 +45,21 @@ def test_write_then_read_round_trips_bytes(store: BlobStore) -> None:
     assert store.exists(PATH)
 
 
+def test_a_file_is_written_from_its_position_in_pieces_never_whole(store: BlobStore) -> None:
+    """A large export goes from a temporary file to storage; the container is created
+    on the way (the upload then starts again from where the file was)."""
+    import tempfile
+
+    content = bytes(range(256)) * (9 * 1024 * 1024 // 256 + 7)  # over two 4 MiB pieces
+    with tempfile.TemporaryFile() as file:
+        file.write(b"skipped" + content)
+        file.seek(len(b"skipped"))
+        path = f"fresh-{uuid.uuid4().hex[:6]}/export.csv"
+        etag = store.write(path, file)
+    data, again = store.read_with_etag(path)
+    assert data == content and again == etag
+
+
 def test_read_missing_raises_not_found_naming_the_path(store: BlobStore) -> None:
     with pytest.raises(NotFoundError, match=re.escape("hr-extracts/users/2026-11.csv")):
         store.read("hr-extracts/users/2026-11.csv")

@@ -31,7 +31,8 @@ def test_every_employee_gets_candidates_they_never_took(
     world: tuple[ModelBundle, Extracts],
 ) -> None:
     bundle, extracts = world
-    table, export = compute_recommendations(bundle, extracts, CONFIG)
+    table, csv_export = compute_recommendations(bundle, extracts, CONFIG)
+    export = csv_export.frame()
 
     assert list(table.user_ids) == list(extracts.users["id"])
     assert table.items.shape == (

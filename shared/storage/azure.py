@@ -6,11 +6,12 @@ from __future__ import annotations
 import builtins
 import contextlib
 import functools
+import io
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
 
 from shared.errors import (
@@ -187,7 +188,7 @@ class AzureBlobStore:
     def write(
         self,
         path: str,
-        data: bytes,
+        data: bytes | BinaryIO,
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
@@ -211,6 +212,12 @@ class AzureBlobStore:
         if content_type is not None:
             options.update(content_settings=ContentSettings(content_type=content_type))
         blob = self._blob(path)
+        start = None
+        if not isinstance(data, bytes | bytearray | memoryview):
+            # The length is signed with the request: from the file's position to its end.
+            start = data.tell()
+            options["length"] = data.seek(0, io.SEEK_END) - start
+            data.seek(start)
         try:
             return self._upload(path, blob, data, if_match, options)
         except ResourceNotFoundError as exc:
@@ -220,11 +227,17 @@ class AzureBlobStore:
             if _error_code(exc) != "ContainerNotFound":
                 raise
         self._create_container(blob.container_name)
+        if start is not None and not isinstance(data, bytes | bytearray | memoryview):
+            data.seek(start)  # a file: send it again from where it started
         return self._upload(path, blob, data, if_match, options)
 
     @staticmethod
     def _upload(
-        path: str, blob: BlobClient, data: bytes, if_match: str | None, options: dict[str, Any]
+        path: str,
+        blob: BlobClient,
+        data: bytes | BinaryIO,
+        if_match: str | None,
+        options: dict[str, Any],
     ) -> str:
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 

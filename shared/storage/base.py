@@ -9,7 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from shared.errors import (
     LeaseUnavailableError,
@@ -89,13 +89,16 @@ class BlobStore(Protocol):
     def write(
         self,
         path: str,
-        data: bytes,
+        data: bytes | BinaryIO,
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
         content_type: str | None = None,
     ) -> str:
         """Replace the content and return the new etag.
+
+        ``data`` is bytes, or a binary file read from its position to its end in pieces
+        (a large export is never held whole).
 
         ``if_match`` writes only if the current etag equals it and ``if_none_match``
         only if the blob does not exist; otherwise ``PreconditionFailedError``.

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from shared.errors import (
@@ -33,10 +34,25 @@ from shared.storage.base import (
 
 
 def _local_etag(data: bytes, mtime_ns: int) -> str:
+    return _etag_of(hashlib.blake2b(data, digest_size=16), mtime_ns)
+
+
+def _etag_of(digest: Any, mtime_ns: int) -> str:
     # The content hash catches rewrites within one mtime tick (Linux's clock is coarse).
-    digest = hashlib.blake2b(data, digest_size=16)
     digest.update(mtime_ns.to_bytes(8, "big"))
     return f'"{digest.hexdigest()}"'
+
+
+PIECE = 4 * 1024 * 1024
+
+
+def _pieces(data: bytes | BinaryIO) -> Iterator[bytes]:
+    """``data`` itself, or a file's content from its position, 4 MiB at a time."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        yield bytes(data)
+        return
+    while piece := data.read(PIECE):
+        yield piece
 
 
 class LocalFolderStore:
@@ -100,7 +116,7 @@ class LocalFolderStore:
     def write(
         self,
         path: str,
-        data: bytes,
+        data: bytes | BinaryIO,
         *,
         if_match: str | None = None,
         if_none_match: bool = False,
@@ -117,11 +133,14 @@ class LocalFolderStore:
         tmp = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         try:
             with tmp.open("xb") as f:
-                f.write(data)
+                digest = hashlib.blake2b(digest_size=16)
+                for piece in _pieces(data):
+                    f.write(piece)
+                    digest.update(piece)
                 f.flush()
                 # Without fsync a crash can leave the renamed file empty on ext4.
                 os.fsync(f.fileno())
-                etag = _local_etag(data, os.fstat(f.fileno()).st_mtime_ns)
+                etag = _etag_of(digest, os.fstat(f.fileno()).st_mtime_ns)
             with self._write_lock():
                 if if_none_match and target.exists():
                     raise precondition_failed(path, None)
