@@ -74,3 +74,8 @@ class AppSettings(BaseModel):
         from shared.azureml import registrar
 
         return registrar(self.environ)
+
+
+def pass_to_child_processes(settings: Mapping[str, str]) -> None:
+    """Set app settings for the processes started from now on (``serve --workers``)."""
+    os.environ.update(settings)

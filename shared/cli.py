@@ -18,7 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.appsettings import AppSettings
+from shared.appsettings import AppSettings, pass_to_child_processes
 from shared.errors import TrainingRecommenderError
 from shared.ids import clean_id
 from shared.settings import Config
@@ -506,12 +506,58 @@ def cmd_impact(args: argparse.Namespace, config: Config) -> None:
     _print(args, report.model_dump(mode="json"), impact_table(report))
 
 
+WORKER_STORE = "DataStorage"  # the setting a worker process reads its storage from
+
+
 def cmd_serve(args: argparse.Namespace, config: Config) -> None:
     import uvicorn
 
     from shared.api import create_app
 
-    uvicorn.run(create_app(_store(args), config), host=args.host, port=args.port)
+    if args.workers == 1:
+        uvicorn.run(create_app(_store(args), config), host=args.host, port=args.port)
+        return
+    # Worker processes build their own app (worker_app), from settings passed in the
+    # environment: the same store and configuration, each instance its own cache, as
+    # Functions instances scaled out.
+    pass_to_child_processes(_worker_settings(args))
+    uvicorn.run(
+        "shared.cli:worker_app",
+        factory=True,
+        workers=args.workers,
+        host=args.host,
+        port=args.port,
+    )
+
+
+def _worker_settings(args: argparse.Namespace) -> dict[str, str]:
+    settings: dict[str, str] = {"TR_CONFIG": args.config or args.settings.config_file or ""}
+    if args.connection_string:
+        settings[WORKER_STORE] = args.connection_string
+    elif args.azure:
+        for suffix in (
+            "",
+            "__serviceUri",
+            "__blobServiceUri",
+            "__accountName",
+            "__credential",
+            "__clientId",
+        ):
+            value = args.settings.environ.get(f"{args.connection_name}{suffix}")
+            if value:
+                settings[f"{WORKER_STORE}{suffix}"] = value
+    else:
+        settings["TR_LOCAL_STORE"] = str(Path(args.store).resolve())
+    return settings
+
+
+def worker_app() -> Any:
+    """The API of one ``serve --workers N`` worker process (see :func:`cmd_serve`)."""
+    from shared.api import create_app
+
+    settings = AppSettings.from_environ()
+    local = Path(settings.local_store) if settings.local_store else None
+    return create_app(settings.store(WORKER_STORE, local_root=local), settings.config())
 
 
 def cmd_demo(args: argparse.Namespace, config: Config) -> None:
@@ -702,6 +748,12 @@ def _serving_commands(sub: Subcommands) -> None:
     p = sub.add_parser("serve", help="serve the HTTP API with uvicorn")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="worker processes, each with its own cache (as instances scaled out)",
+    )
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("demo", help="generate, train, evaluate, publish, precompute, show")
     _sizes(p)

@@ -132,7 +132,7 @@ def test_the_environment_is_read_in_one_place() -> None:
                 and node.value.id == "os"
             ):
                 readers.append(path.relative_to(ROOT).as_posix())
-    assert readers == ["shared/appsettings.py"]
+    assert set(readers) == {"shared/appsettings.py"}  # one module reads (and passes on) it
 
 
 def test_no_import_cycle_among_the_modules_loaded_at_import_time() -> None:

@@ -131,12 +131,16 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[LocalFolderStore, str, str]]:
-    """A store serving version A, B published but not serving, and uvicorn over it.
+@pytest.fixture(params=[1, 2], ids=["one worker", "two workers"])
+def server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[LocalFolderStore, str, str, int]]:
+    """A store serving version A, B published but not serving, and uvicorn over it with
+    one worker, or two (each with its own cache: instances scaled out).
 
-    Yields the store, the server's base URL and model B's version.
+    Yields the store, the server's base URL, model B's version and the workers.
     """
+    workers: int = request.param
     store = LocalFolderStore(tmp_path / "store")
     drop_all(store, DATA, CONFIG)
     version_b = retrain(store, small_config(gate={"enabled": False}, model={"random_state": 1}))
@@ -154,6 +158,7 @@ def server(tmp_path: Path) -> Iterator[tuple[LocalFolderStore, str, str]]:
     log = tmp_path / "uvicorn.log"
     command = [sys.executable, "-m", "shared", "--store", str(store.root)]
     command += ["--config", str(config_file), "serve", "--port", str(port)]
+    command += ["--workers", str(workers)]
     with log.open("wb") as out:
         # Output to a file, not a pipe: access lines of 3,000 requests would fill a pipe
         # nobody reads, and the server would block on it.
@@ -173,7 +178,7 @@ def server(tmp_path: Path) -> Iterator[tuple[LocalFolderStore, str, str]]:
                 assert time.monotonic() < deadline, "uvicorn did not answer in time"
                 time.sleep(0.2)
         assert version_b.version is not None
-        yield store, base, version_b.version
+        yield store, base, version_b.version, workers
     finally:
         process.terminate()
         try:
@@ -214,9 +219,9 @@ def expected_answer(result: Result, version: Version) -> Answer:
 
 
 def test_a_version_published_under_load_is_served_whole_and_never_mixed(
-    server: tuple[LocalFolderStore, str, str],
+    server: tuple[LocalFolderStore, str, str, int],
 ) -> None:
-    store, base, version_b = server
+    store, base, version_b, workers = server
     old = read_version(store, CONFIG)
     employees = sorted(old.known)
     requests = workload(employees)
@@ -299,16 +304,26 @@ def test_a_version_published_under_load_is_served_whole_and_never_mixed(
     assert per_version["A"] > 0, "version A was never seen"
     assert per_version["B"] > 0, "version B was never seen: the swap came too late"
 
-    # One instance never goes back: a request sent after a B answer came back is B.
-    first_b_done = min(
-        r.started + r.latency for r in report.results if triple_of(r.json()) == new.triple
-    )
-    late_a = [
-        r.index
-        for r in report.results
-        if r.started > first_b_done and triple_of(r.json()) == old.triple
-    ]
-    assert not late_a, f"{len(late_a)} requests sent after a B answer were answered by A"
+    if workers == 1:
+        # One instance never goes back: a request sent after a B answer came back is B.
+        first_b_done = min(
+            r.started + r.latency for r in report.results if triple_of(r.json()) == new.triple
+        )
+        late_a = [
+            r.index
+            for r in report.results
+            if r.started > first_b_done and triple_of(r.json()) == old.triple
+        ]
+        assert not late_a, f"{len(late_a)} requests sent after a B answer were answered by A"
+    else:
+        # Instances each check the pointer: once every one had its refresh after the
+        # promote (at most REFRESH_SECONDS, and a load of a fraction of a second), none
+        # answers A. Requests sent from then on, spread over the workers, are all B.
+        time.sleep(max(0.0, swapped["done"] + 2 * REFRESH_SECONDS + 1.0 - time.monotonic()))
+        after = run(base, workload(employees)[:400], CONCURRENCY, timeout=10.0)
+        assert not after.failures() and len(after.results) == 400
+        late = [r.index for r in after.results if triple_of(r.json()) != new.triple]
+        assert not late, f"{len(late)} requests sent after every worker refreshed were not B"
 
 
 def test_two_retrains_in_one_second_never_share_a_version(
