@@ -79,15 +79,16 @@ def current_version(store: BlobStore) -> str:
     return str(pointer["version"])
 
 
-def load_bundle(store: BlobStore, version: str) -> ModelBundle:
-    """Read a published bundle; a missing or corrupted one raises :class:`ModelLoadError`."""
+def load_bundle(store: BlobStore, version: str, *, employees: bool = True) -> ModelBundle:
+    """Read a published bundle; a missing or corrupted one raises :class:`ModelLoadError`.
+    ``employees=False``: without the trained employees' rows (what serving needs)."""
     try:
         npz = store.read(f"models/{version}/{NPZ_NAME}")
         meta = store.read(f"models/{version}/{JSON_NAME}")
     except NotFoundError as exc:
         raise ModelLoadError(f"model {version} is incomplete: {exc}") from None
     try:
-        return ModelBundle.from_bytes(npz, meta)
+        return ModelBundle.from_bytes(npz, meta, employees=employees)
     except ModelLoadError as exc:
         raise ModelLoadError(f"models/{version}/{NPZ_NAME}: {describe_damage(npz, exc)}") from None
 

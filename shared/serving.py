@@ -326,7 +326,8 @@ def load_snapshot(
     """Load the table a pointer names and its model; raises ModelLoadError if anything is off."""
     options = options or RulesOptions()
     table = load_recommendations(store, str(pointer["version"]))
-    bundle = load_bundle(store, str(pointer["model_version"]))
+    # Everyone is described by the table: the model's own employee rows are not needed.
+    bundle = load_bundle(store, str(pointer["model_version"]), employees=False)
     if table.catalog is not None:  # the catalog as the precompute read it
         if len(table.catalog.ids) - table.catalog.n_new != len(bundle.item_ids):
             raise ModelLoadError(

@@ -14,7 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import http, impact, matrices, parse, precompute, quality, retrain, startup
+from benchmarks import (
+    enterprise,
+    http,
+    impact,
+    matrices,
+    parse,
+    precompute,
+    quality,
+    retrain,
+    startup,
+)
 from benchmarks.__main__ import NAMES
 from benchmarks.__main__ import main as dispatch
 from benchmarks.common import Table
@@ -227,3 +237,13 @@ def test_impact_simulates_two_arms_and_reports_new_trainings_apart() -> None:
     first, last = report["by_position"][0], report["by_position"][-1]
     assert first["clicked"]["rate"] > last["clicked"]["rate"]  # the position bias is seen
     assert "intervals apart" in impact.verdict(report)[1]
+
+
+def test_enterprise_measures_every_step_and_states_each_target(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = enterprise.main(["--users", "3000", "--trainings", "400", "--taken", "40000"])
+    out = capsys.readouterr().out
+    for figure in ("precompute", "first answer", "GET /recommendations", "POST", "one epoch"):
+        assert figure in out
+    assert out.count("target ") == 4 and status == (0 if "NOT MET" not in out else 1)

@@ -70,6 +70,22 @@ def test_round_trip_recommends_exactly_the_same(
     assert before.specs == after.specs
 
 
+def test_a_bundle_for_serving_leaves_out_the_employees_rows_and_scores_the_same(
+    trained: TrainedModel, serialized: tuple[bytes, bytes]
+) -> None:
+    full = ModelBundle.from_bytes(*serialized)
+    serving = ModelBundle.from_bytes(*serialized, employees=False)
+    serving.check()
+    assert len(serving.user_ids) == 0
+    assert serving.user_features.shape == (0, len(full.user_feature_names))
+    assert serving.taken.shape == (0, len(full.item_ids))
+    rows = full.user_features[:20]
+    for history in (np.ones(20, bool), np.zeros(20, bool)):
+        got = Recommender(serving).for_feature_rows(rows, history, 5)
+        want = Recommender(full).for_feature_rows(rows, history, 5)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
 def test_round_trip_keeps_every_array(
     trained: TrainedModel, serialized: tuple[bytes, bytes]
 ) -> None:
