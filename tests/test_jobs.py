@@ -249,3 +249,17 @@ def test_the_job_command_end_to_end_on_azurite(
     assert health["retrain_job"]["name"] == "retrain-8"
     assert health["retrain_job"]["version"] == health["versions"]["model_version"]
     assert "retrain-8: Completed (published" in describe_record(record)
+
+    # A job that fails once something serves: the previous version keeps serving, and
+    # /health says the last job failed.
+    pointer = json.loads(store.read(EXTRACTS_POINTER))
+    pointer["trainings"]["path"] = "extracts/trainings/gone.csv"
+    store.write(EXTRACTS_POINTER, json_bytes(pointer))
+    store.write(JOB_RECORD, json_bytes({"name": "retrain-9", "status": "Queued"}))
+    assert run_job(azurite, tmp_path, "retrain-9").returncode != 0
+    after = client.get("/health").json()
+    assert after["status"] == "degraded" and after["retrain_job"]["status"] == "Failed"
+    assert after["versions"] == health["versions"]
+    assert (
+        client.get(f"/recommendations/{small_data().users['User-Id'].iloc[0]}").status_code == 200
+    )
