@@ -599,14 +599,14 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
         f"{result.precompute.employees if result.precompute else 0} employees"
     )
     snapshot = _snapshot(args, config)
-    taken_counts = np.diff(snapshot.bundle.taken.indptr)
-    known_id = str(snapshot.bundle.user_ids[int(np.argmax(taken_counts > 3))])
+    taken_counts = np.diff(snapshot.table.taken.indptr)
+    known_id = str(snapshot.table.user_ids[int(np.argmax(taken_counts > 3))])
     known = recommend_known(snapshot, known_id, args.n, explain=True)
     new = recommend_new(snapshot, EXAMPLE_NEW_EMPLOYEE, args.n, contract_of(snapshot), explain=True)
     say("4/4 recommendations")
     row = data.users[data.users["User-Id"] == known_id].iloc[0]
     took = snapshot.bundle.item_titles[
-        snapshot.bundle.taken[int(np.argmax(taken_counts > 3))].indices
+        snapshot.table.taken[int(np.argmax(taken_counts > 3))].indices
     ]
     say(
         f"known employee {known_id} ({row['ou']}; skills {row['skills']}; "
