@@ -26,7 +26,6 @@ The Azure ML SDK is imported only when a job is submitted.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -35,8 +34,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shared.azureml import AzureMLSettings, make_client
-from shared.errors import ConfigurationError, LeaseUnavailableError, NotFoundError
-from shared.layout import EXTRACTS_POINTER, RETRAIN_JOB, RETRAIN_LOCK, json_bytes, read_pointer
+from shared.errors import ConfigurationError, LeaseUnavailableError
+from shared.layout import (
+    EXTRACTS_POINTER,
+    RETRAIN_JOB,
+    RETRAIN_LOCK,
+    json_bytes,
+    read_pointer,
+    utc_now,
+)
 from shared.storage import BlobStore
 
 log = logging.getLogger(__name__)
@@ -180,19 +186,11 @@ def job_specification(settings: JobSettings, environ: Mapping[str, str], stamp: 
 
 def read_record(store: BlobStore) -> dict[str, Any] | None:
     """What is known of the last retrain job, if any."""
-    try:
-        record: dict[str, Any] = json.loads(store.read(JOB_RECORD))
-    except NotFoundError:
-        return None
-    return record
+    return read_pointer(store, JOB_RECORD)[0] or None
 
 
 def write_record(store: BlobStore, record: Mapping[str, Any]) -> None:
     store.write(JOB_RECORD, json_bytes(dict(record)), content_type="application/json")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def submit_retrain(
@@ -216,7 +214,7 @@ def submit_retrain(
             record = read_record(store)
             if record and record.get("status") in UNFINISHED:
                 status = str(client.jobs.get(record["name"]).status)
-                record = {**record, "status": status, "checked_at": _now()}
+                record = {**record, "status": status, "checked_at": utc_now()}
                 if status in UNFINISHED:
                     log.info(
                         "retrain job %s is still %s: not submitting another", record["name"], status
@@ -230,7 +228,7 @@ def submit_retrain(
                 "name": job.name,
                 "status": str(job.status),
                 "studio_url": getattr(job, "studio_url", None),
-                "submitted_at": _now(),
+                "submitted_at": utc_now(),
                 "compute": settings.compute,
                 "previous": record,
             }
@@ -248,7 +246,7 @@ def record_outcome(store: BlobStore, job_name: str, outcome: Mapping[str, Any]) 
     record = read_record(store) or {"name": job_name}
     if record.get("name") != job_name:  # a job submitted by hand: keep the other's record
         record = {"name": job_name, "previous": record}
-    write_record(store, {**record, **outcome, "ended_at": _now()})
+    write_record(store, {**record, **outcome, "ended_at": utc_now()})
 
 
 def describe_record(record: Mapping[str, Any]) -> str:
