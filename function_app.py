@@ -5,6 +5,7 @@ Thin on purpose: it declares the functions and turns bindings into calls to
 """
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_sdk
 
 from shared.api import create_app
 from shared.settings import Config
@@ -43,8 +44,13 @@ def retrain_model(timer: func.TimerRequest) -> None:
     connection="DataStorage",
     source=func.BlobSource.EVENT_GRID,
 )
-def extract_dropped(blob: func.InputStream) -> None:
-    """Validate a dropped HR extract; precompute everyone's recommendations if accepted."""
+def extract_dropped(blob: blob_sdk.BlobClient) -> None:
+    """Validate a dropped HR extract; precompute everyone's recommendations if accepted.
+
+    Bound as a ``BlobClient`` (an SDK type binding): the host hands over where the blob
+    is, not its bytes, so a drop of hundreds of MB is read here a chunk at a time,
+    and one over the size limit is refused without being downloaded.
+    """
     from shared.runtime import on_extract_dropped
 
-    on_extract_dropped(blob.name or "", blob.read())
+    on_extract_dropped(blob)

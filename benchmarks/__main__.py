@@ -1,6 +1,6 @@
 """``python -m benchmarks NAME [--small] [options]`` — or ``all`` for every benchmark in turn.
 
-Names: precompute, matrices, retrain, http, startup, quality, parse, impact, enterprise.
+Names: precompute, matrices, retrain, http, startup, quality, parse, drop, impact, enterprise.
 Each prints its table (figures side by side, the ratio against its baseline, peak memory)
 and whether each target is met. ``--small`` runs at small sizes in a minute or so;
 ``NAME --help`` lists the options of one benchmark.
@@ -20,6 +20,7 @@ NAMES = (
     "startup",
     "quality",
     "parse",
+    "drop",
     "impact",
     "enterprise",
 )

@@ -83,7 +83,7 @@ def ensure_store(
     folder = root / f"store-{users}-{trainings}-{interactions}"
     if (folder / "recommendations" / "current.json").exists():
         return folder
-    from shared.pipeline import accept_extract, retrain
+    from shared.pipeline import drop_extract, retrain
     from shared.settings import Config
     from shared.storage import LocalFolderStore
 
@@ -102,7 +102,8 @@ def ensure_store(
     started = time.perf_counter()
     log(f"building the store {folder.name} (retrain with {epochs} epochs, cached)")
     for kind in ("users", "trainings", "trainings-taken"):
-        accept_extract(store, f"{kind}/{kind}.csv", paths[kind].read_bytes(), config)
+        with paths[kind].open("rb") as f:
+            drop_extract(store, f"{kind}/{kind}.csv", f, config)
     result = retrain(store, config)
     if result.status != "published":
         raise RuntimeError(f"could not build {folder}: retrain {result.status}")

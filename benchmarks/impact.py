@@ -52,7 +52,7 @@ def simulate(sizes: dict[str, int], seed: int = 0) -> dict[str, Any]:
     from fastapi.testclient import TestClient
 
     from shared.api import create_app
-    from shared.pipeline import accept_extract, precompute, retrain
+    from shared.pipeline import drop_extract, precompute, retrain
     from shared.settings import Config
     from shared.storage import LocalFolderStore
     from shared.synthetic import TEMPERATURE, generate
@@ -68,8 +68,7 @@ def simulate(sizes: dict[str, int], seed: int = 0) -> dict[str, Any]:
         def drop(kind: str, frame: pd.DataFrame) -> None:
             body = frame.to_csv(index=False).encode()
             name = f"{kind}/{kind}.csv"
-            store.write(f"hr-extracts/{name}", body)
-            assert accept_extract(store, name, body, config).status == "accepted"
+            assert drop_extract(store, name, body, config).status == "accepted"
 
         drop("users", data.users)
         drop("trainings", data.trainings[~trainings.isin(held)])

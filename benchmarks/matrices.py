@@ -23,6 +23,7 @@ name: they must be identical (same entries, equal values).
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -44,9 +45,9 @@ def load_frames(n_users: int, n_trainings: int, n_interactions: int) -> Any:
 
     paths = synthetic_csvs(n_users, n_trainings, n_interactions)
     return parse_all(
-        paths["users"].read_bytes(),
-        paths["trainings"].read_bytes(),
-        paths["trainings-taken"].read_bytes(),
+        io.BytesIO(paths["users"].read_bytes()),
+        io.BytesIO(paths["trainings"].read_bytes()),
+        io.BytesIO(paths["trainings-taken"].read_bytes()),
         Config().contract,
     )
 

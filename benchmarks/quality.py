@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -141,7 +142,7 @@ def evaluate_regime(
     data = generate(sizes["users"], sizes["trainings"], sizes["interactions"], seed, name)
     config = Config()
     csv = [frame.to_csv(index=False).encode() for frame in (data.users, data.trainings, data.taken)]
-    extracts = parse_all(*csv, config.contract)
+    extracts = parse_all(*(io.BytesIO(body) for body in csv), config.contract)
     regime = Regime(name)
 
     def dataset_of(cfg: Any) -> Any:

@@ -122,7 +122,7 @@ def instrument(phases: Phases) -> None:
 
 def prepare_store(sizes: dict[str, int], config: Any, folder: Path, root: Path = CACHE) -> Any:
     """A fresh local-folder store with the three synthetic extracts accepted (not timed)."""
-    from shared.pipeline import accept_extract
+    from shared.pipeline import drop_extract
     from shared.storage import LocalFolderStore
 
     paths = synthetic_csvs(sizes["users"], sizes["trainings"], sizes["interactions"], root=root)
@@ -130,7 +130,8 @@ def prepare_store(sizes: dict[str, int], config: Any, folder: Path, root: Path =
         shutil.rmtree(folder)
     store = LocalFolderStore(folder)
     for kind in ("users", "trainings", "trainings-taken"):
-        result = accept_extract(store, f"{kind}/{kind}.csv", paths[kind].read_bytes(), config)
+        with paths[kind].open("rb") as f:
+            result = drop_extract(store, f"{kind}/{kind}.csv", f, config)
         if result.status != "accepted":
             raise RuntimeError(f"{kind}: {result.status} {result.report}")
     return store

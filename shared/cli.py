@@ -123,16 +123,14 @@ def cmd_generate(args: argparse.Namespace, config: Config) -> None:
 
 
 def cmd_drop(args: argparse.Namespace, config: Config) -> None:
-    from shared.layout import DROP_CONTAINER
-    from shared.pipeline import accept_extract
+    from shared.pipeline import drop_extract
 
     store = _store(args)
     file = Path(args.file)
     kind = args.kind or ""
     name = f"{kind}/{file.name}" if kind else file.name
-    data = file.read_bytes()
-    store.write(f"{DROP_CONTAINER}/{name}", data)
-    result = accept_extract(store, name, data, config)
+    with file.open("rb") as f:
+        result = drop_extract(store, name, f, config)
     human = f"{result.status}: {file} → {result.path}"
     if result.status == "rejected":
         human += "\n" + str(result.report["message"])
@@ -171,16 +169,17 @@ def _raw_extracts(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     frames: dict[str, Any] = {}
     if args.extracts:
         for path in sorted(Path(args.extracts).glob("*.csv")):
-            data = path.read_bytes()
-            kind = detect_kind(path.name, data, config.contract)[0]
-            if kind is not None:
-                frames[kind] = read_table(data, str(path), limits).frame
+            with path.open("rb") as stream:
+                kind = detect_kind(path.name, stream, config.contract)[0]
+                if kind is not None:
+                    frames[kind] = read_table(stream, str(path), limits).frame
     else:
         store = _store(args)
         pointer, _ = read_pointer(store, EXTRACTS_POINTER)
         for kind, entry in pointer.items():
             blob = str(entry["path"])
-            frames[kind] = read_table(store.read(blob), blob, limits).frame
+            with store.blob(blob).open() as stream:
+                frames[kind] = read_table(stream, blob, limits).frame
     if not frames:
         where = args.extracts or "the store"
         raise TrainingRecommenderError(f"no extract to check in {where} (users, trainings…)")
@@ -564,8 +563,7 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     """generate → drop → train → evaluate → publish → precompute → show two employees."""
     import numpy as np
 
-    from shared.layout import DROP_CONTAINER
-    from shared.pipeline import accept_extract, retrain
+    from shared.pipeline import drop_extract, retrain
     from shared.serving import contract_of, recommend_known, recommend_new
     from shared.synthetic import generate, write_csvs
 
@@ -579,10 +577,8 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
     paths = write_csvs(data, Path(args.out))
     say(f"2/4 dropping the extracts into {store.describe}")
     for kind in ("users", "trainings", "trainings-taken"):
-        name = f"{kind}/{paths[kind].name}"
-        payload = paths[kind].read_bytes()
-        store.write(f"{DROP_CONTAINER}/{name}", payload)
-        accepted = accept_extract(store, name, payload, config)
+        with paths[kind].open("rb") as f:
+            accepted = drop_extract(store, f"{kind}/{paths[kind].name}", f, config)
         say(f"    {kind:<16} {accepted.status}")
     say("3/4 training, evaluating, publishing and precomputing")
     result = retrain(

@@ -12,11 +12,11 @@ import secrets
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import pandas as pd
 
@@ -51,6 +51,7 @@ from shared.layout import (
 )
 from shared.metadata import ModelMetadata
 from shared.modeling import OracleFn, TrainedModel, train_model
+from shared.reading import too_big
 from shared.registry import current_version, load_bundle, metadata_of, publish, write_version
 from shared.schema import (
     ALL_KINDS,
@@ -64,7 +65,7 @@ from shared.schema import (
     parse_extract,
 )
 from shared.settings import Config, DataContract
-from shared.storage import BlobStore, Lease
+from shared.storage import BlobStore, Lease, Readable
 from shared.table import compute_recommendations
 from shared.training import EpochRecord
 
@@ -94,17 +95,18 @@ def _normalized(name: str) -> str:
 
 
 def extract_kind(
-    blob_name: str, data: bytes = b"", contract: DataContract | None = None
+    blob_name: str, stream: BinaryIO | None = None, contract: DataContract | None = None
 ) -> str | None:
     """The extract kind of a dropped blob (see :func:`detect_kind`)."""
-    return detect_kind(blob_name, data, contract)[0]
+    return detect_kind(blob_name, stream, contract)[0]
 
 
 def detect_kind(
-    blob_name: str, data: bytes = b"", contract: DataContract | None = None
+    blob_name: str, stream: BinaryIO | None = None, contract: DataContract | None = None
 ) -> tuple[str | None, str]:
     """The extract kind from the blob's folder, else from the start of its file name
-    (``-``, ``_``, spaces and case alike), else from its columns; and why."""
+    (``-``, ``_``, spaces and case alike), else from the columns at the start of
+    ``stream``; and why."""
     path = PurePosixPath(blob_name)
     if len(path.parts) > 1 and _normalized(path.parts[0]) in ALL_KINDS:
         return _normalized(path.parts[0]), f"its folder {path.parts[0]}/"
@@ -112,16 +114,22 @@ def detect_kind(
     for kind in sorted(ALL_KINDS, key=len, reverse=True):  # "trainings-taken" first
         if stem.startswith(kind):
             return kind, f"its file name {path.name!r}"
-    if data:
-        names = header_of(data)
+    if stream is not None:
+        names = header_of(stream)
         kinds = kinds_with_columns(names, contract or DataContract())
         if len(kinds) == 1:
             return kinds[0], f"its columns ({', '.join(names)})"
     return None, "neither its folder, its file name nor its columns say"
 
 
-def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config) -> AcceptResult:
+def accept_extract(
+    store: BlobStore, blob_name: str, config: Config, *, blob: Readable | None = None
+) -> AcceptResult:
     """Validate a dropped extract and make it the current one of its kind, or quarantine it.
+
+    The drop is read as a stream, a piece at a time, and copied where it goes without
+    being read again (server-side on Azure): one over ``contract.limits.max_bytes`` is
+    quarantined without a byte of it read.
 
     Validation failures are deterministic, so they are reported, not raised: raising
     would make the Functions runtime retry five times and poison the blob. Storage
@@ -131,31 +139,41 @@ def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config
     ----------
     blob_name
         The name inside the ``hr-extracts`` container, e.g. ``users/2026-11.csv``.
+    blob
+        The drop as the blob trigger bound it; by default, read from ``store``.
     """
     source = f"{DROP_CONTAINER}/{blob_name}"
-    kind, why = detect_kind(blob_name, data, config.contract)
+    blob = blob or store.blob(source)
+    kind, why = detect_kind(blob_name)
     matches: list[Match] = []
-    try:
-        if kind is None:
-            folders = ", ".join(f"{k}/" for k in ALL_KINDS)
-            message = f"cannot tell the extract kind ({why}): put it under one of {folders}"
-            raise ExtractError(source, [Problem(source, message)])
-        frame, report = parse_extract(kind, data, config.contract, source)
-        matches = _fit_with_current(store, kind, frame, config.contract)
-        fatal = crosscheck.problems(matches, source) + _usable(kind, frame, config, source)
-        if fatal:
-            raise ExtractError(source, fatal)
-    except ExtractError as exc:
-        if kind is not None and not why.startswith("its folder"):
-            assumed = Problem(
-                source,
-                f"read as a {kind} extract from {why}; if it is another kind, drop it under "
-                "that kind's folder (or: python -m shared drop --kind KIND FILE)",
-            )
-            exc = ExtractError(source, [assumed, *exc.problems])
-        return _reject(store, blob_name, data, kind, exc, matches)
+    with blob.open() as stream:
+        try:
+            limit = config.contract.limits.max_bytes
+            if blob.size > limit:
+                raise ExtractError(source, [too_big(source, blob.size, limit)])
+            if kind is None:
+                kind, why = detect_kind(blob_name, stream, config.contract)
+            if kind is None:
+                folders = ", ".join(f"{k}/" for k in ALL_KINDS)
+                message = f"cannot tell the extract kind ({why}): put it under one of {folders}"
+                raise ExtractError(source, [Problem(source, message)])
+            frame, report = parse_extract(kind, stream, config.contract, source)
+            matches = _fit_with_current(store, kind, frame, config.contract)
+            fatal = crosscheck.problems(matches, source) + _usable(kind, frame, config, source)
+            if fatal:
+                raise ExtractError(source, fatal)
+        except ExtractError as exc:
+            if kind is not None and not why.startswith("its folder"):
+                assumed = Problem(
+                    source,
+                    f"read as a {kind} extract from {why}; if it is another kind, drop it under "
+                    "that kind's folder (or: python -m shared drop --kind KIND FILE)",
+                )
+                exc = ExtractError(source, [assumed, *exc.problems])
+            return _reject(store, blob_name, blob.etag, kind, exc, matches)
 
-    digest = hashlib.sha256(data).hexdigest()
+    digest = report.sha256
+    assert digest is not None  # a parse that returns has read every byte
     for _ in range(POINTER_RETRIES):
         pointer, etag = read_pointer(store, EXTRACTS_POINTER)
         current = pointer.get(kind, {})
@@ -164,7 +182,7 @@ def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config
             return AcceptResult("unchanged", kind, current["path"], _with(report, matches))
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         path = f"extracts/{kind}/{stamp}-{digest[:12]}.csv"
-        store.write(path, data, content_type="text/csv")
+        store.copy(source, path, source_etag=blob.etag)
         store.write(path.removesuffix(".csv") + ".report.json", json_bytes(_with(report, matches)))
         entry = {
             "path": path,
@@ -184,6 +202,15 @@ def accept_extract(store: BlobStore, blob_name: str, data: bytes, config: Config
     )
 
 
+def drop_extract(
+    store: BlobStore, blob_name: str, data: bytes | BinaryIO, config: Config
+) -> AcceptResult:
+    """Drop an extract into ``hr-extracts/`` (a file is uploaded a piece at a time), then
+    accept it as the blob trigger does: the CLI's ``drop`` and the demo's."""
+    store.write(f"{DROP_CONTAINER}/{blob_name}", data)
+    return accept_extract(store, blob_name, config)
+
+
 def _with(report: ValidationReport, matches: list[Match]) -> dict[str, Any]:
     return {**report.to_dict(), "matches": [m.to_dict() for m in matches]}
 
@@ -199,7 +226,8 @@ def _fit_with_current(
         if other not in pointer:
             return None
         path = str(pointer[other]["path"])
-        return parse_extract(other, store.read(path), contract, path)[0]
+        with store.blob(path).open() as stream:
+            return parse_extract(other, stream, contract, path)[0]
 
     checks = contract.checks
     if kind == "roles":
@@ -245,7 +273,7 @@ def _usable(kind: str, frame: pd.DataFrame, config: Config, source: str) -> list
 def _reject(
     store: BlobStore,
     blob_name: str,
-    data: bytes,
+    etag: str,
     kind: str | None,
     exc: ExtractError,
     matches: list[Match] | None = None,
@@ -266,7 +294,7 @@ def _reject(
         "matches": [m.to_dict() for m in matches or []],
         "message": str(exc),
     }
-    store.write(target, data)
+    store.copy(f"{DROP_CONTAINER}/{blob_name}", target, source_etag=etag)
     store.write(str(PurePosixPath(target).with_suffix("")) + ".error.json", json_bytes(report))
     store.delete(
         f"{DROP_CONTAINER}/{blob_name}"
@@ -299,14 +327,21 @@ def load_current_data(store: BlobStore, config: Config) -> CurrentData:
         where = f"drop them under {DROP_CONTAINER}/<kind>/"
         raise NotFoundError(f"no accepted extract yet for: {', '.join(missing)} ({where})")
     kinds = [kind for kind in ALL_KINDS if kind in pointer]
-    blobs = {kind: store.read(pointer[kind]["path"]) for kind in kinds}
     sources: dict[str, str] = {kind: str(pointer[kind]["path"]) for kind in kinds}
-    extracts = parse_all(
-        blobs["users"], blobs["trainings"], blobs["trainings-taken"], config.contract, sources
-    )
-    if "roles" in blobs:
-        roles, report = parse_extract("roles", blobs["roles"], config.contract, sources["roles"])
-        extracts = replace(extracts, roles=roles, reports=(*extracts.reports, report))
+    with ExitStack() as opened:
+        streams = {kind: opened.enter_context(store.blob(sources[kind]).open()) for kind in kinds}
+        extracts = parse_all(
+            streams["users"],
+            streams["trainings"],
+            streams["trainings-taken"],
+            config.contract,
+            sources,
+        )
+        if "roles" in streams:
+            roles, report = parse_extract(
+                "roles", streams["roles"], config.contract, sources["roles"]
+            )
+            extracts = replace(extracts, roles=roles, reports=(*extracts.reports, report))
     return CurrentData(extracts, {kind: pointer[kind]["sha256"][:12] for kind in kinds})
 
 

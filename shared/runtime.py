@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.appsettings import AppSettings
 from shared.errors import NoModelError, NotFoundError
@@ -23,6 +23,9 @@ from shared.pipeline import (
 )
 from shared.settings import Config
 from shared.storage import BlobStore
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +54,18 @@ def app_config() -> Config:
     return app_settings().config()
 
 
-def on_extract_dropped(blob_name: str, data: bytes) -> tuple[AcceptResult, PrecomputeResult | None]:
-    """Blob trigger body: accept (or quarantine) the extract, then precompute if it changed."""
+def on_extract_dropped(client: BlobClient) -> tuple[AcceptResult, PrecomputeResult | None]:
+    """Blob trigger body: accept (or quarantine) the extract, then precompute if it changed.
+
+    ``client`` is the dropped blob as the trigger binds it (a ``BlobClient``, the SDK
+    type of ``azurefunctions-extensions-bindings-blob``): nothing of it was read yet.
+    Its size is checked from its properties, then it is read a chunk at a time.
+    """
+    from shared.storage.azure import AzureReadable
+
     store, config = app_store(), app_config()
-    name = blob_name.split("/", 1)[1] if blob_name.startswith("hr-extracts/") else blob_name
-    accepted = accept_extract(store, name, data, config)
+    blob = AzureReadable(client, f"{client.container_name}/{client.blob_name}")
+    accepted = accept_extract(store, client.blob_name, config, blob=blob)
     if accepted.status != "accepted":
         return accepted, None
     try:

@@ -9,7 +9,6 @@ in the :class:`ValidationReport`. Identifiers stay strings: ``"00123"`` is not
 
 from __future__ import annotations
 
-import codecs
 import csv
 import difflib
 import io
@@ -19,13 +18,14 @@ import warnings
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal, TextIO
 
 import numpy as np
 import pandas as pd
 
 from shared.errors import ExtractError, Problem
 from shared.ids import DECIMAL_ID, clean_id, id_problem
+from shared.reading import Text, read_up_to
 from shared.settings import DataContract, EntityColumns, Limits, TakenColumns
 
 Kind = Literal["users", "trainings", "trainings-taken", "roles"]
@@ -49,6 +49,8 @@ class ValidationReport:
     # below min_weight
     # Every row read and not kept, by reason: rows_read = rows_kept + sum(dropped).
     dropped: dict[str, int] = field(default_factory=dict)
+    # Of the file's bytes, read in the same pass as its rows (the extracts pointer keeps it).
+    sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,21 +69,20 @@ class _Table:
     """A parsed CSV: string cells, plus the file line of each record (computed on demand)."""
 
     source: str
-    raw: bytes  # the file as UTF-8 (its own bytes when it was): what pandas read
+    text: Text  # the file's text, read again from its stream to locate problems
     delimiter: str
     frame: pd.DataFrame
     repairs: list[Problem] = field(default_factory=list)  # how the file was read differently
 
-    @property
+    @cached_property
     def head(self) -> str:
         """The start of the text: enough for the header record."""
-        return self.raw[: 1 << 20].decode("utf-8-sig", errors="ignore")
+        return self.text.head()
 
     @cached_property
     def _record_lines(self) -> np.ndarray:
-        # pandas does not keep line numbers; only paid for when reporting, and read off
-        # the bytes a line at a time (no decoded copy of the whole file held).
-        records = _records(_byte_lines(self.raw), self.delimiter)
+        # pandas does not keep line numbers: only paid for when reporting, a line at a time.
+        records = _records(self.text.lines(), self.delimiter)
         starts = np.fromiter((line for line, _ in records), np.int32)
         return starts[1:]  # the header is not a record
 
@@ -99,94 +100,10 @@ class _Table:
         return Problem(self.source, message, listed[0], column, count=len(positions))
 
 
-def _decode(data: bytes, source: str) -> str:
-    return _decode_as(data, source)[0]
-
-
-def _decode_as(data: bytes, source: str) -> tuple[str, str]:
-    """The text, and the encoding it was read with."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text" export
-        try:
-            return data.decode("utf-16"), "utf-16"
-        except UnicodeDecodeError as exc:
-            raise ExtractError(
-                source, [Problem(source, f"unreadable UTF-16: {exc.reason}")]
-            ) from None
-    encoding = _utf16_without_bom(data)
-    if encoding is not None:  # Excel's "Unicode text" saved by a tool that drops the BOM
-        try:
-            return data.decode(encoding), encoding
-        except UnicodeDecodeError as exc:
-            message = f"unreadable {encoding.upper()}: {exc.reason}"
-            raise ExtractError(source, [Problem(source, message)]) from None
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        message = f"binary content, not a CSV file (NUL byte at offset {nul})"
-        raise ExtractError(source, [Problem(source, message, data[:nul].count(b"\n") + 1)])
-    try:
-        return data.decode("utf-8-sig"), "utf-8-sig"
-    except UnicodeDecodeError as exc:
-        _refuse_mixed_encodings(data, exc, source)
-    try:
-        return data.decode("cp1252"), "cp1252"  # Excel's "CSV" export on Western Windows
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        message = f"unreadable encoding: neither UTF-8 nor cp1252 (byte {data[exc.start]:#04x})"
-        raise ExtractError(source, [Problem(source, message, line)]) from None
-
-
-def _utf16_without_bom(data: bytes) -> str | None:
-    """UTF-16 text without its byte order mark: every other byte of a Latin text is 0."""
-    sample = data[:4096]
-    if len(sample) < 4:
-        return None
-    even, odd = sample[0::2], sample[1::2]
-    if odd.count(0) >= 0.9 * len(odd) and even.count(0) <= 0.1 * len(even):
-        return "utf-16-le"
-    if even.count(0) >= 0.9 * len(even) and odd.count(0) <= 0.1 * len(odd):
-        return "utf-16-be"
-    return None
-
-
-def _refuse_mixed_encodings(data: bytes, exc: UnicodeDecodeError, source: str) -> None:
-    """A file that is partly UTF-8 (accented text decodes) and partly not was pasted
-    together from two exports: decoding it all as cp1252 would garble the UTF-8 part."""
-    bad_line = data[: exc.start].count(b"\n") + 1
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if line.isascii():
-            continue
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        message = (
-            f"mixed encodings: line {number} is UTF-8 but line {bad_line} is not "
-            "(save the whole file in one encoding, preferably UTF-8)"
-        )
-        raise ExtractError(source, [Problem(source, message, bad_line)])
-
-
 def _sniff_delimiter(header: str) -> str:
     # Tab: Excel's "Unicode text" export; otherwise whichever of , and ; the header uses more.
     counts = {delimiter: header.count(delimiter) for delimiter in (",", ";", "\t")}
     return max(counts, key=lambda d: (counts[d], d == ","))
-
-
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
-_BYTE_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
-
-
-def _text_lines(text: str) -> Iterator[str]:
-    """The lines as io.StringIO(text, newline="") splits them, without its copy of the
-    whole text (four bytes a character)."""
-    return (found.group() for found in _LINE.finditer(text))
-
-
-def _byte_lines(raw: bytes) -> Iterator[str]:
-    """The lines of UTF-8 bytes, each decoded on its own (no line break is part of a
-    multi-byte character in UTF-8)."""
-    lines = _BYTE_LINE.finditer(raw[3:] if raw.startswith(codecs.BOM_UTF8) else raw)
-    return (found.group().decode("utf-8") for found in lines)
 
 
 def _records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
@@ -215,40 +132,40 @@ def _records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[s
         return
 
 
-def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table:
-    """Decode and parse CSV bytes into string cells; raise on what cannot be parsed."""
+def read_table(stream: BinaryIO, source: str, limits: Limits | None = None) -> _Table:
+    """Parse the CSV bytes of ``stream`` (seekable) into string cells, a piece at a time;
+    raise on what cannot be parsed. The file is never held whole (see :mod:`shared.reading`).
+    """
     limits = limits or Limits()
-    if len(data) > limits.max_bytes:
-        message = f"the file has {len(data)} bytes, over the limit of {limits.max_bytes}"
-        raise ExtractError(source, [Problem(source, message)])
-    text, encoding = _decode_as(data, source)
-    if not text or text.isspace():
+    text = Text(stream, source, limits.max_bytes)
+    return text.decoded(lambda: _read_table(text, limits))
+
+
+def _read_table(text: Text, limits: Limits) -> _Table:
+    source = text.source
+    if text.is_blank():
         raise ExtractError(source, [Problem(source, "the file is empty", 1)])
-    text, declared = _without_sep_line(text)
-    header = _first_line(text)
-    delimiter = declared or _sniff_delimiter(header)
+    header = _first_line(text.head())
+    delimiter = text.declared or _sniff_delimiter(header)
     names = _names(header, delimiter)
     while names and not names[-1]:  # Excel keeps empty columns right of the data
         names.pop()
-    # pandas reads bytes: the file's own when they are UTF-8 as they stand (no copy),
-    # and the text is not held meanwhile.
-    raw = data if declared is None and encoding == "utf-8-sig" else text.encode("utf-8")
-    del text
     try:
-        frame = _read_csv(raw, delimiter)
+        frame = _read_csv(text.reader(), delimiter, empty=_names(header, delimiter))
+    except UnicodeDecodeError:
+        raise  # a ValueError too, but for Text.decoded
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError) as exc:
-        text = raw.decode("utf-8-sig")
+        text.check_all()  # what a whole read would refuse comes first (binary content)
         padded = _padded(text, delimiter, names)
         if padded is None:
-            problems = _field_count_problems(text, delimiter, source, exc)
-            raise ExtractError(source, problems) from None
+            raise ExtractError(source, _field_count_problems(text, delimiter, exc)) from None
         frame = padded
     if len(frame) > limits.max_rows:
         message = f"the file has {len(frame)} rows, over the limit of {limits.max_rows}"
         raise ExtractError(source, [Problem(source, message, limits.max_rows + 2)])
     repairs = []
-    if declared:
-        message = f"read with the delimiter {declared!r} that its first line declares"
+    if text.declared:
+        message = f"read with the delimiter {text.declared!r} that its first line declares"
         repairs.append(Problem(source, message, 1))
     if len(frame.columns) > len(names) and not _filled(frame, len(names)):
         ignored = len(frame.columns) - len(names)
@@ -256,7 +173,7 @@ def read_table(data: bytes, source: str, limits: Limits | None = None) -> _Table
         repairs.append(Problem(source, message, 1))
         frame = frame.iloc[:, : len(names)]
     frame.columns = [str(c).strip() for c in frame.columns]
-    return _Table(source, raw, delimiter, frame, repairs)
+    return _Table(source, text, delimiter, frame, repairs)
 
 
 def _first_line(text: str) -> str:
@@ -275,13 +192,13 @@ def _names(header: str, delimiter: str) -> list[str]:
         return []
 
 
-def _padded(text: str, delimiter: str, names: list[str]) -> pd.DataFrame | None:
+def _padded(text: Text, delimiter: str, names: list[str]) -> pd.DataFrame | None:
     """Rows longer than the header, read anyway when what they hold past it is empty
     (Excel pads every row to its widest one); else None."""
-    widest = max((len(r) for _, r in _records(_text_lines(text), delimiter)), default=0)
+    widest = max((len(r) for _, r in _records(text.lines(), delimiter)), default=0)
     padded = [*names, *(f"\x00{i}" for i in range(len(names), widest))]
     try:
-        frame = _read_csv(text.encode("utf-8"), delimiter, padded)
+        frame = _read_csv(text.reader(), delimiter, padded)
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
         return None
     return None if _filled(frame, len(names)) else frame
@@ -292,21 +209,14 @@ def _filled(frame: pd.DataFrame, width: int) -> bool:
     return bool((frame.iloc[:, width:] != "").to_numpy().any())
 
 
-def _without_sep_line(text: str) -> tuple[str, str | None]:
-    """Excel's ``sep=;`` first line: its delimiter, and the text with the line blanked
-    (kept as an empty line, so that every other line keeps its number)."""
-    found = re.match(r'"?sep=([^\r\n])"?[ \t]*(?=\r|\n|$)', text)
-    if not found:
-        return text, None
-    return text[found.end() :], found.group(1)
+CHUNK_ROWS = 25_000  # rows parsed at once: bounds the cells held as Python strings
 
 
-CHUNK_ROWS = 100000  # rows parsed at once: bounds the cells held as Python strings
-
-
-def _read_csv(raw: bytes, delimiter: str, names: list[str] | None = None) -> pd.DataFrame:
+def _read_csv(
+    reader: TextIO, delimiter: str, names: list[str] | None = None, empty: list[str] | None = None
+) -> pd.DataFrame:
     """The cells, under ``names`` (the header row skipped) when given, as categoricals
-    over their sorted distinct values.
+    over their sorted distinct values; a file without rows has the columns ``empty``.
 
     Read a chunk at a time, each chunk's cells folded into codes of the distinct values
     seen so far: a column of a million cells is then a million small codes and a few
@@ -319,9 +229,8 @@ def _read_csv(raw: bytes, delimiter: str, names: list[str] | None = None) -> pd.
         # A first row longer than the header is only a warning for pandas, which
         # would then drop cells silently.
         warnings.simplefilter("error", pd.errors.ParserWarning)
-        reader = pd.read_csv(
-            io.BytesIO(raw),
-            encoding="utf-8-sig",
+        chunks = pd.read_csv(
+            reader,
             sep=delimiter,
             dtype=str,
             keep_default_na=False,
@@ -333,8 +242,8 @@ def _read_csv(raw: bytes, delimiter: str, names: list[str] | None = None) -> pd.
             names=names,
             chunksize=CHUNK_ROWS,
         )
-        with reader:
-            for chunk in reader:
+        with reader, chunks:
+            for chunk in chunks:
                 columns = [str(c) for c in chunk.columns]
                 for position, column in enumerate(columns):
                     local, values = pd.factorize(chunk.iloc[:, position].to_numpy(dtype=object))
@@ -344,7 +253,7 @@ def _read_csv(raw: bytes, delimiter: str, names: list[str] | None = None) -> pd.
                     )
                     codes.setdefault(column, []).append(into[local].astype(np.int32))
     if not codes:  # a header and no row
-        header = names or _names(_first_line(raw.decode("utf-8-sig")), delimiter)
+        header = names or empty or []
         return pd.DataFrame({c: pd.Series([], dtype=str) for c in header})
     # A column's parts are let go as soon as it is built, and the frame takes the
     # columns as they are (no copy).
@@ -362,14 +271,18 @@ def _sorted_categorical(parts: list[np.ndarray], values: dict[str, int]) -> pd.C
     )
 
 
-def header_of(data: bytes) -> list[str]:
-    """The column names of an extract (stripped), or [] when it cannot be read."""
+def header_of(stream: BinaryIO) -> list[str]:
+    """The column names of an extract (stripped), or [] when it cannot be read; read off
+    its first 64 KiB, and the stream left where it was."""
+    start = stream.tell()
+    head = read_up_to(stream, 64 * 1024)
+    stream.seek(start)
     try:
-        text = _decode(data[: 64 * 1024], "header")
+        text = Text(io.BytesIO(head), "header", len(head))
+        header = _first_line(text.decoded(text.head))
     except ExtractError:
         return []
-    header = _first_line(text)
-    return _names(header, _sniff_delimiter(header))
+    return _names(header, text.declared or _sniff_delimiter(header))
 
 
 def kinds_with_columns(names: Collection[str], contract: DataContract) -> list[Kind]:
@@ -453,10 +366,11 @@ def _distinct_value_problems(
     return problems
 
 
-def _field_count_problems(text: str, delimiter: str, source: str, exc: Exception) -> list[Problem]:
+def _field_count_problems(text: Text, delimiter: str, exc: Exception) -> list[Problem]:
+    source = text.source
     header: list[str] | None = None
     problems: list[Problem] = []
-    for start, record in _records(_text_lines(text), delimiter):
+    for start, record in _records(text.lines(), delimiter):
         if header is None:
             header = record
         elif len(record) > len(header):
@@ -472,10 +386,10 @@ def _field_count_problems(text: str, delimiter: str, source: str, exc: Exception
     return [Problem(source, f"malformed CSV: {exc}")]
 
 
-def _unclosed_quote_line(text: str) -> int | None:
+def _unclosed_quote_line(text: Text) -> int | None:
     """The line where a quote opens that no later quote closes ("" escapes count twice)."""
     inside, opened = False, None
-    for number, line in enumerate(re.split(r"\r\n|\r|\n", text), start=1):
+    for number, line in enumerate(text.lines(), start=1):
         if line.count('"') % 2:
             inside = not inside
             opened = number if inside else None
@@ -485,7 +399,7 @@ def _unclosed_quote_line(text: str) -> int | None:
 def _header_problems(
     table: _Table, required: list[str], renamed: dict[str, str] | None = None
 ) -> list[Problem]:
-    line, raw_header = next(_records(_text_lines(table.head), table.delimiter), (1, []))
+    line, raw_header = next(_records(io.StringIO(table.head, newline=""), table.delimiter), (1, []))
     # The names as read: empty columns right of the data dropped, case repairs applied.
     names = [(renamed or {}).get(h.strip(), h.strip()) for h in raw_header]
     names = names[: len(table.frame.columns)]
@@ -700,7 +614,7 @@ def _fmt(value: float) -> str:
 
 
 def parse_entities(
-    data: bytes,
+    stream: BinaryIO,
     columns: EntityColumns,
     source: str,
     kind: Kind,
@@ -723,7 +637,7 @@ def parse_entities(
     """
     limits = limits or Limits()
     wanted = [columns.id, *([columns.title] if columns.title else []), *columns.features]
-    table = _read_with_columns(data, source, limits, wanted, list(columns.extra))
+    table = _read_with_columns(stream, source, limits, wanted, list(columns.extra))
 
     attributes = [name for name in columns.features if name not in columns.bands]
     frame = _strip(
@@ -759,7 +673,9 @@ def parse_entities(
     clean = clean.reset_index(drop=True)
     for name in attributes:  # values only dropped rows had are no attribute values
         clean[name] = clean[name].cat.remove_unused_categories()
-    report = ValidationReport(source, kind, len(frame), len(clean), tuple(problems), {}, dropped)
+    report = ValidationReport(
+        source, kind, len(frame), len(clean), tuple(problems), {}, dropped, table.text.sha256
+    )
     return clean, report
 
 
@@ -772,14 +688,18 @@ def _tally(dropped: dict[str, int], reason: str, kept_before: int, keep: pd.Seri
 
 
 def _read_with_columns(
-    data: bytes, source: str, limits: Limits, wanted: list[str], optional: list[str] | None = None
+    stream: BinaryIO,
+    source: str,
+    limits: Limits,
+    wanted: list[str],
+    optional: list[str] | None = None,
 ) -> _Table:
     """Read an extract that must have ``wanted`` columns and at least one data row.
 
     A column whose name differs from a configured one only by case or spacing
     (``user-id``, `` OU``) is read as that column, and the repair reported.
     """
-    table = read_table(data, source, limits)
+    table = read_table(stream, source, limits)
     renamed = _match_case(table, [*wanted, *(optional or [])])
     fatal = _header_problems(table, wanted, renamed)
     if not fatal and table.frame.empty:
@@ -854,7 +774,7 @@ def _band_and_blank_cells(
 
 
 def parse_taken(
-    data: bytes,
+    stream: BinaryIO,
     contract: DataContract,
     source: str,
     known_users: pd.Index | None = None,
@@ -876,7 +796,7 @@ def parse_taken(
     cols = contract.taken
     optional = [c for c in (cols.weight, cols.date) if c]
     table = _read_with_columns(
-        data, source, contract.limits, [cols.user_id, cols.training_id], optional
+        stream, source, contract.limits, [cols.user_id, cols.training_id], optional
     )
     _require_weights(table, cols)
 
@@ -922,7 +842,14 @@ def parse_taken(
         notes["repeated_pairs_merged"] = rows_before - len(clean)
         dropped["repeated pair merged (highest weight kept)"] = rows_before - len(clean)
     report = ValidationReport(
-        source, "trainings-taken", len(frame), len(clean), tuple(problems), notes, dropped
+        source,
+        "trainings-taken",
+        len(frame),
+        len(clean),
+        tuple(problems),
+        notes,
+        dropped,
+        table.text.sha256,
     )
     return clean, report
 
@@ -1085,12 +1012,13 @@ def _dense_rank(values: np.ndarray) -> np.ndarray:
 
 
 def parse_extract(
-    kind: str, data: bytes, contract: DataContract, source: str
+    kind: str, stream: BinaryIO, contract: DataContract, source: str
 ) -> tuple[pd.DataFrame, ValidationReport]:
-    """Parse one extract of the given kind (without cross-checking ids against the others)."""
+    """Parse one extract of the given kind (without cross-checking ids against the others)
+    from a seekable binary stream, read a piece at a time."""
     if kind == "users":
         return parse_entities(
-            data,
+            stream,
             contract.users,
             source,
             "users",
@@ -1099,7 +1027,7 @@ def parse_extract(
         )
     if kind == "trainings":
         return parse_entities(
-            data,
+            stream,
             contract.trainings,
             source,
             "trainings",
@@ -1107,10 +1035,10 @@ def parse_extract(
             limits=contract.limits,
         )
     if kind == "trainings-taken":
-        return parse_taken(data, contract, source)
+        return parse_taken(stream, contract, source)
     if kind == "roles":
         return parse_entities(
-            data,
+            stream,
             contract.roles,
             source,
             "roles",
@@ -1135,9 +1063,9 @@ class Extracts:
 
 
 def parse_all(
-    users: bytes,
-    trainings: bytes,
-    taken: bytes,
+    users: BinaryIO,
+    trainings: BinaryIO,
+    taken: BinaryIO,
     contract: DataContract,
     sources: dict[str, str] | None = None,
 ) -> Extracts:

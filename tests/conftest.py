@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,18 +164,23 @@ def store(request: pytest.FixtureRequest) -> BlobStore:
 
 
 @pytest.fixture(scope="session")
-def function_bindings() -> dict[str, list[dict[str, object]]]:
-    """Each function of function_app.py and its bindings, as the Functions host reads them.
+def app_functions() -> dict[str, Any]:
+    """Each function of function_app.py, as the Functions worker indexes them.
 
     azure-functions 1.26's AsgiFunctionApp.get_functions() may be called once per app
     (a second call reports the HTTP function as a duplicate), as the host does: so once
     per test session.
     """
-    import json
-
     import function_app
 
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+@pytest.fixture(scope="session")
+def function_bindings(app_functions: dict[str, Any]) -> dict[str, list[dict[str, object]]]:
+    """Each function of function_app.py and its bindings, as the Functions host reads them."""
+    import json
+
     return {
-        f.get_function_name(): [json.loads(b) for b in f.get_raw_bindings()]
-        for f in function_app.app.get_functions()
+        name: [json.loads(b) for b in f.get_raw_bindings()] for name, f in app_functions.items()
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 import re
@@ -24,7 +25,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -363,7 +364,7 @@ def drop_and_check(store: BlobStore, case: Case) -> None:
         after = pointers(store)
         assert after[MODELS_POINTER] == before[MODELS_POINTER]
         assert after[RECOMMENDATIONS_POINTER] == before[RECOMMENDATIONS_POINTER]
-        frame, _ = parse_extract(case.kind, data, case.config().contract, source)
+        frame, _ = parse_extract(case.kind, io.BytesIO(data), case.config().contract, source)
         ids = frame[ID if ID in frame else "user_id"].tolist()
         if case.kept_ids is not None:
             assert ids == list(case.kept_ids)
@@ -403,10 +404,91 @@ def test_every_row_of_an_accepted_corpus_file_is_kept_or_dropped_under_a_reason(
     case: Case,
 ) -> None:
     try:
-        _, report = parse_extract(case.kind, case.data(), case.config().contract, case.name)
+        _, report = parse_extract(
+            case.kind, io.BytesIO(case.data()), case.config().contract, case.name
+        )
     except ExtractError:
         return  # accepted or rejected are both fine for this case, and it was rejected
     assert report.rows_read == report.rows_kept + sum(report.dropped.values()), report.dropped
+
+
+# --- read as a stream: the same outcome as the whole file in memory ---------------------
+
+# What parse_extract made of each case when it read the file whole from bytes (before the
+# stream path replaced it), as `parse_outcome` digests it.
+PARSED_WHOLE = Path(__file__).parent / "data" / "bad_extracts-parsed.json"
+
+
+def parse_outcome(
+    kind: str, stream: BinaryIO, contract: DataContract, source: str
+) -> dict[str, Any]:
+    """The problems of a refused file, or a digest of the frame and the report."""
+    try:
+        frame, report = parse_extract(kind, stream, contract, source)
+    except ExtractError as exc:
+        return {"error": [p.to_dict() for p in exc.problems]}
+    digest = hashlib.sha256()
+    for column in frame.columns:
+        digest.update(str(column).encode())
+        digest.update(str(frame[column].dtype).encode())
+        cells = frame[column].astype(object)
+        digest.update(pd.util.hash_pandas_object(cells, index=False).to_numpy().tobytes())
+    return {"frame": digest.hexdigest(), "rows": len(frame), "report": report.to_dict()}
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_every_case_parses_from_a_stream_as_it_did_from_the_whole_bytes(case: Case) -> None:
+    expected = json.loads(PARSED_WHOLE.read_text("utf-8"))[f"{case.kind}:{case.name}"]
+    streamed = parse_outcome(case.kind, io.BytesIO(case.data()), case.config().contract, case.name)
+    assert json.loads(json.dumps(streamed, default=str)) == expected
+
+
+class Trickle(io.RawIOBase):
+    """A seekable stream that gives at most a few bytes a read: every piece boundary."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.sizes, self.position, self.reads = data, sizes, 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: len(self.data)}[whence]
+        self.position = base + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int | None = -1) -> bytes:
+        limit = self.sizes[self.reads % len(self.sizes)]
+        wanted = limit if size is None or size < 0 else min(limit, size)
+        piece = self.data[self.position : self.position + wanted]
+        self.position += len(piece)
+        self.reads += 1
+        return piece
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    extract=st.sampled_from(KINDS).flatmap(lambda kind: st.tuples(st.just(kind), csv_like(kind))),
+    sizes=st.lists(st.integers(1, 7), min_size=1, max_size=5),
+)
+def test_a_stream_read_in_any_pieces_parses_as_one_read_in_a_single_piece(
+    extract: tuple[str, bytes], sizes: list[int]
+) -> None:
+    kind, data = extract
+    whole = parse_outcome(kind, io.BytesIO(data), DataContract(), "x.csv")
+    trickled = parse_outcome(kind, Trickle(data, sizes), DataContract(), "x.csv")  # type: ignore[arg-type]
+    assert trickled == whole
 
 
 # --- what follows an accepted drop ------------------------------------------------------
@@ -567,7 +649,7 @@ def csv_like(draw: st.DrawFn, kind: str) -> bytes:
 def check_parse(kind: str, data: bytes, contract: DataContract) -> None:
     source = "hr-extracts/fuzz.csv"
     try:
-        frame, report = parse_extract(kind, data, contract, source)
+        frame, report = parse_extract(kind, io.BytesIO(data), contract, source)
     except ExtractError as error:
         event("rejected: " + re.sub(r"[0-9'].*", "", error.problems[0].message)[:30])
         assert error.problems

@@ -9,6 +9,7 @@ imported by ``function_app``.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +78,9 @@ def tiny_extracts(tmp_path_factory: pytest.TempPathFactory) -> object:
     folder = tmp_path_factory.mktemp("extracts")
     paths = write_csvs(generate(400, 60, 3_000, seed=3), folder)
     return parse_all(
-        paths["users"].read_bytes(),
-        paths["trainings"].read_bytes(),
-        paths["trainings-taken"].read_bytes(),
+        io.BytesIO(paths["users"].read_bytes()),
+        io.BytesIO(paths["trainings"].read_bytes()),
+        io.BytesIO(paths["trainings-taken"].read_bytes()),
         Config().contract,
     )
 

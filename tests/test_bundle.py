@@ -30,9 +30,9 @@ FINGERPRINTS = {"users": "a1b2c3d4", "trainings": "e5f6a7b8", "trainings-taken":
 def trained() -> TrainedModel:
     data = generate(n_users=300, n_trainings=60, n_interactions=3000, seed=1)
     extracts = parse_all(
-        data.users.to_csv(index=False).encode(),
-        data.trainings.to_csv(index=False).encode(),
-        data.taken.to_csv(index=False).encode(),
+        io.BytesIO(data.users.to_csv(index=False).encode()),
+        io.BytesIO(data.trainings.to_csv(index=False).encode()),
+        io.BytesIO(data.taken.to_csv(index=False).encode()),
         CONFIG.contract,
     )
     return train_model(extracts, CONFIG, fingerprints=FINGERPRINTS)

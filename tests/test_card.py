@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
 import subprocess
 import sys
@@ -36,7 +37,12 @@ def metadata() -> dict[str, Any]:
     """The metadata of a small model trained on synthetic data (with the oracle)."""
     data = generate(n_users=300, n_trainings=50, n_interactions=3000, seed=1)
     config = Config.from_dict({"model": {"epochs": 4, "num_threads": 1, "no_components": 8}})
-    extracts = parse_all(_csv(data.users), _csv(data.trainings), _csv(data.taken), config.contract)
+    extracts = parse_all(
+        io.BytesIO(_csv(data.users)),
+        io.BytesIO(_csv(data.trainings)),
+        io.BytesIO(_csv(data.taken)),
+        config.contract,
+    )
     trained = train_model(
         extracts,
         config,

@@ -58,7 +58,7 @@ def test_the_catalog_keeps_the_model_s_trainings_first_and_adds_the_new_ones(
 ) -> None:
     bundle = load_bundle(refreshed, read_pointer(refreshed, MODELS_POINTER)[0]["version"])
     trainings, _ = parse_extract(
-        "trainings", csv_bytes(with_changes(DATA.trainings)), CONFIG.contract, "t.csv"
+        "trainings", io.BytesIO(csv_bytes(with_changes(DATA.trainings))), CONFIG.contract, "t.csv"
     )
     catalog = current_catalog(bundle, trainings, CONFIG.contract)
     served = extend(bundle, catalog)

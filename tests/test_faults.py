@@ -22,14 +22,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import azure.functions as func
 import numpy as np
 import pandas as pd
 import pytest
 from azure.core.exceptions import AzureError, ServiceRequestError
 from azure.core.pipeline.transport import RequestsTransport
 from fastapi.testclient import TestClient
-from world import csv_bytes, drop, drop_all, small_config, small_data
+from world import bound_blob, csv_bytes, drop, drop_all, small_config, small_data
 
 import function_app
 from shared import cli, runtime
@@ -188,6 +187,12 @@ class HookedStore:
         self.before_write(path)
         etag = self.inner.write(path, data, **kwargs)
         self.written.append(path)
+        return etag
+
+    def copy(self, source: str, target: str, **kwargs: Any) -> str:
+        self.before_write(target)
+        etag = self.inner.copy(source, target, **kwargs)
+        self.written.append(target)
         return etag
 
 
@@ -409,9 +414,10 @@ def failing_store(
     return store, transport
 
 
-# precompute: 6 reads (pointers, extracts), 2 of the model, the first-seen ledger (written
-# only when a training appeared), 3 version files, the pointer.
-PRECOMPUTE_REQUESTS = 13
+# precompute: 6 reads (pointers, extracts), the properties of the 3 extracts (read as
+# streams), 2 of the model, the first-seen ledger (written only when a training
+# appeared), 3 version files, the pointer.
+PRECOMPUTE_REQUESTS = 16
 
 
 def test_precompute_makes_the_requests_the_nth_call_tests_cover(
@@ -562,7 +568,7 @@ def test_two_precomputes_racing_one_moves_the_pointer_the_other_fails_cleanly(
 
 
 def test_the_same_blob_delivered_twice_at_once_moves_the_recommendations_pointer_once(
-    served_azure: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+    served_azure: AzureBlobStore, azurite: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Event Grid delivers at least once: two workers may run the same drop concurrently.
     # The barrier holds each until both have read the extracts pointer.
@@ -574,15 +580,14 @@ def test_the_same_blob_delivered_twice_at_once_moves_the_recommendations_pointer
     hooked = HookedStore(served_azure, meet_at(start, is_users_copy))
     monkeypatch.setattr(runtime, "app_store", lambda: hooked)
     monkeypatch.setattr(runtime, "app_config", lambda: CONFIG)
+    monkeypatch.setenv("DataStorage", azurite)
     before = read_pointer(served_azure, RECOMMENDATIONS_POINTER)[0]
     data = with_newcomer("900001")
     served_azure.write("hr-extracts/users/december.csv", data)
+    container = f"{served_azure.container_prefix}hr-extracts"
 
     def deliver() -> None:
-        blob = func.blob.InputStream(
-            data=data, name="hr-extracts/users/december.csv", length=len(data)
-        )
-        function_app.extract_dropped(blob)
+        function_app.extract_dropped(bound_blob(container, "users/december.csv"))
 
     assert run_together(deliver, deliver) == [None, None]  # neither raised
     assert hooked.written.count(EXTRACTS_POINTER) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -386,7 +388,7 @@ def test_entity_frame_matches_parse_entities_on_the_same_csv() -> None:
         b"n3,,excel;crm,0.5\n"
         b"n4,legal,gdpr,ten\n"
     )
-    parsed, _ = parse_entities(csv, BANDED, "new.csv", "users")
+    parsed, _ = parse_entities(io.BytesIO(csv), BANDED, "new.csv", "users")
     built = entity_frame(records, BANDED, ";")
     # The parsed attributes are categorical (encoded once, at parse time); same values.
     pd.testing.assert_frame_equal(built, parsed.astype(str), check_dtype=False)

@@ -2,25 +2,29 @@
 
 Azure Functions Core Tools cannot be installed here, so the host is not run: the
 bindings are read from ``app.get_functions()`` and each body is called with real
-binding objects (``azure.functions.timer.TimerRequest``, ``func.blob.InputStream``); HTTP goes
-through the same FastAPI app the host would wrap.
+binding objects (``azure.functions.timer.TimerRequest``, and the ``BlobClient`` the blob
+trigger's SDK type binding makes, built by the extension's own converter from the binding
+data the host sends); HTTP goes through the same FastAPI app the host would wrap.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
-import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob_sdk
 import pandas as pd
 import pytest
 from azure.functions.timer import TimerRequest
 from fastapi.testclient import TestClient
-from world import KIND_FRAMES, csv_bytes, small_config, small_data
+from world import KIND_FRAMES, bound_blob, csv_bytes, small_config, small_data
 
 import function_app
 from shared import runtime
@@ -67,6 +71,55 @@ def test_three_functions_with_the_documented_bindings(
     assert http["authLevel"] == "FUNCTION"
 
 
+def test_the_blob_trigger_binds_a_blob_client_the_host_defers(
+    app_functions: dict[str, Any],
+) -> None:
+    """The worker tells the host "SupportsDeferredBinding" for a parameter annotated with
+    an SDK type of a registered converter: the host then sends where the blob is, not
+    its bytes. Computed here as the worker computes it (the extension base's registry)."""
+    from azurefunctions.extensions.base import meta
+
+    function = app_functions["extract_dropped"]
+    annotation = inspect.signature(function.get_user_function()).parameters["blob"].annotation
+    assert annotation is blob_sdk.BlobClient
+    assert meta.get_binding_registry().get("blobTrigger") is blob_sdk.BlobClientConverter
+    input_types = {"blob": SimpleNamespace(pytype=annotation)}
+    raw, logs = meta.get_binding_registry().get_raw_bindings(function, input_types)
+    (binding,) = [json.loads(b) for b in raw]
+    assert binding["type"] == "blobTrigger"
+    assert binding["properties"] == {"SupportsDeferredBinding": True}
+    assert binding["source"] == "EventGrid"
+    assert binding["connection"] == "DataStorage"
+    assert logs == {"blob": {annotation: "True"}}
+
+
+def test_the_bound_client_uses_the_app_s_user_assigned_identity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the identity settings infra/ writes (no key anywhere), the extension builds the
+    client on the blob endpoint with that identity. Checked at the SDK boundary with a
+    fake credential that records how it was made: no Azure here."""
+    from azure.core.credentials import AccessToken
+    from azurefunctions.extensions.bindings.blob import utils
+
+    class RecordedIdentity:
+        def __init__(self, **kwargs: str) -> None:
+            self.kwargs = kwargs
+
+        def get_token(self, *scopes: str, **_: object) -> AccessToken:
+            return AccessToken("token", 2**31)
+
+    monkeypatch.setattr(utils, "ManagedIdentityCredential", RecordedIdentity)
+    monkeypatch.delenv("DataStorage", raising=False)
+    monkeypatch.setenv("DataStorage__blobServiceUri", "https://hrdata.blob.core.windows.net")
+    monkeypatch.setenv("DataStorage__credential", "managedidentity")
+    monkeypatch.setenv("DataStorage__clientId", "00000000-0000-0000-0000-000000000042")
+    client = bound_blob("hr-extracts", "users/2026-11.csv")
+    assert client.url == "https://hrdata.blob.core.windows.net/hr-extracts/users/2026-11.csv"
+    assert isinstance(client.credential, RecordedIdentity)
+    assert client.credential.kwargs == {"client_id": "00000000-0000-0000-0000-000000000042"}
+
+
 def test_importing_the_app_reads_no_setting() -> None:
     """An import-time error makes the host report "0 functions loaded": import it bare."""
     environment = {k: v for k, v in os.environ.items() if k not in APP_SETTINGS}
@@ -100,7 +153,7 @@ def app_settings(
         "[model]\nepochs = 6\nnum_threads = 1\nno_components = 16\n"
         "[serving]\ntop_k = 10\nrefresh_seconds = 0\n"
     )
-    monkeypatch.setenv("DataStorage", azurite)
+    monkeypatch.setenv("DataStorage", azurite)  # what the binding's client is made from
     monkeypatch.setenv("TR_CONFIG", str(config_file))
     monkeypatch.setattr(runtime, "app_store", lambda: store)  # the prefix isolates this test
     runtime.app_settings.cache_clear()
@@ -113,8 +166,7 @@ def app_settings(
 def drop_blob(store: AzureBlobStore, name: str, data: bytes) -> None:
     """What HR does, then what the host does: upload, then call the function body."""
     store.write(f"hr-extracts/{name}", data)
-    stream = func.blob.InputStream(data=data, name=f"hr-extracts/{name}", length=len(data))
-    function_app.extract_dropped(stream)
+    function_app.extract_dropped(bound_blob(f"{store.container_prefix}hr-extracts", name))
 
 
 def test_end_to_end_on_azurite(app_settings: AzureBlobStore) -> None:
@@ -170,13 +222,43 @@ def test_the_same_blob_delivered_twice_precomputes_once(app_settings: AzureBlobS
         drop_blob(store, f"{kind}/a.csv", csv_bytes(getattr(DATA, attr)))
     function_app.retrain_model(TimerRequest(past_due=False))
     before = read_pointer(store, RECOMMENDATIONS_POINTER)
-    users = csv_bytes(DATA.users)
-    for _ in range(2):
-        stream = func.blob.InputStream(
-            data=users, name="hr-extracts/users/a.csv", length=len(users)
+    for _ in range(2):  # Event Grid delivers at least once
+        function_app.extract_dropped(
+            bound_blob(f"{store.container_prefix}hr-extracts", "users/a.csv")
         )
-        function_app.extract_dropped(stream)
     assert read_pointer(store, RECOMMENDATIONS_POINTER) == before
+
+
+def test_a_drop_over_the_size_limit_is_quarantined_without_being_downloaded(
+    app_settings: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The host's own InputStream binding would have sent it whole before any check.
+    store = app_settings
+    limit = runtime.app_config().contract.limits.max_bytes
+    config = Path(os.environ["TR_CONFIG"])
+    config.write_text(config.read_text() + "[contract.limits]\nmax_bytes = 4000\n")
+    runtime.app_config.cache_clear()
+    data = csv_bytes(DATA.taken)
+    assert 4_000 < len(data) < limit
+    store.write("hr-extracts/trainings-taken/all.csv", data)
+    blob = bound_blob(f"{store.container_prefix}hr-extracts", "trainings-taken/all.csv")
+    downloads: list[object] = []
+    real_download = blob.download_blob
+    monkeypatch.setattr(
+        blob, "download_blob", lambda *a, **k: downloads.append(a) or real_download(*a, **k)
+    )
+
+    function_app.extract_dropped(blob)
+
+    assert downloads == []  # its properties said enough
+    report = json.loads(store.read("hr-extracts-rejected/trainings-taken/all.error.json"))
+    assert (
+        report["problems"][0]["message"]
+        == f"the file has {len(data)} bytes, over the limit of 4000"
+    )
+    assert store.read("hr-extracts-rejected/trainings-taken/all.csv") == data  # copied whole
+    assert not store.exists("hr-extracts/trainings-taken/all.csv")
+    assert not store.exists(EXTRACTS_POINTER)
 
 
 def test_the_deployment_package_is_the_app_and_nothing_else() -> None:

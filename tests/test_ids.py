@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from urllib.parse import quote
 
 import pandas as pd
@@ -74,7 +75,9 @@ def test_rows_with_ids_the_api_refuses_are_dropped_and_reported() -> None:
     users = DATA.users.head(5).copy()
     users.loc[1, "User-Id"] = "a/b"
     users.loc[3, "User-Id"] = "x" * (MAX_ID_LENGTH + 1)
-    frame, report = parse_extract("users", csv_bytes(users), CONFIG.contract, "users.csv")
+    frame, report = parse_extract(
+        "users", io.BytesIO(csv_bytes(users)), CONFIG.contract, "users.csv"
+    )
 
     assert len(frame) == 3
     messages = sorted((p.line, p.message) for p in report.problems)

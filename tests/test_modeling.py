@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -53,7 +55,10 @@ def test_evaluation_repeats_the_split_and_reports_each_population_as_served() ->
     config = small_config(evaluation={"repeats": 2})
     data = generate(400, 60, 4_000, seed=3, regime="history")
     extracts = parse_all(
-        csv_bytes(data.users), csv_bytes(data.trainings), csv_bytes(data.taken), config.contract
+        io.BytesIO(csv_bytes(data.users)),
+        io.BytesIO(csv_bytes(data.trainings)),
+        io.BytesIO(csv_bytes(data.taken)),
+        config.contract,
     )
     dataset = build_dataset(
         extracts.users, extracts.trainings, extracts.taken, config.contract, config.features

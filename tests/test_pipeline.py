@@ -65,11 +65,11 @@ def test_extract_kind_from_the_blob_name(name: str, kind: str | None) -> None:
 )
 def test_extract_kind_from_the_columns_when_the_name_says_nothing(frame: str, kind: str) -> None:
     data = csv_bytes(getattr(DATA, frame).head(3))
-    assert detect_kind("export-0042.csv", data, CONFIG.contract) == (
+    assert detect_kind("export-0042.csv", io.BytesIO(data), CONFIG.contract) == (
         kind,
         f"its columns ({', '.join(getattr(DATA, frame).columns)})",
     )
-    assert detect_kind("export-0042.csv", b"a,b\n1,2\n", CONFIG.contract)[0] is None
+    assert detect_kind("export-0042.csv", io.BytesIO(b"a,b\n1,2\n"), CONFIG.contract)[0] is None
 
 
 def test_a_guessed_kind_is_said_with_how_to_override_and_the_file_lands_under_it(

@@ -1,5 +1,6 @@
-"""The Functions app's side: settings read once per worker, the trigger bodies on a
-local folder (the same bodies run on Azurite in test_function_app.py)."""
+"""The Functions app's side: settings read once per worker, the timer body on a local
+folder (the blob trigger's body binds a BlobClient: it runs on Azurite in
+test_function_app.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from world import KIND_FRAMES, csv_bytes, small_data
+from world import KIND_FRAMES, csv_bytes, drop, small_config, small_data
 
 from shared import runtime
 from shared.layout import MODELS_POINTER, read_pointer
@@ -33,10 +34,6 @@ def app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[LocalFolder
         cached.cache_clear()
 
 
-def dropped(kind: str, data: bytes) -> tuple[str, bytes]:
-    return f"hr-extracts/{kind}/{kind}.csv", data
-
-
 def test_the_settings_are_read_once_per_worker(
     app: LocalFolderStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -47,29 +44,12 @@ def test_the_settings_are_read_once_per_worker(
     assert runtime.app_config().model.epochs == 6
 
 
-def test_drops_are_accepted_then_the_timer_publishes_and_the_next_drop_precomputes(
-    app: LocalFolderStore,
-) -> None:
+def test_the_timer_publishes_from_the_accepted_drops(app: LocalFolderStore) -> None:
     for kind, attr in KIND_FRAMES.items():
-        accepted, computed = runtime.on_extract_dropped(
-            *dropped(kind, csv_bytes(getattr(DATA, attr)))
+        assert (
+            drop(app, f"{kind}/{kind}.csv", csv_bytes(getattr(DATA, attr)), small_config()).status
+            == "accepted"
         )
-        assert accepted.status == "accepted" and accepted.kind == kind
-        assert computed is None  # no model yet: the retrain precomputes
-
     result = runtime.on_timer()
     assert result.status == "published"
     assert read_pointer(app, MODELS_POINTER)[0]["version"] == result.version
-
-    users = DATA.users.iloc[:-1]  # someone left
-    accepted, computed = runtime.on_extract_dropped(*dropped("users", csv_bytes(users)))
-    assert accepted.status == "accepted"
-    assert computed is not None and computed.status == "computed"
-    assert computed.employees == len(users)
-
-
-def test_a_bad_drop_is_rejected_without_precomputing(app: LocalFolderStore) -> None:
-    accepted, computed = runtime.on_extract_dropped(*dropped("users", b"not;a;users;extract\n"))
-    assert accepted.status == "rejected"
-    assert computed is None
-    assert app.exists(accepted.path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +32,7 @@ def csv_bytes(*lines: str, end: str = "\n", encoding: str = "utf-8") -> bytes:
 
 def fatal(kind: str, data: bytes, contract: DataContract = CONTRACT) -> list[Problem]:
     with pytest.raises(ExtractError) as info:
-        parse_extract(kind, data, contract, SOURCE)
+        parse_extract(kind, io.BytesIO(data), contract, SOURCE)
     error = info.value
     assert error.source == SOURCE
     assert error.problems
@@ -134,7 +136,7 @@ def test_same_id_on_identical_rows_keeps_one() -> None:
     # Same content except a column the model does not use: not a conflict.
     header = USERS + ",name"
     data = csv_bytes(header, GOOD_ROWS["users"] + ",Ann", GOOD_ROWS["users"] + ",Anne")
-    frame, report = parse_entities(data, CONTRACT.users, SOURCE, "users")
+    frame, report = parse_entities(io.BytesIO(data), CONTRACT.users, SOURCE, "users")
     assert frame["id"].tolist() == ["u1"]
     assert (report.rows_read, report.rows_kept) == (2, 1)
 
@@ -203,7 +205,7 @@ def test_unknown_kind_is_an_extract_error() -> None:
 def test_interactions_naming_unknown_employees_and_trainings_are_dropped() -> None:
     data = csv_bytes(TAKEN, "u1,t1,5,", "ghost,t1,5,", "u2,t9,4,", "u2,t1,3,", "ghost,t9,2,")
     frame, report = parse_taken(
-        data, CONTRACT, SOURCE, pd.Index(["u1", "u2"]), pd.Index(["t1", "t2"])
+        io.BytesIO(data), CONTRACT, SOURCE, pd.Index(["u1", "u2"]), pd.Index(["t1", "t2"])
     )
     assert list(zip(frame["user_id"], frame["training_id"], strict=True)) == [
         ("u1", "t1"),
@@ -222,21 +224,21 @@ def test_interactions_naming_unknown_employees_and_trainings_are_dropped() -> No
 def test_with_known_ids_interactions_are_encoded_and_grouped_by_employee() -> None:
     data = csv_bytes(TAKEN, "u2,t2,1,", "u1,t2,2,", "u2,t1,3,", "u1,t1,4,", "u2,t2,5,")
     users, trainings = pd.Index(["u2", "u1"]), pd.Index(["t1", "t2"])  # extracts' orders
-    frame, report = parse_taken(data, CONTRACT, SOURCE, users, trainings)
+    frame, report = parse_taken(io.BytesIO(data), CONTRACT, SOURCE, users, trainings)
     rows = list(zip(frame["user_id"], frame["training_id"], frame["weight"], strict=True))
     assert rows == [("u2", "t1", 3.0), ("u2", "t2", 5.0), ("u1", "t1", 4.0), ("u1", "t2", 2.0)]
     assert list(frame["user_id"].cat.categories) == ["u2", "u1"]
     assert report.notes["repeated_pairs_merged"] == 1
-    unknown_ids, _ = parse_taken(data, CONTRACT, SOURCE)
+    unknown_ids, _ = parse_taken(io.BytesIO(data), CONTRACT, SOURCE)
     assert unknown_ids["user_id"].tolist() == ["u1", "u2", "u1", "u2"]  # file order
     assert unknown_ids["weight"].tolist() == [2.0, 3.0, 4.0, 5.0]
 
 
 def test_parse_all_cross_checks_ids_across_the_three_extracts() -> None:
     extracts = parse_all(
-        csv_bytes(USERS, GOOD_ROWS["users"], "u2,hr,excel,french,G1,finance"),
-        csv_bytes(TRAININGS, GOOD_ROWS["trainings"]),
-        csv_bytes(TAKEN, "u1,t1,5,", "u3,t1,4,", "u2,t2,4,", "u2,t1,2,"),
+        io.BytesIO(csv_bytes(USERS, GOOD_ROWS["users"], "u2,hr,excel,french,G1,finance")),
+        io.BytesIO(csv_bytes(TRAININGS, GOOD_ROWS["trainings"])),
+        io.BytesIO(csv_bytes(TAKEN, "u1,t1,5,", "u3,t1,4,", "u2,t2,4,", "u2,t1,2,")),
         CONTRACT,
         sources={"trainings-taken": SOURCE},
     )
@@ -252,7 +254,7 @@ def test_parse_all_cross_checks_ids_across_the_three_extracts() -> None:
 
 def test_blank_attribute_cell_keeps_the_row_and_names_column_and_line() -> None:
     data = csv_bytes(USERS, GOOD_ROWS["users"], "u2,hr,,french,,finance", "u3,hr,sql,,G1,")
-    frame, report = parse_entities(data, CONTRACT.users, SOURCE, "users")
+    frame, report = parse_entities(io.BytesIO(data), CONTRACT.users, SOURCE, "users")
     assert frame["id"].tolist() == ["u1", "u2", "u3"]
     assert frame.loc[1, "skills"] == ""
     assert report.rows_kept == 3
@@ -270,7 +272,7 @@ def test_blank_attribute_cell_keeps_the_row_and_names_column_and_line() -> None:
 def test_exact_duplicate_rows_are_dropped_once(kind: str, row: str) -> None:
     other = "u2,t1,4,2025" if kind == "trainings-taken" else "u2,hr,sql,english,G1,data"
     data = csv_bytes(HEADERS[kind], row, other, row, row)
-    frame, report = parse_extract(kind, data, CONTRACT, SOURCE)
+    frame, report = parse_extract(kind, io.BytesIO(data), CONTRACT, SOURCE)
     assert len(frame) == 2
     assert (report.rows_read, report.rows_kept) == (4, 2)
     problem = only(report.problems, "exact duplicate")
@@ -281,7 +283,7 @@ def test_exact_duplicate_rows_are_dropped_once(kind: str, row: str) -> None:
 
 def test_non_numeric_weight_drops_the_row() -> None:
     data = csv_bytes(TAKEN, "u1,t1,5,", "u2,t1,five,", 'u3,t1,"4,5",', "u4,t1,,")
-    frame, report = parse_taken(data, CONTRACT, SOURCE)
+    frame, report = parse_taken(io.BytesIO(data), CONTRACT, SOURCE)
     assert frame["user_id"].tolist() == ["u1", "u3", "u4"]
     assert frame["weight"].tolist() == [5.0, 4.5, 1.0]  # decimal comma read; blank is 1
     assert_located(only(report.problems, "not a number"), 3, "rating")
@@ -297,7 +299,9 @@ def test_non_numeric_weight_drops_the_row() -> None:
     ],
 )
 def test_blank_id_drops_the_row(kind: str, rows: list[str], column: str, line: int) -> None:
-    frame, report = parse_extract(kind, csv_bytes(HEADERS[kind], *rows), CONTRACT, SOURCE)
+    frame, report = parse_extract(
+        kind, io.BytesIO(csv_bytes(HEADERS[kind], *rows)), CONTRACT, SOURCE
+    )
     assert report.rows_kept == len(rows) - 1 == len(frame)
     problem = only(report.problems, "blank identifier")
     assert_located(problem, line, column)
@@ -310,7 +314,10 @@ def test_ids_stay_strings_with_leading_zeros_and_spaces_stripped() -> None:
     users = csv_bytes(USERS, " 00123 ,sales,python,english,G2,data", "123,hr,sql,english,G1,data")
     taken = csv_bytes(TAKEN, "00123 ,007,5,", "123,7,4,")
     extracts = parse_all(
-        users, csv_bytes(TRAININGS, "007,A,b,c,d,e,f", "7,B,b,c,d,e,f"), taken, CONTRACT
+        io.BytesIO(users),
+        io.BytesIO(csv_bytes(TRAININGS, "007,A,b,c,d,e,f", "7,B,b,c,d,e,f")),
+        io.BytesIO(taken),
+        CONTRACT,
     )
     assert extracts.users["id"].tolist() == ["00123", "123"]
     assert extracts.trainings["id"].tolist() == ["007", "7"]
@@ -343,7 +350,7 @@ def test_encodings_parse_to_the_same_values(encoding: str, end: str) -> None:
     assert data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) == (
         encoding.startswith("utf-16") or encoding == "utf-8-sig"
     )
-    frame, report = parse_entities(data, CONTRACT.trainings, SOURCE, "trainings")
+    frame, report = parse_entities(io.BytesIO(data), CONTRACT.trainings, SOURCE, "trainings")
     assert report.problems == ()
     assert frame.to_dict("records") == [
         {
@@ -377,7 +384,7 @@ def test_encodings_parse_to_the_same_values(encoding: str, end: str) -> None:
     ids=["comma", "semicolon-quoted", "comma-quoted"],
 )
 def test_comma_and_semicolon_delimiters(lines: list[str]) -> None:
-    frame, report = parse_entities(csv_bytes(*lines), CONTRACT.users, SOURCE, "users")
+    frame, report = parse_entities(io.BytesIO(csv_bytes(*lines)), CONTRACT.users, SOURCE, "users")
     assert report.problems == ()
     assert frame.loc[0].to_dict() == {
         "id": "u1",
@@ -404,7 +411,9 @@ def test_line_numbers_count_multi_line_cells_and_blank_lines(end: str) -> None:
     ]
     text = end.join([*lines[:2], "second line", *lines[2:]]) + end
     # With the title's middle line inserted, the row with the blank cell is line 10.
-    frame, report = parse_entities(text.encode(), CONTRACT.trainings, SOURCE, "trainings")
+    frame, report = parse_entities(
+        io.BytesIO(text.encode()), CONTRACT.trainings, SOURCE, "trainings"
+    )
     assert frame["id"].tolist() == ["1", "2", "3"]
     assert frame.loc[0, "title"].split() == ["A", "title", "second", "line", "on", "three", "lines"]
     [problem] = report.problems
@@ -445,7 +454,7 @@ def layouts(draw: st.DrawFn) -> tuple[str, int]:
 @given(layouts())
 def test_reported_line_is_where_the_row_starts(layout: tuple[str, int]) -> None:
     text, bad_line = layout
-    _, report = parse_entities(text.encode(), CONTRACT.trainings, SOURCE, "trainings")
+    _, report = parse_entities(io.BytesIO(text.encode()), CONTRACT.trainings, SOURCE, "trainings")
     [problem] = report.problems
     assert_located(problem, bad_line, "level")
 
@@ -472,7 +481,7 @@ BANDED = EntityColumns(id="User-Id", features=("ou", "los"), bands={"los": (2, 5
 )
 def test_numeric_bands(value: str, label: str) -> None:
     frame, report = parse_entities(
-        csv_bytes("User-Id,ou,los", f"u1,hr,{value}"), BANDED, SOURCE, "users"
+        io.BytesIO(csv_bytes("User-Id,ou,los", f"u1,hr,{value}")), BANDED, SOURCE, "users"
     )
     assert frame.loc[0, "los"] == label
     assert [p.message for p in report.problems] == (
@@ -483,7 +492,7 @@ def test_numeric_bands(value: str, label: str) -> None:
 @pytest.mark.parametrize("value", ["ten", "inf", "n/a"])
 def test_non_numeric_band_value_is_reported_once_and_ignored(value: str) -> None:
     data = csv_bytes("User-Id,ou,los", "u1,hr,3", f"u2,hr,{value}")
-    frame, report = parse_entities(data, BANDED, SOURCE, "users")
+    frame, report = parse_entities(io.BytesIO(data), BANDED, SOURCE, "users")
     assert frame["los"].tolist() == ["2-4", ""]
     [problem] = report.problems
     assert "not a number" in problem.message
@@ -493,7 +502,7 @@ def test_non_numeric_band_value_is_reported_once_and_ignored(value: str) -> None
 def test_min_weight_keeps_low_ratings_as_history_not_as_successes() -> None:
     contract = DataContract(taken=TakenColumns(min_weight=4))
     data = csv_bytes(TAKEN, "u1,t1,5,", "u2,t1,3,", "u3,t1,4,", "u4,t1,1,", "u5,t1,,")
-    frame, report = parse_taken(data, contract, SOURCE)
+    frame, report = parse_taken(io.BytesIO(data), contract, SOURCE)
     # Every row stays (the training was taken: never recommended again); only the
     # ratings of 4 and more are successes to learn from and to measure.
     assert frame["user_id"].tolist() == ["u1", "u2", "u3", "u4", "u5"]
@@ -510,7 +519,7 @@ def test_repeated_pair_keeps_its_highest_weight() -> None:
     data = csv_bytes(
         TAKEN, "u1,t1,3,2024-01-01", "u2,t1,2,2024-01-01", "u1,t1,5,2023-06-01", "u1,t1,4,"
     )
-    frame, report = parse_taken(data, CONTRACT, SOURCE)
+    frame, report = parse_taken(io.BytesIO(data), CONTRACT, SOURCE)
     assert frame.to_dict("records") == [
         {"user_id": "u2", "training_id": "t1", "weight": 2.0, "date": "2024-01-01"} | YES,
         {"user_id": "u1", "training_id": "t1", "weight": 5.0, "date": "2023-06-01"} | YES,
@@ -534,9 +543,11 @@ def test_other_column_names_come_from_the_configuration() -> None:
         }
     )
     extracts = parse_all(
-        csv_bytes("EmployeeNumber;Department;Skills", "0042;Sales;crm", "0043;HR;"),
-        csv_bytes("CourseCode,Name,Topic", "C-1,Negotiation,sales"),
-        csv_bytes("EmployeeNumber,CourseCode,Completed", "0042,C-1,2025-05-01", "0099,C-1,"),
+        io.BytesIO(csv_bytes("EmployeeNumber;Department;Skills", "0042;Sales;crm", "0043;HR;")),
+        io.BytesIO(csv_bytes("CourseCode,Name,Topic", "C-1,Negotiation,sales")),
+        io.BytesIO(
+            csv_bytes("EmployeeNumber,CourseCode,Completed", "0042,C-1,2025-05-01", "0099,C-1,")
+        ),
         config.contract,
         sources={"users": SOURCE, "trainings-taken": SOURCE},
     )
@@ -593,7 +604,7 @@ CSV_PIECES = [
 )
 def test_any_bytes_parse_or_raise_extract_error(kind: str, data: bytes) -> None:
     try:
-        frame, report = parse_extract(kind, data, CONTRACT, SOURCE)
+        frame, report = parse_extract(kind, io.BytesIO(data), CONTRACT, SOURCE)
     except ExtractError as error:
         assert error.problems
         assert all(p.source == SOURCE for p in error.problems)
@@ -616,7 +627,7 @@ def test_attributes_are_categorical_stripped_and_only_of_the_kept_rows() -> None
         multi_valued=("skills",),
         bands={"los": (2, 5, 10)},
     )
-    frame, report = parse_entities(data, columns, "users.csv", "users")
+    frame, report = parse_entities(io.BytesIO(data), columns, "users.csv", "users")
     assert frame["ou"].tolist() == ["Sales", "Sales"]
     assert list(frame["ou"].cat.categories) == ["Sales"]  # " Sales " and "Sales" merged
     assert list(frame["skills"].cat.categories) == ["excel", "python;sql"]
@@ -636,7 +647,7 @@ def test_every_row_dropped_is_counted_under_its_reason() -> None:
         "u2,hr,sql,french,G3,people",  # exact duplicate
         "a/b,hr,sql,french,G3,people",  # an id the API refuses
     )
-    _, report = parse_extract("users", users, CONTRACT, SOURCE)
+    _, report = parse_extract("users", io.BytesIO(users), CONTRACT, SOURCE)
     assert (report.rows_read, report.rows_kept) == (7, 2)
     assert report.dropped == {
         "identifier blank or refused": 2,
@@ -656,7 +667,9 @@ def test_every_row_dropped_is_counted_under_its_reason() -> None:
         "u2,t1,five,2025-01-01",  # weight not a number
         "u2,t2,2,2025-01-01",  # below min_weight: kept, set apart
     )
-    _, report = parse_taken(taken, contract, SOURCE, pd.Index(["u1", "u2"]), pd.Index(["t1", "t2"]))
+    _, report = parse_taken(
+        io.BytesIO(taken), contract, SOURCE, pd.Index(["u1", "u2"]), pd.Index(["t1", "t2"])
+    )
     assert (report.rows_read, report.rows_kept) == (7, 2)
     assert report.dropped == {
         "identifier blank or refused": 1,
@@ -709,7 +722,7 @@ def test_one_row_per_pair_follows_the_rule(
     with pytest.MonkeyPatch.context() as patch:
         if room is not None:  # the path for codes too many to share one int64 key
             patch.setattr("shared.schema.KEY_ROOM", room)
-        frame, report = parse_taken(data, CONTRACT, SOURCE)
+        frame, report = parse_taken(io.BytesIO(data), CONTRACT, SOURCE)
     expected = _reference_one_row_per_pair(lines)
     assert frame[["user_id", "training_id", "date"]].to_dict("records") == expected
     assert report.rows_read == len(lines)

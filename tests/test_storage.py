@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -58,6 +60,64 @@ def test_a_file_is_written_from_its_position_in_pieces_never_whole(store: BlobSt
         etag = store.write(path, file)
     data, again = store.read_with_etag(path)
     assert data == content and again == etag
+
+
+def test_a_blob_is_read_as_a_seekable_stream_of_the_version_found(store: BlobStore) -> None:
+    data = bytes(range(256)) * 4_000  # 1 MB
+    etag = store.write("box/big.bin", data)
+    blob = store.blob("box/big.bin")
+    assert (blob.path, blob.size, blob.etag) == ("box/big.bin", len(data), etag)
+    with blob.open() as stream:
+        assert stream.read(10) == data[:10]
+        stream.seek(700_000)
+        assert stream.read(5) == data[700_000:700_005]
+        stream.seek(3)
+        assert stream.read() == data[3:]
+        assert stream.seek(0, io.SEEK_END) == len(data)
+    store.write("box/big.bin", b"newer")
+    with pytest.raises(PreconditionFailedError), blob.open() as stream:
+        stream.read()  # the version found is gone: never a mix of two
+    with pytest.raises(NotFoundError, match=re.escape("box/missing.bin")):
+        store.blob("box/missing.bin")
+
+
+def test_an_azure_blob_is_downloaded_a_range_at_a_time(
+    azure_store: AzureBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.storage import azure
+
+    monkeypatch.setattr(azure, "READ_PIECE", 1024)  # every read and seek crosses ranges
+    data = os.urandom(10_000)
+    azure_store.write("box/chunked.bin", data)
+    blob = azure_store.blob("box/chunked.bin")
+    ranges: list[tuple[int, int]] = []
+    download = blob.client.download_blob
+    monkeypatch.setattr(
+        blob.client,
+        "download_blob",
+        lambda **kw: ranges.append((kw["offset"], kw["length"])) or download(**kw),
+    )
+    with blob.open() as stream:
+        assert stream.read(3_000) == data[:3_000]
+        stream.seek(9_500)
+        assert stream.read(1_000) == data[9_500:]
+        stream.seek(1)
+        assert stream.read() == data[1:]
+    assert max(length for _, length in ranges) <= 1024  # never more than a range held
+
+
+def test_copy_copies_within_the_store_only_the_version_asked(store: BlobStore) -> None:
+    etag = store.write("src/source.csv", b"one,two\n")
+    store.copy("src/source.csv", "dst/target.csv", source_etag=etag)  # a container created
+    assert store.read("dst/target.csv") == b"one,two\n"
+    assert store.read("src/source.csv") == b"one,two\n"
+    store.write("src/source.csv", b"changed\n")
+    with pytest.raises(PreconditionFailedError):
+        store.copy("src/source.csv", "dst/other.csv", source_etag=etag)
+    assert not store.exists("dst/other.csv")
+    with pytest.raises(NotFoundError):
+        store.copy("src/missing.csv", "dst/target.csv")
+    assert store.read("dst/target.csv") == b"one,two\n"
 
 
 def test_read_missing_raises_not_found_naming_the_path(store: BlobStore) -> None:

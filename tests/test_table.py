@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from world import csv_bytes, small_config, small_data
@@ -21,7 +23,10 @@ DATA = small_data()
 @pytest.fixture(scope="module")
 def world() -> tuple[ModelBundle, Extracts]:
     extracts = parse_all(
-        csv_bytes(DATA.users), csv_bytes(DATA.trainings), csv_bytes(DATA.taken), CONFIG.contract
+        io.BytesIO(csv_bytes(DATA.users)),
+        io.BytesIO(csv_bytes(DATA.trainings)),
+        io.BytesIO(csv_bytes(DATA.taken)),
+        CONFIG.contract,
     )
     trained = train_model(extracts, CONFIG, fingerprints={}, evaluate=False)
     return trained.bundle, extracts

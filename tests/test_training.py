@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
@@ -195,7 +196,9 @@ def test_the_best_epoch_varies_little_between_runs_on_the_same_data() -> None:
         name: frame.to_csv(index=False).encode()
         for name, frame in (("u", data.users), ("t", data.trainings), ("k", data.taken))
     }
-    extracts = parse_all(frames["u"], frames["t"], frames["k"], config.contract)
+    extracts = parse_all(
+        io.BytesIO(frames["u"]), io.BytesIO(frames["t"]), io.BytesIO(frames["k"]), config.contract
+    )
     dataset = build_dataset(
         extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
     )

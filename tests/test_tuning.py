@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,12 @@ def data() -> SyntheticData:
 
 @pytest.fixture(scope="module")
 def raw(data: SyntheticData) -> Extracts:
-    return parse_all(_csv(data.users), _csv(data.trainings), _csv(data.taken), Config().contract)
+    return parse_all(
+        io.BytesIO(_csv(data.users)),
+        io.BytesIO(_csv(data.trainings)),
+        io.BytesIO(_csv(data.taken)),
+        Config().contract,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +96,12 @@ def test_deterministic_for_a_seed(raw: Extracts, base: Config, tuned: TuningResu
 
 def test_base_trial_is_what_evaluate_reports(data: SyntheticData) -> None:
     config = Config.from_dict({**FAST, "contract": {"taken": {"min_weight": 3}}})
-    extracts = parse_all(_csv(data.users), _csv(data.trainings), _csv(data.taken), config.contract)
+    extracts = parse_all(
+        io.BytesIO(_csv(data.users)),
+        io.BytesIO(_csv(data.trainings)),
+        io.BytesIO(_csv(data.taken)),
+        config.contract,
+    )
     dataset = build_dataset(
         extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
     )
@@ -178,7 +189,12 @@ def test_custom_columns_without_weight(data: SyntheticData) -> None:
             },
         }
     )
-    extracts = parse_all(_csv(users), _csv(trainings), _csv(taken), config.contract)
+    extracts = parse_all(
+        io.BytesIO(_csv(users)),
+        io.BytesIO(_csv(trainings)),
+        io.BytesIO(_csv(taken)),
+        config.contract,
+    )
     result = tune(extracts, config, budget=3, seed=1)
     assert len(result.trials) == 3
     assert result.trials[0].known_precision > 0 and result.trials[0].cold_precision > 0

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import uvicorn
 
-from shared.layout import DROP_CONTAINER
-from shared.pipeline import AcceptResult, accept_extract, retrain
+from shared.pipeline import AcceptResult, drop_extract, retrain
 from shared.settings import Config
 from shared.storage import BlobStore
 from shared.synthetic import SyntheticData, generate
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient
 
 SMALL = {"n_users": 400, "n_trainings": 60, "n_interactions": 4_000, "seed": 3}
 KIND_FRAMES = {"users": "users", "trainings": "trainings", "trainings-taken": "taken"}
@@ -42,8 +46,27 @@ def small_data(**overrides: int) -> SyntheticData:
 
 def drop(store: BlobStore, name: str, data: bytes, config: Config) -> AcceptResult:
     """Drop an extract the way HR does, then run what the blob trigger runs."""
-    store.write(f"{DROP_CONTAINER}/{name}", data)
-    return accept_extract(store, name, data, config)
+    return drop_extract(store, name, data, config)
+
+
+def bound_blob(container: str, name: str, connection: str = "DataStorage") -> BlobClient:
+    """The ``BlobClient`` a blob trigger binds, made as the Python worker makes it: the host
+    sends model binding data (which blob, which connection, not its bytes) and the
+    extension's converter builds the client from the app setting the connection names."""
+    import azurefunctions.extensions.bindings.blob as blob_sdk
+    from azurefunctions.extensions.base import Datum
+
+    content = {"Connection": connection, "ContainerName": container, "BlobName": name}
+    binding_data = SimpleNamespace(
+        version="1.0",
+        source="AzureStorageBlobs",
+        content_type="application/json",
+        content=json.dumps(content),
+    )
+    client: BlobClient = blob_sdk.BlobClientConverter.decode(
+        Datum(binding_data, "model_binding_data"), trigger_metadata=None, pytype=blob_sdk.BlobClient
+    )
+    return client
 
 
 def drop_all(store: BlobStore, data: SyntheticData, config: Config) -> list[AcceptResult]:

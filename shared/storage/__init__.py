@@ -15,6 +15,7 @@ from shared.storage.base import (
     BlobInfo,
     BlobStore,
     Lease,
+    Readable,
 )
 from shared.storage.factory import store_from_settings
 from shared.storage.local import LocalFolderStore
@@ -27,5 +28,6 @@ __all__ = [
     "BlobStore",
     "Lease",
     "LocalFolderStore",
+    "Readable",
     "store_from_settings",
 ]

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import io
 import logging
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from enum import Enum
@@ -254,6 +255,42 @@ class AzureBlobStore:
         with contextlib.suppress(ResourceExistsError):
             self.service.create_container(container_name)
 
+    def blob(self, path: str) -> AzureReadable:
+        """The current version of ``path``, to read as a stream (a properties call now)."""
+        return AzureReadable(self._blob(path), path, self.describe)
+
+    def copy(self, source: str, target: str, *, source_etag: str | None = None) -> str:
+        """Copy ``source`` over ``target`` server-side (Copy Blob, authorized as this
+        store's requests are: same account), waiting until the copy is complete."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        options: dict[str, Any] = {}
+        if source_etag is not None:
+            options.update(
+                source_etag=source_etag, source_match_condition=MatchConditions.IfNotModified
+            )
+        destination = self._blob(target)
+        for attempt in range(2):
+            try:
+                copied = destination.start_copy_from_url(self._blob(source).url, **options)
+                break
+            except ResourceModifiedError as exc:
+                message = f"{source}: not copied: it is no longer at etag {source_etag}"
+                raise PreconditionFailedError(message) from exc
+            except ResourceNotFoundError as exc:
+                if _error_code(exc) != "ContainerNotFound" or attempt:
+                    raise NotFoundError(f"{source}: no such blob in {self.describe}") from exc
+                self._create_container(destination.container_name)
+        status, etag = str(copied["copy_status"]), str(copied["etag"])
+        while status == "pending":  # within one account: seconds, even for large blobs
+            time.sleep(COPY_POLL_SECONDS)
+            properties = destination.get_blob_properties()
+            status, etag = str(properties.copy.status), str(properties.etag)
+        if status != "success":
+            raise OSError(f"copying {source} to {target} ended {status}")
+        return etag
+
     def delete(self, path: str) -> None:
         """Delete ``path``; a missing blob is fine."""
         from azure.core.exceptions import ResourceNotFoundError
@@ -341,6 +378,89 @@ class AzureBlobStore:
                     f"{path}: the lease was lost ({_error_code(exc)})"
                 ) from exc
             raise
+
+
+class AzureReadable:
+    """One version of a blob, read as a stream downloaded a chunk at a time.
+
+    Built from the store, or from the ``BlobClient`` a blob trigger binds (the
+    ``azurefunctions-extensions-bindings-blob`` SDK type): either way only the blob's
+    properties are read until ``open()`` is read from.
+    """
+
+    def __init__(self, client: BlobClient, path: str | None = None, where: str = "") -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        self.client = client
+        self.path = path or f"{client.container_name}/{client.blob_name}"
+        try:
+            properties = client.get_blob_properties()
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"{self.path}: no such blob in {where or client.url}") from exc
+        self.size: int = properties.size
+        self.etag: str = properties.etag
+
+    def open(self) -> BinaryIO:
+        return io.BufferedReader(_Chunks(self), buffer_size=READ_PIECE)
+
+
+READ_PIECE = 4 * 1024 * 1024  # the SDK's download chunk size
+COPY_POLL_SECONDS = 0.5
+
+
+class _Chunks(io.RawIOBase):
+    """A blob's bytes downloaded a range of ``READ_PIECE`` at a time (one GET each, pinned
+    to the version first found), seekable: only the range in hand is held.
+
+    Ranges rather than ``download_blob().chunks()``: a bound client's first chunk is its
+    ``max_single_get_size`` (32 MiB by default), a whole file of a million rows.
+    """
+
+    def __init__(self, blob: AzureReadable) -> None:
+        self.blob = blob
+        self.position = 0
+        self.chunk, self.chunk_start = b"", 0  # the range in hand, and where it starts
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.blob.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self.position >= self.blob.size:
+            return 0
+        if not self.chunk_start <= self.position < self.chunk_start + len(self.chunk):
+            self.chunk_start, self.chunk = self.position, self._download(self.position)
+        at = self.position - self.chunk_start
+        piece = memoryview(self.chunk)[at : at + len(buffer)]
+        buffer[: len(piece)] = piece
+        self.position += len(piece)
+        return len(piece)
+
+    def _download(self, offset: int) -> bytes:
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError
+
+        blob = self.blob
+        try:
+            return blob.client.download_blob(
+                offset=offset,
+                length=min(READ_PIECE, blob.size - offset),
+                etag=blob.etag,
+                match_condition=MatchConditions.IfNotModified,
+            ).readall()
+        except ResourceModifiedError as exc:
+            message = f"{blob.path}: changed while it was read (no longer at etag {blob.etag})"
+            raise PreconditionFailedError(message) from exc
 
 
 def identity_credential(environ: Mapping[str, str], name: str) -> TokenCredential:

@@ -47,6 +47,32 @@ class BlobInfo:
     last_modified: datetime
 
 
+class Readable(Protocol):
+    """One version of a blob, to read as a stream (see ``BlobStore.blob``)."""
+
+    @property
+    def path(self) -> str:
+        """``"container/blob/name"``."""
+        ...
+
+    @property
+    def size(self) -> int:
+        """Size in bytes, known before anything is read."""
+        ...
+
+    @property
+    def etag(self) -> str:
+        """The version read, as ``BlobStore.etag`` returns it."""
+        ...
+
+    def open(self) -> BinaryIO:
+        """A seekable binary stream of this version, read a piece at a time.
+
+        Reading a newer version raises ``PreconditionFailedError``.
+        """
+        ...
+
+
 class Lease(Protocol):
     """An exclusive lease held for the duration of a ``BlobStore.lease`` block."""
 
@@ -102,6 +128,20 @@ class BlobStore(Protocol):
 
         ``if_match`` writes only if the current etag equals it and ``if_none_match``
         only if the blob does not exist; otherwise ``PreconditionFailedError``.
+        """
+        ...
+
+    def blob(self, path: str) -> Readable:
+        """The current version of ``path``, to read as a stream; ``NotFoundError`` if it
+        is missing. Only its properties are read now."""
+        ...
+
+    def copy(self, source: str, target: str, *, source_etag: str | None = None) -> str:
+        """Copy ``source`` over ``target`` within the store, without reading it here (a
+        server-side copy on Azure); return the new etag.
+
+        ``source_etag`` copies only that version of ``source``, else
+        ``PreconditionFailedError``; a missing ``source`` is ``NotFoundError``.
         """
         ...
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -53,6 +54,30 @@ def _pieces(data: bytes | BinaryIO) -> Iterator[bytes]:
         return
     while piece := data.read(PIECE):
         yield piece
+
+
+class LocalReadable:
+    """One version of a file of the store: its size and modification time when found."""
+
+    def __init__(self, path: str, file: Path) -> None:
+        self.path, self.file = path, file
+        stat = file.stat()
+        self.size, self.mtime_ns = stat.st_size, stat.st_mtime_ns
+
+    @cached_property
+    def etag(self) -> str:
+        digest = hashlib.blake2b(digest_size=16)
+        with self.open() as f:
+            for piece in _pieces(f):
+                digest.update(piece)
+        return _etag_of(digest, self.mtime_ns)
+
+    def open(self) -> BinaryIO:
+        f = self.file.open("rb")
+        if os.fstat(f.fileno()).st_mtime_ns != self.mtime_ns:  # replaced since found
+            f.close()
+            raise PreconditionFailedError(f"{self.path}: changed since it was found")
+        return f
 
 
 class LocalFolderStore:
@@ -150,6 +175,23 @@ class LocalFolderStore:
         finally:
             tmp.unlink(missing_ok=True)
         return etag
+
+    def blob(self, path: str) -> LocalReadable:
+        """The current version of ``path``, to read as a stream."""
+        file = self._file(path)
+        if not file.is_file():
+            raise NotFoundError(f"{path}: no such blob in {self.describe}")
+        return LocalReadable(path, file)
+
+    def copy(self, source: str, target: str, *, source_etag: str | None = None) -> str:
+        """Copy ``source`` over ``target`` a piece at a time."""
+        blob = self.blob(source)
+        if source_etag is not None and blob.etag != source_etag:
+            raise PreconditionFailedError(
+                f"{source}: not copied: it is no longer at etag {source_etag}"
+            )
+        with blob.open() as f:
+            return self.write(target, f)
 
     def delete(self, path: str) -> None:
         """Delete ``path``; a missing blob is fine."""
