@@ -9,12 +9,17 @@ in a fresh interpreter each, peak resident memory (VmHWM over the RSS before the
 - **held whole** (the baseline, the way the ``InputStream`` binding delivered it before):
   the blob downloaded whole into memory, then accepted from those bytes.
 
+- **before**, with ``--before REF`` (``c076bb0``, the last commit before the trigger bound a
+  ``BlobClient``): that commit's function body, run from a git worktree, given the
+  blob's bytes whole as its ``InputStream`` binding delivered them.
+
 Target, for drops of a million rows and more: streamed at most 4x the file, and below
 the held-whole peak. Smaller drops are dominated by what does not grow with them (about
 45 MiB: the current users and trainings extracts a drop is checked against, the code).
 
     python -m benchmarks drop            # 1 M and 10 M rows
     python -m benchmarks drop --small    # 100,000 and 1 M rows
+    python -m benchmarks drop --before c076bb0   # and the code of that commit
 """
 
 from __future__ import annotations
@@ -76,6 +81,54 @@ print(json.dumps({"peak": status("VmHWM:") - before, "seconds": seconds}))
 """
 
 
+# The function body before issue 17: on_extract_dropped(name, bytes).
+_MEASURE_BEFORE = """
+import json, os, sys, time
+name = sys.argv[2]
+from azure.storage.blob import BlobClient
+import function_app
+from shared import runtime
+
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+
+client = BlobClient.from_connection_string(os.environ["DataStorage"], "hr-extracts", name)
+runtime.app_store(), runtime.app_config()
+before = status("VmRSS:")
+open("/proc/self/clear_refs", "w").write("5")
+started = time.perf_counter()
+data = client.download_blob().readall()  # what the host handed over: the blob whole
+runtime.on_extract_dropped("hr-extracts/" + name, data)
+seconds = time.perf_counter() - started
+print(json.dumps({"peak": status("VmHWM:") - before, "seconds": seconds}))
+"""
+
+
+@contextmanager
+def worktree(ref: str | None) -> Iterator[Path | None]:
+    """A git worktree of ``ref`` (removed afterwards), or None without a ref."""
+    if ref is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "before"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(folder), ref],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
+        try:
+            yield folder
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(folder)],
+                cwd=REPO,
+                check=False,
+                capture_output=True,
+            )
+
+
 @contextmanager
 def azurite(folder: Path) -> Iterator[str]:
     """A connection string to an Azurite blob service started for the run (on disk)."""
@@ -123,7 +176,7 @@ def entities(folder: Path) -> dict[str, Path]:
     return {"users": users, "trainings": trainings}
 
 
-def run(sizes: Sequence[int]) -> Table:
+def run(sizes: Sequence[int], before: str | None = None) -> Table:
     from shared.storage import AzureBlobStore
 
     table = Table(
@@ -131,7 +184,7 @@ def run(sizes: Sequence[int]) -> Table:
     )
     worst = 0.0
     below_whole = True
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, worktree(before) as old:
         folder = Path(tmp)
         config = folder / "config.toml"
         config.write_text("[contract.limits]\nmax_bytes = 4_000_000_000\nmax_rows = 100_000_000\n")
@@ -152,9 +205,10 @@ def run(sizes: Sequence[int]) -> Table:
                     store.write(f"hr-extracts/{name}", f)
                 size = path.stat().st_size
                 peaks = {}
-                for mode in ("held whole", "streamed"):
+                modes = ["held whole", "streamed", *([f"before ({before})"] if old else [])]
+                for mode in modes:
                     log(f"{rows:,} rows: {mode}, in a fresh interpreter")
-                    measured = measure(env, name, mode)
+                    measured = measure(env, name, mode, old if mode.startswith("before") else None)
                     peaks[mode] = measured["peak"]
                     table.add(
                         f"{rows:,} rows ({size / 2**20:,.0f} MiB), {mode}",
@@ -177,10 +231,13 @@ def run(sizes: Sequence[int]) -> Table:
     return table
 
 
-def measure(env: dict[str, str], name: str, mode: str) -> dict[str, float]:
+def measure(
+    env: dict[str, str], name: str, mode: str, code: Path | None = None
+) -> dict[str, float]:
+    """Peak and seconds of one accept in a fresh interpreter (``code``: an older checkout)."""
     out = subprocess.run(
-        [sys.executable, "-c", _MEASURE, mode, name],
-        cwd=REPO,
+        [sys.executable, "-c", _MEASURE if code is None else _MEASURE_BEFORE, mode, name],
+        cwd=code or REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -195,9 +252,10 @@ def measure(env: dict[str, str], name: str, mode: str) -> dict[str, float]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks drop")
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--before", metavar="REF", help="also measure this commit's trigger")
     args = parser.parse_args(argv)
     sizes = SMALL if args.small else FULL
     header("drop", ", ".join(f"{n:,} rows" for n in sizes))
-    table = run(sizes)
+    table = run(sizes, args.before)
     table.print()
     return 0 if table.all_met else 1

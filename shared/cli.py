@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from shared.appsettings import AppSettings, pass_to_child_processes
 from shared.errors import TrainingRecommenderError
 from shared.ids import clean_id
+from shared.progress import Progress, for_cli
 from shared.settings import Config
 from shared.storage import BlobStore
 
@@ -61,11 +62,10 @@ def _print(args: argparse.Namespace, data: Any, human: str) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else human)
 
 
-def _progress(record: Any, total: int) -> None:
-    if sys.stderr.isatty():
-        score = record.validation_precision
-        extra = f"  validation precision {score:.4f}" if score is not None else ""
-        print(f"  epoch {record.epoch}/{total}  {record.seconds:.1f}s{extra}", file=sys.stderr)
+def _progress(args: argparse.Namespace) -> Progress:
+    """Bars on a terminal; log lines otherwise (``shared.progress``, on stderr); nothing
+    but the result with ``--quiet`` or ``--json``."""
+    return for_cli(quiet=args.quiet, json=args.json)
 
 
 def _served(served_by: Mapping[Population, str] | Mapping[str, str]) -> str:
@@ -74,16 +74,49 @@ def _served(served_by: Mapping[Population, str] | Mapping[str, str]) -> str:
 
 
 def _trainings_table(items: Sequence[Training]) -> str:
+    """Rank, id, title and score, aligned; a long title (and its explanation, under it)
+    wraps between words instead of being cut."""
     if not items:
         return "  (no recommendation)"
-    lines = []
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("training", no_wrap=True)
+    table.add_column("title", ratio=1)
+    table.add_column("score", justify="right", no_wrap=True)
     for t in items:
-        pin = (" (pinned)" if t.pinned else "") + (" (new)" if t.new else "")
-        line = f"  {t.rank:>2}. {t.training_id:<8} {t.title[:60]:<60} {t.score:8.3f}"
-        lines.append(line + pin)
+        title = Text(t.title)
+        flags = [flag for flag, on in (("pinned", t.pinned), ("new", t.new)) if on]
+        if flags:
+            title.append(f" ({', '.join(flags)})", style="bold")
         if t.explanation:
-            lines.append(f"      {t.explanation.text}")
-    return "\n".join(lines)
+            title.append(f"\n{t.explanation.text}", style="dim")
+        table.add_row(str(t.rank), t.training_id, title, f"{t.score:.3f}")
+    return rendered(table)
+
+
+def rendered(renderable: Any, stream: Any = None) -> str:
+    """Text of a ``rich`` table for ``stream`` (stdout): coloured and as wide as the
+    terminal on one (``NO_COLOR`` honoured), plain and 100 columns wide otherwise."""
+    import io
+    import shutil
+
+    from rich.console import Console
+
+    terminal = (stream or sys.stdout).isatty()
+    width = shutil.get_terminal_size((100, 24)).columns if terminal else 100
+    text = io.StringIO()
+    console = Console(
+        file=text,
+        force_terminal=terminal,
+        width=width,
+        color_system="auto" if terminal else None,
+    )
+    console.print(renderable)
+    return "\n".join(line.rstrip() for line in text.getvalue().rstrip("\n").splitlines())
 
 
 def _id(text: str) -> str:
@@ -215,13 +248,14 @@ def cmd_train(args: argparse.Namespace, config: Config) -> None:
     store = _store(args)
     job = args.settings.job_name  # running as an Azure ML job (shared.jobs)
     try:
-        result = retrain(
-            store,
-            config,
-            registrar=args.settings.registrar(),
-            oracle=_oracle_from(args.oracle, store, config),
-            progress=_progress,
-        )
+        with _progress(args) as progress:
+            result = retrain(
+                store,
+                config,
+                registrar=args.settings.registrar(),
+                oracle=_oracle_from(args.oracle, store, config),
+                progress=progress,
+            )
     except Exception as exc:
         if job:
             record_outcome(
@@ -269,14 +303,14 @@ def cmd_evaluate(args: argparse.Namespace, config: Config) -> None:
     from shared.pipeline import load_current_data
 
     store = _store(args)
-    data = load_current_data(store, config)
-    extracts = data.extracts
-    dataset = build_dataset(
-        extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
-    )
-    report = evaluate_candidate(
-        dataset, config, oracle=_oracle_from(args.oracle, store, config), progress=_progress
-    ).report
+    with _progress(args) as progress:
+        extracts = load_current_data(store, config, progress).extracts
+        with progress.step("build the matrices"):
+            dataset = build_dataset(
+                extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
+            )
+        oracle = _oracle_from(args.oracle, store, config)
+        report = evaluate_candidate(dataset, config, oracle=oracle, progress=progress).report
     served = {p: report.served_name(p) for p in report.served}
     _print(args, report.to_dict(), f"{report.to_table()}\nserved by: {_served(served)}")
 
@@ -286,23 +320,15 @@ def cmd_tune(args: argparse.Namespace, config: Config) -> None:
     from shared.tuning import tune, write_config
 
     store = _store(args)
-
-    def show(t: Any) -> None:
-        if not args.json:
-            print(
-                f"  trial {t.number}: known {t.known_precision:.4f}  new {t.cold_precision:.4f}  "
-                f"objective {t.objective:.4f}  {t.seconds:.0f}s  {t.overrides or 'base'}",
-                file=sys.stderr,
-            )
-
-    result = tune(
-        load_current_data(store, config).extracts,
-        config,
-        budget=args.budget,
-        seed=args.seed,
-        oracle=_oracle_from(args.oracle, store, config),
-        progress=show,
-    )
+    with _progress(args) as progress:
+        result = tune(
+            load_current_data(store, config, progress).extracts,
+            config,
+            budget=args.budget,
+            seed=args.seed,
+            oracle=_oracle_from(args.oracle, store, config),
+            progress=progress,
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_config(result.best_config, out, header=result.summary())
@@ -323,7 +349,8 @@ def _positive(text: str) -> int:
 def cmd_precompute(args: argparse.Namespace, config: Config) -> None:
     from shared.pipeline import precompute
 
-    result = precompute(_store(args), config, force=args.force)
+    with _progress(args) as progress:
+        result = precompute(_store(args), config, force=args.force, progress=progress)
     _print(args, result.__dict__, f"{result.status}: recommendations {result.version}")
 
 
@@ -573,21 +600,25 @@ def cmd_demo(args: argparse.Namespace, config: Config) -> None:
         f"1/4 generating {args.users} employees, {args.trainings} trainings, "
         f"{args.interactions} trainings taken (seed {args.seed}, regime {args.regime})"
     )
-    data = generate(args.users, args.trainings, args.interactions, args.seed, args.regime)
-    paths = write_csvs(data, Path(args.out))
-    say(f"2/4 dropping the extracts into {store.describe}")
-    for kind in ("users", "trainings", "trainings-taken"):
-        with paths[kind].open("rb") as f:
-            accepted = drop_extract(store, f"{kind}/{paths[kind].name}", f, config)
-        say(f"    {kind:<16} {accepted.status}")
-    say("3/4 training, evaluating, publishing and precomputing")
-    result = retrain(
-        store,
-        config,
-        registrar=args.settings.registrar(),
-        oracle=data.oracle.scores,
-        progress=_progress,
-    )
+    with _progress(args) as progress:
+        with progress.step("generate"):
+            data = generate(args.users, args.trainings, args.interactions, args.seed, args.regime)
+            paths = write_csvs(data, Path(args.out))
+        say(f"2/4 dropping the extracts into {store.describe}")
+        with progress.step("drop", 3, "extracts") as step:
+            for kind in ("users", "trainings", "trainings-taken"):
+                with paths[kind].open("rb") as f:
+                    accepted = drop_extract(store, f"{kind}/{paths[kind].name}", f, config)
+                step.advance(note=f"{kind} {accepted.status}")
+                say(f"    {kind:<16} {accepted.status}")
+        say("3/4 training, evaluating, publishing and precomputing")
+        result = retrain(
+            store,
+            config,
+            registrar=args.settings.registrar(),
+            oracle=data.oracle.scores,
+            progress=progress,
+        )
     if result.evaluation is not None:
         say(result.evaluation.to_table())
     say(
@@ -787,6 +818,9 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool = False) 
     )
     group.add_argument("--connection-name", metavar="NAME", help="default: AzureWebJobsStorage")
     group.add_argument("--json", action="store_true", help="machine-readable output")
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="print the result only (no progress)"
+    )
     group.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
 
@@ -834,6 +868,8 @@ def _run(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not (args.quiet or args.json):  # where a long run is, without a terminal too
+        logging.getLogger(Progress.__module__).setLevel(logging.INFO)
     try:
         config = settings.config(args.config)
         args.func(args, config)

@@ -42,6 +42,7 @@ from shared.evaluation import (
 )
 from shared.features import Dataset, build_dataset, signal_matrix
 from shared.metadata import Counts, Epoch, ExtractReport, ModelMetadata, Served, Spread, Training
+from shared.progress import NO_PROGRESS, Progress
 from shared.schema import Extracts
 from shared.scoring import (
     MODEL,
@@ -55,7 +56,7 @@ from shared.scoring import (
     ScorerSpec,
 )
 from shared.settings import Config
-from shared.training import FitResult, ProgressFn, Validation, fit, fold_out
+from shared.training import FitResult, Validation, fit, fold_out
 
 # (user ids, training ids, what each user is known to have taken or None for new
 # employees) -> scores; the synthetic data's oracle.
@@ -236,7 +237,7 @@ def _population(
     )
 
 
-def _repeat(dataset: Dataset, config: Config, number: int, progress: ProgressFn | None) -> _Repeat:
+def _repeat(dataset: Dataset, config: Config, number: int, progress: Progress) -> _Repeat:
     """Split with seed ``evaluation.seed + number``, fit, and gather the populations."""
     opts, hp = config.evaluation, config.model
     seed = opts.seed + number
@@ -466,11 +467,15 @@ def evaluate_candidate(
     config: Config,
     *,
     oracle: OracleFn | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> Evaluation:
     """Measure a configuration over ``evaluation.repeats`` splits, known and new employees apart."""
     opts, k = config.evaluation, config.evaluation.k
-    repeats = [_repeat(dataset, config, number, progress) for number in range(opts.repeats)]
+    repeats = []
+    with progress.step("evaluate", opts.repeats, "splits") as step:
+        for number in range(opts.repeats):
+            repeats.append(_repeat(dataset, config, number, progress))
+            step.advance()
     report = EvaluationReport(k=k, repeats=opts.repeats)
     served: dict[str, list[np.ndarray]] = {}
     for population in POPULATIONS:
@@ -626,7 +631,7 @@ def train_model(
     fingerprints: dict[str, str],
     evaluate: bool = True,
     oracle: OracleFn | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress = NO_PROGRESS,
     signals: Mapping[tuple[str, str], float] | None = None,
 ) -> TrainedModel:
     """Evaluate over repeated splits, then refit on all the data for the epochs found best.
@@ -639,7 +644,8 @@ def train_model(
     ``signals`` ((employee, training) -> weight, from feedback events) are learnt by
     every fit and measured by none.
     """
-    dataset = _dataset(extracts, config, signals)
+    with progress.step("build the matrices"):
+        dataset = _dataset(extracts, config, signals)
     report = None
     epochs = config.model.epochs
     curves: list[list[Epoch]] = []
@@ -656,15 +662,16 @@ def train_model(
         dataset.signals,
         dataset.user_features(),
     )
-    final = fit(
-        interactions,
-        features,
-        dataset.item_features,
-        config.model,
-        weights=weights,
-        epochs=epochs,
-        progress=progress,
-    )
+    with progress.step("refit on all the data"):
+        final = fit(
+            interactions,
+            features,
+            dataset.item_features,
+            config.model,
+            weights=weights,
+            epochs=epochs,
+            progress=progress,
+        )
     priors = Priors.count(
         dataset.interactions, dataset.user_attributes, department_columns(dataset, config)
     )

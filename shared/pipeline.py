@@ -51,6 +51,7 @@ from shared.layout import (
 )
 from shared.metadata import ModelMetadata
 from shared.modeling import OracleFn, TrainedModel, train_model
+from shared.progress import NO_PROGRESS, Progress
 from shared.reading import too_big
 from shared.registry import current_version, load_bundle, metadata_of, publish, write_version
 from shared.schema import (
@@ -67,7 +68,6 @@ from shared.schema import (
 from shared.settings import Config, DataContract
 from shared.storage import BlobStore, Lease, Readable
 from shared.table import compute_recommendations
-from shared.training import EpochRecord
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,9 @@ class CurrentData:
         return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
-def load_current_data(store: BlobStore, config: Config) -> CurrentData:
+def load_current_data(
+    store: BlobStore, config: Config, progress: Progress = NO_PROGRESS
+) -> CurrentData:
     """Read the current extract of each kind (raises NotFoundError naming what is missing)."""
     pointer, _ = read_pointer(store, EXTRACTS_POINTER)
     missing = [kind for kind in KINDS if kind not in pointer]
@@ -328,7 +330,7 @@ def load_current_data(store: BlobStore, config: Config) -> CurrentData:
         raise NotFoundError(f"no accepted extract yet for: {', '.join(missing)} ({where})")
     kinds = [kind for kind in ALL_KINDS if kind in pointer]
     sources: dict[str, str] = {kind: str(pointer[kind]["path"]) for kind in kinds}
-    with ExitStack() as opened:
+    with ExitStack() as opened, progress.step("read the extracts", unit="rows") as step:
         streams = {kind: opened.enter_context(store.blob(sources[kind]).open()) for kind in kinds}
         extracts = parse_all(
             streams["users"],
@@ -342,6 +344,7 @@ def load_current_data(store: BlobStore, config: Config) -> CurrentData:
                 "roles", streams["roles"], config.contract, sources["roles"]
             )
             extracts = replace(extracts, roles=roles, reports=(*extracts.reports, report))
+        step.advance(sum(r.rows_read for r in extracts.reports))
     return CurrentData(extracts, {kind: pointer[kind]["sha256"][:12] for kind in kinds})
 
 
@@ -434,7 +437,7 @@ def retrain(
     *,
     registrar: Registrar | None = None,
     oracle: OracleFn | None = None,
-    progress: Callable[[EpochRecord, int], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> RetrainResult:
     """Train on the current extracts, evaluate, gate, publish, precompute, register.
 
@@ -446,10 +449,11 @@ def retrain(
     A candidate the quality gate refuses (worse than the serving version for known
     and new employees alike) is kept under ``models/rejected/`` and the serving
     version stays.
+    ``progress`` is told of each step, from reading the extracts to the precompute's.
     """
     try:
         with store.lease(RETRAIN_LOCK, seconds=LEASE_SECONDS) as lease, _kept_alive(lease):
-            data = load_current_data(store, config)
+            data = load_current_data(store, config, progress)
             learnt = config.signals
             trained = train_model(
                 data.extracts,
@@ -484,13 +488,14 @@ def retrain(
                     decision,
                     served_by=served,
                 )
-            publish(store, bundle, card=render_card)
+            with progress.step("publish"):
+                publish(store, bundle, card=render_card)
             log.info(
                 "published model %s (%s)",
                 bundle.version,
                 ", ".join(f"{p}: {name}" for p, name in served.items()) or "not evaluated",
             )
-            result = precompute(store, config, bundle=bundle, data=data)
+            result = precompute(store, config, bundle=bundle, data=data, progress=progress)
     except LeaseUnavailableError:
         log.warning("another retrain holds %s: this one exits without training", RETRAIN_LOCK)
         return RetrainResult("busy")
@@ -568,14 +573,16 @@ def precompute(
     bundle: ModelBundle | None = None,
     data: CurrentData | None = None,
     force: bool = False,
+    progress: Progress = NO_PROGRESS,
 ) -> PrecomputeResult:
     """Every employee's top-k with the serving model and the current extracts.
 
     Idempotent: when the serving recommendations already come from the same model
     and data versions, nothing is computed (a trigger delivered twice costs a read).
+    ``progress`` is told of the scoring and the export, in employees, and the upload.
     """
     model_version = bundle.version if bundle is not None else current_version(store)
-    data = data or load_current_data(store, config)
+    data = data or load_current_data(store, config, progress)
     pointer, etag = read_pointer(store, RECOMMENDATIONS_POINTER)
     if (
         not force
@@ -586,7 +593,7 @@ def precompute(
     bundle = bundle or load_bundle(store, model_version)
     ledger, ledger_etag = read_pointer(store, FIRST_SEEN)
     table, export = compute_recommendations(
-        bundle, data.extracts, config, ledger if ledger_etag else None
+        bundle, data.extracts, config, ledger if ledger_etag else None, progress=progress
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     # Unique even for two runs in one second: a served version is never overwritten.
@@ -601,12 +608,13 @@ def precompute(
         "k": int(table.items.shape[1]),
     }
     prefix = f"recommendations/{version}"
-    store.write(f"{prefix}/top.npz", table.to_bytes(), if_none_match=True)
-    store.write(f"{prefix}/meta.json", json_bytes(meta), content_type="application/json")
     with tempfile.TemporaryFile() as csv_file:  # on disk: 160 MB at 100,000 employees
-        export.write(csv_file)
-        csv_file.seek(0)
-        store.write(f"{prefix}/recommendations.csv", csv_file, content_type="text/csv")
+        export.write(csv_file, progress)
+        with progress.step("upload"):
+            store.write(f"{prefix}/top.npz", table.to_bytes(), if_none_match=True)
+            store.write(f"{prefix}/meta.json", json_bytes(meta), content_type="application/json")
+            csv_file.seek(0)
+            store.write(f"{prefix}/recommendations.csv", csv_file, content_type="text/csv")
     _record_first_seen(store, table.catalog, ledger, ledger_etag)
     move_pointer(store, RECOMMENDATIONS_POINTER, meta, etag)
     log.info("precomputed %s for %d employees", version, len(table.user_ids))

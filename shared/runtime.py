@@ -21,6 +21,7 @@ from shared.pipeline import (
     precompute,
     retrain,
 )
+from shared.progress import LogLines
 from shared.settings import Config
 from shared.storage import BlobStore
 
@@ -69,7 +70,7 @@ def on_extract_dropped(client: BlobClient) -> tuple[AcceptResult, PrecomputeResu
     if accepted.status != "accepted":
         return accepted, None
     try:
-        return accepted, precompute(store, config)
+        return accepted, precompute(store, config, progress=LogLines())
     except (NoModelError, NotFoundError) as exc:
         # No model yet, or an extract kind still missing: the next retrain precomputes.
         log.info("extract accepted; nothing to precompute yet: %s", exc)
@@ -87,6 +88,8 @@ def on_timer() -> RetrainResult | dict[str, Any]:
         record = submit_retrain(store, jobs, settings.environ)
         log.info("retrain job %s: %s", record.get("name"), record.get("status"))
         return record
-    result = retrain(store, app_config(), registrar=settings.registrar())
+    # Log lines of each step (at most one every few seconds in a long one): the
+    # Functions log stream and Application Insights show where a retrain is.
+    result = retrain(store, app_config(), registrar=settings.registrar(), progress=LogLines())
     log.info("retrain: %s %s %s", result.status, result.version or "", result.served_by or "")
     return result

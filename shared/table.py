@@ -26,6 +26,7 @@ from shared.catalog import Catalog, Ledger, current_catalog, extend
 from shared.errors import ModelLoadError
 from shared.features import IdMap, employee_rows, interaction_matrices
 from shared.lanes import LaneData, lane_data
+from shared.progress import NO_PROGRESS, Progress
 from shared.rules import Rules, active_trainings
 from shared.schema import FORMULA_STARTS, ID, Extracts
 from shared.scoring import NO_ITEM, Recommender, select
@@ -142,6 +143,7 @@ def compute_recommendations(
     config: Config,
     ledger: Ledger | None = None,
     today: date | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> tuple[RecommendationTable, CsvExport]:
     """Ranked candidates of every employee of the current extracts with the given model.
 
@@ -165,9 +167,23 @@ def compute_recommendations(
     depth = max(serving.depth, serving.top_k)
     # Scored a 16 MiB block at a time on every core: memory is bounded by
     # serving.chunk_size rows of scores, never employees x trainings.
-    items, scores = recommender.for_feature_rows(
-        feature_rows, has_history, depth, taken, active, chunk_size=serving.chunk_size
-    )
+    blocks, block = [], serving.chunk_size * 8  # blocks for progress, chunks inside
+    with progress.step("score", len(has_history), "employees") as step:
+        for start in range(0, max(len(has_history), 1), block):
+            rows = slice(start, start + block)
+            blocks.append(
+                recommender.for_feature_rows(
+                    feature_rows[rows],
+                    has_history[rows],
+                    depth,
+                    taken[rows],
+                    active,
+                    chunk_size=serving.chunk_size,
+                )
+            )
+            step.advance(len(has_history[rows]))
+    items = np.concatenate([items for items, _ in blocks])
+    scores = np.concatenate([scores for _, scores in blocks])
     columns = bundle.metadata.item_attribute_columns
     skills_column = config.lanes.training_skills
     lanes = lane_data(
@@ -293,10 +309,13 @@ class CsvExport:
                 items[i, rank], scores[i, rank] = item, score
         return items, scores
 
-    def write(self, out: BinaryIO) -> None:
+    def write(self, out: BinaryIO, progress: Progress = NO_PROGRESS) -> None:
         """The CSV (UTF-8, a header line) into ``out``, a piece at a time."""
-        for number, piece in enumerate(self.pieces()):
-            out.write(piece.to_csv(index=False, header=number == 0).encode("utf-8"))
+        employees = len(self.table.user_ids)
+        with progress.step("export", employees, "employees") as step:
+            for number, piece in enumerate(self.pieces()):
+                out.write(piece.to_csv(index=False, header=number == 0).encode("utf-8"))
+                step.advance(min(EXPORT_CHUNK, employees - step.done))
 
     def frame(self) -> pd.DataFrame:
         """The whole export as one frame (small tables: tests, the demo)."""

@@ -8,7 +8,6 @@ imported here only, inside the functions, so serving never loads it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from shared.features import describe_employees
+from shared.progress import NO_PROGRESS, Progress
 from shared.scoring import NO_ITEM, Factors
 from shared.settings import Hyperparameters
 
@@ -41,9 +41,6 @@ class FitResult:
     model: LightFM
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
-
-
-ProgressFn = Callable[[EpochRecord, int], None]  # (record, total epochs)
 
 
 def factors_of(
@@ -248,7 +245,7 @@ def fit(
     validation: Validation | None = None,
     k: int = 10,
     epochs: int | None = None,
-    progress: ProgressFn | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> FitResult:
     """Fit LightFM one epoch at a time.
 
@@ -269,6 +266,9 @@ def fit(
         Sample weights of the same entries (used when ``params.use_weights``).
     epochs
         Overrides ``params.epochs`` (the final refit uses the epochs found best).
+    progress
+        Told of each epoch (step ``fit``, in epochs, with the validation figure); an
+        early stop ends the step at the epochs run.
     """
     model = _new_model(params)
     coo = interactions.tocoo()
@@ -278,37 +278,37 @@ def fit(
     stopper = _Stopper(params.min_epochs, params.patience)
     states: dict[int, dict[str, np.ndarray]] = {}  # from the kept epoch on
     scored = None if validation is None else validation_rows(validation.truth, params.random_state)
-    for epoch in range(1, total + 1):
-        started = time.perf_counter()
-        model.fit_partial(
-            coo,
-            user_features=user_features,
-            item_features=item_features,
-            sample_weight=sample_weight,
-            epochs=1,
-            num_threads=params.num_threads,
-        )
-        if validation is None:
-            record = EpochRecord(epoch, time.perf_counter() - started, None)
+    with progress.step("fit", total, "epochs") as step:
+        for epoch in range(1, total + 1):
+            started = time.perf_counter()
+            model.fit_partial(
+                coo,
+                user_features=user_features,
+                item_features=item_features,
+                sample_weight=sample_weight,
+                epochs=1,
+                num_threads=params.num_threads,
+            )
+            if validation is None:
+                result.history.append(EpochRecord(epoch, time.perf_counter() - started, None))
+                result.best_epoch = epoch
+                step.advance()
+                continue
+            factors = factors_of(model, validation.features, item_features)
+            per_row = precision_per_row(factors, validation.exclude, validation.truth, k, scored)
+            score = float(per_row.mean()) if len(per_row) else 0.0
+            error = float(per_row.std() / np.sqrt(len(per_row))) if len(per_row) > 1 else 0.0
+            states[epoch] = {name: getattr(model, name).copy() for name in _STATE}
+            smoothed = stopper.add(per_row)
+            for old in [e for e in states if e < stopper.kept]:
+                del states[old]  # the kept epoch only moves forward
+            record = EpochRecord(epoch, time.perf_counter() - started, score, error, smoothed)
             result.history.append(record)
-            result.best_epoch = epoch
-            if progress is not None:
-                progress(record, total)
-            continue
-        factors = factors_of(model, validation.features, item_features)
-        per_row = precision_per_row(factors, validation.exclude, validation.truth, k, scored)
-        score = float(per_row.mean()) if len(per_row) else 0.0
-        error = float(per_row.std() / np.sqrt(len(per_row))) if len(per_row) > 1 else 0.0
-        states[epoch] = {name: getattr(model, name).copy() for name in _STATE}
-        smoothed = stopper.add(per_row)
-        for old in [e for e in states if e < stopper.kept]:
-            del states[old]  # the kept epoch only moves forward
-        record = EpochRecord(epoch, time.perf_counter() - started, score, error, smoothed)
-        result.history.append(record)
-        if progress is not None:
-            progress(record, total)
-        if params.early_stopping and stopper.should_stop():
-            break
+            step.advance(note=f"validation precision@{k} {score:.4f}")
+            if params.early_stopping and stopper.should_stop():
+                if epoch < total:
+                    step.set_total(epoch)  # stopped early: the epochs run are all there is
+                break
     if validation is not None:
         result.best_epoch = stopper.kept
         for name, value in states[result.best_epoch].items():

@@ -41,6 +41,7 @@ import tomli_w
 from shared.errors import ConfigurationError, ExtractError, Problem
 from shared.features import build_dataset
 from shared.modeling import Evaluation, OracleFn, evaluate_candidate
+from shared.progress import NO_PROGRESS, Progress
 from shared.schema import Extracts
 from shared.settings import Config
 
@@ -190,14 +191,16 @@ def _space(base: Config) -> dict[str, tuple[Any, ...]]:
     return space
 
 
-def _evaluate(extracts: Extracts, config: Config, oracle: OracleFn | None) -> Evaluation:
+def _evaluate(
+    extracts: Extracts, config: Config, oracle: OracleFn | None, progress: Progress
+) -> Evaluation:
     dataset = build_dataset(
         extracts.users, extracts.trainings, extracts.taken, config.contract, config.features
     )
     if dataset.interactions.nnz == 0:
         source = "trainings-taken"
         raise ExtractError(source, [Problem(source, "no usable interaction to tune on")])
-    return evaluate_candidate(dataset, config, oracle=oracle)
+    return evaluate_candidate(dataset, config, oracle=oracle, progress=progress)
 
 
 def tune(
@@ -208,7 +211,7 @@ def tune(
     seed: int = 0,
     tolerance: float = TOLERANCE,
     oracle: OracleFn | None = None,
-    progress: Callable[[Trial], None] | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> TuningResult:
     """Search for a better configuration than ``base`` on held-out precision@k.
 
@@ -229,7 +232,8 @@ def tune(
     oracle
         Scores of the true preferences (synthetic data only), shown for reference.
     progress
-        Called with each trial as soon as it is evaluated.
+        Told of each trial (step ``tune``, in trials, with the objective and the best so
+        far) and of each trial's evaluation.
 
     Returns
     -------
@@ -245,14 +249,30 @@ def tune(
 
     def run(overrides: dict[str, Any], against: int | None) -> Trial:
         trial, evaluation = _trial(
-            extracts, base, overrides, evaluations, against, None if trials else oracle
+            extracts, base, overrides, evaluations, against, None if trials else oracle, progress
         )
         evaluations[trial.number] = evaluation
         trials.append(trial)
-        if progress is not None:
-            progress(trial)
+        best = max(t.objective for t in trials)
+        step.advance(note=f"trial {trial.number}: {trial.objective:.4f}, best so far {best:.4f}")
         return trial
 
+    with progress.step("tune", budget, "trials") as step:
+        return _search(run, base, space, seed, budget, tolerance, oracle, evaluations, trials)
+
+
+def _search(
+    run: Callable[[dict[str, Any], int | None], Trial],
+    base: Config,
+    space: dict[str, tuple[Any, ...]],
+    seed: int,
+    budget: int,
+    tolerance: float,
+    oracle: OracleFn | None,
+    evaluations: dict[int, Evaluation],
+    trials: list[Trial],
+) -> TuningResult:
+    """Trial 0 (``base``), then a greedy walk from the best trial, one setting at a time."""
     first = run({}, None)
     result = TuningResult(trials, first, base, base.evaluation.k, tolerance, seed, budget)
     result.space = space
@@ -287,11 +307,12 @@ def _trial(
     evaluations: dict[int, Evaluation],
     against: int | None,
     oracle: OracleFn | None,
+    progress: Progress,
 ) -> tuple[Trial, Evaluation]:
     """The next trial: ``base`` with ``overrides``, its gain measured against trial
     ``against`` (the oracle is given to the first trial only: its figures do not change)."""
     started = time.perf_counter()
-    evaluation = _evaluate(extracts, _with(base, overrides), oracle)
+    evaluation = _evaluate(extracts, _with(base, overrides), oracle, progress)
     objective, each = evaluation.objective()
     gain = evaluation.gain_over(evaluations[against]) if against is not None else None
     epochs = [f.best_epoch for f in evaluation.fits]

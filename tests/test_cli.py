@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,73 @@ def test_demo_shows_a_known_and_a_new_employee(
     result = json.loads(out)
     assert len(result["known"]["trainings"]) == 10
     assert len(result["new"]["trainings"]) == 10
+
+
+def demo_command(tmp_path: Path, config_file: Path, *options: str) -> list[str]:
+    store, data = str(tmp_path / "store"), str(tmp_path / "data")
+    return [sys.executable, "-m", "shared", "--store", store, "--config", str(config_file),
+            *options, "demo", *SIZES, "--out", data]  # fmt: skip
+
+
+def test_the_demo_redirected_writes_a_line_per_step(tmp_path: Path, config_file: Path) -> None:
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        code = subprocess.run(
+            demo_command(tmp_path, config_file), cwd=ROOT, stdout=out, stderr=out, check=False
+        ).returncode
+    text = log.read_text()
+    assert code == 0, text
+    for line in (
+        "INFO shared.progress: generate: started",
+        "INFO shared.progress: drop: done, 3 extracts in",
+        "INFO shared.progress: read the extracts: done, ",
+        "INFO shared.progress: evaluate: started (",
+        "INFO shared.progress: evaluate › fit: started (5 epochs)",
+        "INFO shared.progress: refit on all the data › fit: done, ",
+        "INFO shared.progress: score: done, 300 employees in ",
+        "INFO shared.progress: export: done, 300 employees in ",
+        "INFO shared.progress: upload: done in ",
+    ):
+        assert line in text, line
+    assert "known employee" in text  # and the result, as before
+
+
+def test_the_demo_on_a_terminal_draws_a_bar_per_step_with_time_left(
+    tmp_path: Path, config_file: Path
+) -> None:
+    # `script` gives the command a terminal and records what it drew.
+    command = " ".join(demo_command(tmp_path, config_file))
+    drawn = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+    assert drawn.returncode == 0, drawn.stdout[-3000:]
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", drawn.stdout)  # colours, cursor moves
+    assert "INFO shared.progress" not in screen  # bars, not log lines
+    for step in ("generate", "drop", "read the extracts", "evaluate", "score", "export"):
+        assert re.search(rf"{step} +━+ +\d+/\d+", screen), step
+    assert re.search(r"━+ +\d+/\d+ +\w* +\d+% +\d:\d\d:\d\d +\d:\d\d:\d\d", screen)
+    assert "known employee" in screen
+
+
+def test_json_and_quiet_print_the_result_alone(tmp_path: Path, config_file: Path) -> None:
+    for option in ("--json", "--quiet"):
+        result = subprocess.run(
+            demo_command(tmp_path, config_file, option),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == "", option
+    assert set(json.loads(subprocess.run(
+        demo_command(tmp_path, config_file, "--json"), cwd=ROOT, capture_output=True, text=True,
+        check=True).stdout)) == {"model_version", "evaluation", "known", "new"}  # fmt: skip
 
 
 def test_each_command_on_generated_extracts(
@@ -278,3 +346,49 @@ def test_tune_writes_a_configuration_that_train_uses(
     assert code == 0 and "published model" in out
     with pytest.raises(SystemExit):  # argparse refuses a budget below 1
         main([*base, "tune", "--budget", "0"])
+
+
+LONG_TITLE = (
+    "Negotiating Cross-Border Supplier Agreements under International Commercial Law "
+    "for Procurement Specialists and Their Managers (Advanced Workshop)"
+)
+
+
+def test_a_long_title_wraps_between_words_never_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.answers import Training
+    from shared.cli import _trainings_table
+
+    items = [
+        Training(rank=1, training_id="T00001", title=LONG_TITLE, attributes={}, score=1.5),
+        Training(rank=2, training_id="T00002", title="Short", attributes={}, score=0.25),
+    ]
+    text = _trainings_table(items)  # stdout is not a terminal here: 100 columns, plain
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert "\x1b[" not in text
+    assert len([line for line in lines if "T00001" not in line and line.strip()]) >= 3  # wrapped
+    cells = {"#", "training", "title", "score", "1", "2", "T00001", "T00002", "1.500", "0.250"}
+    allowed = cells | {"Short"} | set(LONG_TITLE.split())
+    for token in text.split():  # every word whole: none cut, none with an ellipsis
+        assert token in allowed or set(token) == {"─"}, token
+    assert lines[-1].split() == ["2", "T00002", "Short", "0.250"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_tables_have_colours_on_a_terminal_unless_no_color(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.table import Table
+
+    from shared.cli import rendered
+
+    table = Table("#", "title")
+    table.add_row("1", "Python")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert "\x1b[" in rendered(table, Terminal())
+    monkeypatch.setenv("NO_COLOR", "1")
+    coloured = re.findall(r"\x1b\[([0-9;]*)m", rendered(table, Terminal()))
+    assert not [code for code in coloured if re.search(r"(^|;)(3[0-7]|9[0-7]|38)(;|$)", code)]
+    assert "\x1b[" not in rendered(table, io.StringIO())

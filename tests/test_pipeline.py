@@ -21,9 +21,10 @@ from shared.layout import (
     read_pointer,
 )
 from shared.pipeline import detect_kind, extract_kind, precompute, retrain
+from shared.progress import Recording
 from shared.registry import load_bundle, load_recommendations
 from shared.scoring import NO_ITEM, Recommender
-from shared.storage import BlobStore
+from shared.storage import BlobStore, LocalFolderStore
 from shared.synthetic import generate
 
 CONFIG = small_config()
@@ -336,3 +337,38 @@ def test_a_failure_anywhere_in_retrain_leaves_the_previous_version_serving(
     # The next run succeeds without any cleanup.
     assert retrain(trained, NO_GATE).status == "published"
     assert read_pointer(trained, RECOMMENDATIONS_POINTER)[0]["version"] != recs_before[0]["version"]
+
+
+def test_a_retrain_reports_its_steps_in_order_with_counts_reaching_their_totals(
+    local_store: LocalFolderStore,
+) -> None:
+    drop_all(local_store, DATA, CONFIG)
+    recording = Recording()
+    result = retrain(local_store, CONFIG, progress=recording)
+    assert result.status == "published"
+    events = recording.events
+    top = [e.path[0] for e in events if e.kind == "start" and len(e.path) == 1]
+    assert top == [
+        "read the extracts",
+        "build the matrices",
+        "evaluate",
+        "refit on all the data",
+        "publish",
+        "score",
+        "export",
+        "upload",
+    ]
+    fits = [e for e in events if e.kind == "start" and e.path[-1] == "fit"]
+    assert [e.path for e in fits] == [("evaluate", "fit")] * CONFIG.evaluation.repeats + [
+        ("refit on all the data", "fit")
+    ]
+    ends = [e for e in events if e.kind == "end"]
+    assert all(e.done == e.total for e in ends if e.total is not None)
+    assert not [e for e in events if e.kind == "fail"]
+    employees = len(DATA.users)
+    assert {(e.path, e.done) for e in ends if e.path in {("score",), ("export",)}} == {
+        (("score",), employees),
+        (("export",), employees),
+    }
+    read = next(e for e in ends if e.path == ("read the extracts",))
+    assert read.done == sum(r["rows_read"] for r in result.reports)

@@ -4,6 +4,7 @@ test_function_app.py)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,7 +45,10 @@ def test_the_settings_are_read_once_per_worker(
     assert runtime.app_config().model.epochs == 6
 
 
-def test_the_timer_publishes_from_the_accepted_drops(app: LocalFolderStore) -> None:
+def test_the_timer_publishes_from_the_accepted_drops(
+    app: LocalFolderStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shared.progress")
     for kind, attr in KIND_FRAMES.items():
         assert (
             drop(app, f"{kind}/{kind}.csv", csv_bytes(getattr(DATA, attr)), small_config()).status
@@ -52,4 +56,9 @@ def test_the_timer_publishes_from_the_accepted_drops(app: LocalFolderStore) -> N
         )
     result = runtime.on_timer()
     assert result.status == "published"
+    # Where the retrain is, in the Functions log stream: a line per step
+    lines = [r.getMessage() for r in caplog.records if r.name == "shared.progress"]
+    assert "read the extracts: started" in lines
+    assert any(line.startswith("evaluate › fit: done, ") for line in lines)
+    assert any(line.startswith("upload: done in ") for line in lines)
     assert read_pointer(app, MODELS_POINTER)[0]["version"] == result.version

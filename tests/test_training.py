@@ -12,10 +12,11 @@ import scipy.sparse as sp
 from shared.evaluation import holdout, measure, split
 from shared.features import build_dataset
 from shared.modeling import training_rows
+from shared.progress import Recording
 from shared.schema import parse_all
 from shared.settings import Config, Hyperparameters
 from shared.synthetic import generate
-from shared.training import EpochRecord, FitResult, Validation, factors_of, fit
+from shared.training import FitResult, Validation, factors_of, fit
 
 N_USERS, N_ITEMS = 60, 30
 Data = tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]
@@ -168,23 +169,32 @@ def test_without_early_stopping_every_epoch_runs(data: Data) -> None:
 
 
 @pytest.mark.parametrize("with_validation", [False, True])
-def test_progress_is_called_once_per_epoch(data: Data, with_validation: bool) -> None:
+def test_progress_is_told_of_each_epoch_and_reaches_its_total(
+    data: Data, with_validation: bool
+) -> None:
     train, _, user_features, item_features = data
-    calls: list[tuple[EpochRecord, int]] = []
+    recording = Recording()
     result = fit(
         train,
         user_features,
         item_features,
-        params(epochs=5),
+        params(epochs=5, patience=1, learning_rate=0.3),
         validation=checked(data) if with_validation else None,
         k=5,
-        progress=lambda record, total: calls.append((record, total)),
+        progress=recording,
     )
-    assert [record for record, _ in calls] == result.history
-    assert [record.epoch for record, _ in calls] == list(range(1, len(result.history) + 1))
-    assert {total for _, total in calls} == {5}
-    assert all(record.seconds >= 0 for record, _ in calls)
-    assert all((r.validation_precision is not None) == with_validation for r, _ in calls)
+    events, run = recording.events, len(result.history)
+    stopped_early = run < 5  # then the total is set to the epochs run
+    assert [e.kind for e in events] == ["start", *["advance"] * (run + stopped_early), "end"]
+    assert {e.path for e in events} == {("fit",)}
+    assert [e.done for e in events[1 : run + 1]] == list(range(1, run + 1))
+    assert events[0].total == 5 and events[-1].done == events[-1].total == run
+    notes = [e.note for e in events[1 : run + 1]]
+    if with_validation:
+        scores = [r.validation_precision for r in result.history]
+        assert notes == [f"validation precision@5 {s:.4f}" for s in scores]
+    else:
+        assert notes == [None] * run
 
 
 def test_the_best_epoch_varies_little_between_runs_on_the_same_data() -> None:

@@ -12,10 +12,11 @@ from shared.appsettings import AppSettings
 from shared.errors import ConfigurationError
 from shared.features import build_dataset
 from shared.modeling import evaluate_candidate
+from shared.progress import Recording
 from shared.schema import Extracts, parse_all
 from shared.settings import Config, load_config
 from shared.synthetic import SyntheticData, generate
-from shared.tuning import Trial, TuningResult, tune, write_config
+from shared.tuning import TuningResult, tune, write_config
 
 FAST: dict[str, Any] = {
     "model": {"epochs": 5, "num_threads": 1, "no_components": 8, "patience": 2},
@@ -80,10 +81,17 @@ def test_a_change_is_taken_only_when_it_wins_beyond_the_noise(tuned: TuningResul
 
 
 def test_budget_one_is_the_base(raw: Extracts, base: Config) -> None:
-    seen: list[Trial] = []
-    result = tune(raw, base, budget=1, progress=seen.append)
-    assert seen == result.trials and len(seen) == 1
-    assert result.best is seen[0] and result.best_config == base
+    recording = Recording()
+    result = tune(raw, base, budget=1, progress=recording)
+    assert len(result.trials) == 1
+    assert result.best is result.trials[0] and result.best_config == base
+    tuning = [e for e in recording.events if e.path == ("tune",)]
+    assert [e.kind for e in tuning] == ["start", "advance", "end"]
+    objective = result.trials[0].objective
+    assert tuning[1].note == f"trial 0: {objective:.4f}, best so far {objective:.4f}"
+    assert tuning[-1].done == tuning[-1].total == 1
+    # each trial's evaluation and fits are told inside it
+    assert ("tune", "evaluate", "fit") in {e.path for e in recording.events}
     with pytest.raises(ValueError, match="budget"):
         tune(raw, base, budget=0)
 
