@@ -154,7 +154,11 @@ def azurite(folder: Path) -> Iterator[str]:
         )
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # busy writing hundreds of MB away
+            proc.kill()
+            proc.wait()
 
 
 def entities(folder: Path) -> dict[str, Path]:

@@ -79,9 +79,10 @@ class TakenColumns(_Frozen):
 class Limits(_Frozen):
     """Sizes beyond which an extract is refused rather than half-processed."""
 
-    # 256 MiB, about 10 M rows of a trainings-taken extract. Reading one holds the file
-    # and at most 3x its size on top (benchmarks/parse.py: 3.0x at 1 M rows, 1.9x at
-    # 10 M): about 1 GB at this limit, on a 2 GB Flex Consumption instance.
+    # 256 MiB, about 10 M rows of a trainings-taken extract. A drop is read as a stream,
+    # never whole: accepting one peaks at 2.6x its size at 10 M rows, 3.5x at 1 M
+    # (benchmarks/drop.py): under 700 MB at this limit, on a 2 GB Flex Consumption
+    # instance. Over it, a drop is refused from its size alone, without a byte read.
     max_bytes: int = Field(256 * 1024 * 1024, ge=1)
     max_rows: int = Field(10_000_000, ge=1)
     # An attribute with more distinct values than this is most likely free text
