@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 Kind = Literal["start", "advance", "end", "fail"]
 Clock = Callable[[], float]
 T = TypeVar("T")
-REFRESHES_PER_SECOND = 2
+REFRESHES_PER_SECOND = 1
 SEPARATOR = " › "  # between the names of nested steps, in log lines
 
 
@@ -287,8 +287,8 @@ class RichBars(Progress):
             # above the bars: right when stdout is the same terminal, wrong when it is
             # redirected (``> out.json``), where the output must go to the file.
             redirect_stdout=sys.stdout.isatty(),
-            # Redrawn twice a second, not rich's ten: each redraw renders every bar, and
-            # at ten a second that cost 5 % of a retrain (benchmarks retrain).
+            # Redrawn once a second, not rich's ten times: each redraw renders every bar
+            # (5 % of a retrain at ten a second, 1 % at two: benchmarks retrain).
             refresh_per_second=REFRESHES_PER_SECOND,
         )
         self._tasks: dict[tuple[str, ...], TaskID] = {}
