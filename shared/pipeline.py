@@ -51,7 +51,7 @@ from shared.layout import (
 )
 from shared.metadata import ModelMetadata
 from shared.modeling import OracleFn, TrainedModel, train_model
-from shared.progress import NO_PROGRESS, Progress
+from shared.progress import NO_PROGRESS, Progress, counted
 from shared.reading import too_big
 from shared.registry import current_version, load_bundle, metadata_of, publish, write_version
 from shared.schema import (
@@ -330,8 +330,12 @@ def load_current_data(
         raise NotFoundError(f"no accepted extract yet for: {', '.join(missing)} ({where})")
     kinds = [kind for kind in ALL_KINDS if kind in pointer]
     sources: dict[str, str] = {kind: str(pointer[kind]["path"]) for kind in kinds}
-    with ExitStack() as opened, progress.step("read the extracts", unit="rows") as step:
-        streams = {kind: opened.enter_context(store.blob(sources[kind]).open()) for kind in kinds}
+    blobs = {kind: store.blob(sources[kind]) for kind in kinds}
+    size = sum(blob.size for blob in blobs.values())
+    with ExitStack() as opened, progress.step("read the extracts", size, "bytes") as step:
+        streams = {
+            kind: opened.enter_context(counted(blob.open(), step)) for kind, blob in blobs.items()
+        }
         extracts = parse_all(
             streams["users"],
             streams["trainings"],
@@ -344,7 +348,6 @@ def load_current_data(
                 "roles", streams["roles"], config.contract, sources["roles"]
             )
             extracts = replace(extracts, roles=roles, reports=(*extracts.reports, report))
-        step.advance(sum(r.rows_read for r in extracts.reports))
     return CurrentData(extracts, {kind: pointer[kind]["sha256"][:12] for kind in kinds})
 
 

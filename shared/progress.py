@@ -30,13 +30,14 @@ threads would see each other as parents.
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
 from collections.abc import Callable, Generator, Iterable, Sized
 from dataclasses import dataclass
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Literal, Self, TypeVar
+from typing import IO, TYPE_CHECKING, BinaryIO, Literal, Self, TypeVar
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -338,6 +339,44 @@ def for_cli(*, quiet: bool = False, json: bool = False, stream: IO[str] | None =
     from rich.console import Console
 
     return RichBars(Console(file=stream))
+
+
+class _Counted(io.RawIOBase):
+    """A seekable binary stream whose bytes read count into a step, each byte once
+    however often it is read again (the furthest position reached)."""
+
+    def __init__(self, stream: BinaryIO, step: Step) -> None:
+        self.stream, self.step, self.furthest = stream, step, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        piece = self.stream.read(len(buffer))
+        buffer[: len(piece)] = piece
+        reached = self.stream.tell()
+        if reached > self.furthest:
+            self.step.advance(reached - self.furthest)
+            self.furthest = reached
+        return len(piece)
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
+def counted(stream: BinaryIO, step: Step) -> BinaryIO:
+    """``stream`` as it is read, counted into ``step`` (in bytes: a step over files)."""
+    return io.BufferedReader(_Counted(stream, step), buffer_size=1 << 20)
 
 
 def tracked(

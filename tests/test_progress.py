@@ -352,3 +352,19 @@ def test_the_cli_bars_go_to_the_stream_given() -> None:
     with for_cli(stream=stream) as progress, progress.step("demo", total=1) as step:
         step.advance()
     assert "demo" in stream.getvalue() and "1/1" in stream.getvalue()
+
+
+def test_a_counted_stream_counts_each_byte_once_however_often_it_is_read() -> None:
+    from shared.progress import counted
+
+    recording = Recording()
+    data = bytes(range(256)) * 10_000  # 2.5 MB: several buffer fills
+    with recording.step("read", len(data), "bytes") as step:
+        stream = counted(io.BytesIO(data), step)
+        assert stream.read(1000) == data[:1000]
+        stream.seek(0)
+        assert stream.read() == data  # read again from the start
+        stream.seek(10)
+        assert stream.read(5) == data[10:15]
+    end = recording.events[-1]
+    assert (end.kind, end.done, end.total) == ("end", len(data), len(data))
