@@ -3,6 +3,7 @@ fingerprint taken in the same pass, and what a whole read would refuse still ref
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 
@@ -80,3 +81,11 @@ def test_a_sep_line_declares_the_delimiter_and_keeps_its_line_number() -> None:
     text = Text(io.BytesIO(b"sep=|\r\nUser-Id|ou\r\n1|a\r\n"), "users.csv", max_bytes=1000)
     assert text.declared == "|"
     assert list(text.lines()) == ["\r\n", "User-Id|ou\r\n", "1|a\r\n"]
+
+
+def test_a_file_saved_with_two_byte_order_marks_reads_clean() -> None:
+    # A file saved twice by tools adding one each: the decoder drops the first, the
+    # CSV parser the second.
+    data = codecs.BOM_UTF16_LE + "\ufeffUser-Id,ou\n1,a\n".encode("utf-16-le")
+    table = read_table(io.BytesIO(data), "users.csv")
+    assert list(table.frame.columns) == ["User-Id", "ou"]
