@@ -42,7 +42,7 @@ from shared.evaluation import (
 )
 from shared.features import Dataset, build_dataset, signal_matrix
 from shared.metadata import Counts, Epoch, ExtractReport, ModelMetadata, Served, Spread, Training
-from shared.progress import NO_PROGRESS, Progress
+from shared.progress import NO_PROGRESS, Progress, tracked
 from shared.schema import Extracts
 from shared.scoring import (
     MODEL,
@@ -471,11 +471,8 @@ def evaluate_candidate(
 ) -> Evaluation:
     """Measure a configuration over ``evaluation.repeats`` splits, known and new employees apart."""
     opts, k = config.evaluation, config.evaluation.k
-    repeats = []
-    with progress.step("evaluate", opts.repeats, "splits") as step:
-        for number in range(opts.repeats):
-            repeats.append(_repeat(dataset, config, number, progress))
-            step.advance()
+    splits = tracked(progress, "evaluate", range(opts.repeats), unit="splits")
+    repeats = [_repeat(dataset, config, number, progress) for number in splits]
     report = EvaluationReport(k=k, repeats=opts.repeats)
     served: dict[str, list[np.ndarray]] = {}
     for population in POPULATIONS:

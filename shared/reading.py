@@ -74,8 +74,9 @@ class Text:
             for number, line in enumerate(text):
                 yield _SEP_LINE.sub("", line, count=1) if number == 0 and self.declared else line
 
+    @cached_property
     def head(self) -> str:
-        """The start of the text: enough for the header record."""
+        """The start of the text: enough for the header record (read once)."""
         with self.reader() as text:
             return text.read(HEAD)
 
@@ -116,9 +117,9 @@ class Text:
         self.encoding = "cp1252"
 
     def _refuse_unless_cp1252(self) -> None:
-        not_utf8: int | None = None  # offset of the first byte that is not UTF-8
+        not_utf8: int | None = None  # the first line with a byte that is not UTF-8
         utf8_line: int | None = None  # the first line that is UTF-8 and not ASCII
-        not_cp1252: tuple[int, int] | None = None  # (offset, byte) of the first
+        not_cp1252: tuple[int, int] | None = None  # (line, byte) of the first
         offset, line = 0, 1
         pending = bytearray()  # the line not finished yet (no piece is joined twice)
         self.stream.seek(0)
@@ -130,8 +131,8 @@ class Text:
                 try:
                     piece.decode("cp1252")
                 except UnicodeDecodeError as bad:
-                    not_cp1252 = (offset + bad.start, piece[bad.start])
-            start = offset - len(pending)  # of the first line in pending
+                    at = line + piece[: bad.start].count(b"\n")
+                    not_cp1252 = (at, piece[bad.start])
             pending += piece
             offset += len(piece)
             if b"\n" not in piece:
@@ -143,32 +144,20 @@ class Text:
                 line += lines.count(b"\n")
                 continue
             for found in _BYTE_LINE.finditer(lines):
-                at = start + found.start()
-                not_utf8, utf8_line = _classify(found.group(), at, line, not_utf8, utf8_line)
+                not_utf8, utf8_line = _classify(found.group(), line, not_utf8, utf8_line)
                 line += 1
         if pending:
-            at = offset - len(pending)
-            not_utf8, utf8_line = _classify(bytes(pending), at, line, not_utf8, utf8_line)
+            not_utf8, utf8_line = _classify(bytes(pending), line, not_utf8, utf8_line)
         if not_utf8 is not None and utf8_line is not None:
-            bad_line = self._line_at(not_utf8)
             message = (
-                f"mixed encodings: line {utf8_line} is UTF-8 but line {bad_line} is not "
+                f"mixed encodings: line {utf8_line} is UTF-8 but line {not_utf8} is not "
                 "(save the whole file in one encoding, preferably UTF-8)"
             )
-            raise ExtractError(self.source, [Problem(self.source, message, bad_line)])
+            raise ExtractError(self.source, [Problem(self.source, message, not_utf8)])
         if not_cp1252 is not None:
             at, byte = not_cp1252
             message = f"unreadable encoding: neither UTF-8 nor cp1252 (byte {byte:#04x})"
-            raise ExtractError(self.source, [Problem(self.source, message, self._line_at(at))])
-
-    def _line_at(self, offset: int) -> int:
-        """The line of the byte at ``offset`` (1 for the first)."""
-        self.stream.seek(0)
-        newlines, read = 0, 0
-        while read < offset and (piece := self.stream.read(min(PIECE, offset - read))):
-            newlines += piece.count(b"\n")
-            read += len(piece)
-        return newlines + 1
+            raise ExtractError(self.source, [Problem(self.source, message, at)])
 
 
 def read_up_to(stream: BinaryIO, size: int) -> bytes:
@@ -189,15 +178,15 @@ _BYTE_LINE = re.compile(rb"[^\n]*\n")
 
 
 def _classify(
-    line_bytes: bytes, at: int, line: int, not_utf8: int | None, utf8_line: int | None
+    line_bytes: bytes, line: int, not_utf8: int | None, utf8_line: int | None
 ) -> tuple[int | None, int | None]:
-    """Update (first byte not UTF-8, first UTF-8 line that is not ASCII) with one line."""
+    """Update (first line not UTF-8, first UTF-8 line that is not ASCII) with line ``line``."""
     if line_bytes.isascii():
         return not_utf8, utf8_line
     try:
         line_bytes.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return (at + bad.start if not_utf8 is None else not_utf8), utf8_line
+    except UnicodeDecodeError:
+        return (line if not_utf8 is None else not_utf8), utf8_line
     return not_utf8, (line if utf8_line is None else utf8_line)
 
 

@@ -65,8 +65,7 @@ def on_extract_dropped(client: BlobClient) -> tuple[AcceptResult, PrecomputeResu
     from shared.storage.azure import AzureReadable
 
     store, config = app_store(), app_config()
-    blob = AzureReadable(client, f"{client.container_name}/{client.blob_name}")
-    accepted = accept_extract(store, client.blob_name, config, blob=blob)
+    accepted = accept_extract(store, client.blob_name, config, blob=AzureReadable(client))
     if accepted.status != "accepted":
         return accepted, None
     try:

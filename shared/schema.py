@@ -75,11 +75,6 @@ class _Table:
     repairs: list[Problem] = field(default_factory=list)  # how the file was read differently
 
     @cached_property
-    def head(self) -> str:
-        """The start of the text: enough for the header record."""
-        return self.text.head()
-
-    @cached_property
     def _record_lines(self) -> np.ndarray:
         # pandas does not keep line numbers: only paid for when reporting, a line at a time.
         records = _records(self.text.lines(), self.delimiter)
@@ -145,7 +140,7 @@ def _read_table(text: Text, limits: Limits) -> _Table:
     source = text.source
     if text.is_blank():
         raise ExtractError(source, [Problem(source, "the file is empty", 1)])
-    header = _first_line(text.head())
+    header = _first_line(text.head)
     delimiter = text.declared or _sniff_delimiter(header)
     names = _names(header, delimiter)
     while names and not names[-1]:  # Excel keeps empty columns right of the data
@@ -279,7 +274,7 @@ def header_of(stream: BinaryIO) -> list[str]:
     stream.seek(start)
     try:
         text = Text(io.BytesIO(head), "header", len(head))
-        header = _first_line(text.decoded(text.head))
+        header = _first_line(text.decoded(lambda: text.head))
     except ExtractError:
         return []
     return _names(header, text.declared or _sniff_delimiter(header))
@@ -399,7 +394,9 @@ def _unclosed_quote_line(text: Text) -> int | None:
 def _header_problems(
     table: _Table, required: list[str], renamed: dict[str, str] | None = None
 ) -> list[Problem]:
-    line, raw_header = next(_records(io.StringIO(table.head, newline=""), table.delimiter), (1, []))
+    line, raw_header = next(
+        _records(io.StringIO(table.text.head, newline=""), table.delimiter), (1, [])
+    )
     # The names as read: empty columns right of the data dropped, case repairs applied.
     names = [(renamed or {}).get(h.strip(), h.strip()) for h in raw_header]
     names = names[: len(table.frame.columns)]

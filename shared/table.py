@@ -315,7 +315,7 @@ class CsvExport:
         with progress.step("export", employees, "employees") as step:
             for number, piece in enumerate(self.pieces()):
                 out.write(piece.to_csv(index=False, header=number == 0).encode("utf-8"))
-                step.advance(min(EXPORT_CHUNK, employees - step.done))
+                step.advance(min(EXPORT_CHUNK, employees - number * EXPORT_CHUNK))
 
     def frame(self) -> pd.DataFrame:
         """The whole export as one frame (small tables: tests, the demo)."""
